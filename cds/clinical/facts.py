@@ -1,0 +1,255 @@
+"""The clinical facts a hook call produces: the contract between ``clinical`` and ``engine``.
+
+Facts carry *measurements*, never verdicts: daily doses, renal values, ages, day counts,
+ratios, codes and flags of identity ("this is an opioid", "the order was stopped"). Every
+comparison with a pack number ("exceeds the ceiling", "in band 30-49", "stale") is a
+durable_rules condition compiled from the pack. A field that cannot be known is ``None``
+and is *omitted* from the engine fact, so a rule that needs it cannot fire on a guess.
+
+Units are fixed so that facts written in different units compare equal:
+oral doses in mg, intrathecal doses in ug, renal values in mL/min (CrCl) or
+mL/min/1.73 m2 (eGFR), creatinine in mg/dL, weight in kg, height in cm, ages in
+completed years, durations in (fractional) days or hours as named.
+
+One engine fact per baclofen order (with the patient context flattened into it), one per
+(baclofen order, interacting class) pair, and one per request-level data problem: a
+typical request asserts a handful of facts, not one per FHIR resource.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Route = Literal["oral", "intrathecal"]
+Hook = Literal["order-select", "order-sign", "patient-view"]
+
+
+def _engine_value(value: Any) -> Any:
+    if isinstance(value, bool) or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return value
+    raise TypeError(f"not an engine value: {value!r}")
+
+
+def engine_fields(obj: Any, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Flat dict of the dataclass's engine-visible fields, ``None`` omitted.
+
+    Fields whose metadata says ``engine=False`` (display data, raw resources) are skipped.
+    """
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        if f.name in exclude or not f.metadata.get("engine", True):
+            continue
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        v = _engine_value(value)
+        if v is not None:
+            out[f.name] = v
+    return out
+
+
+def display(default: Any = None) -> Any:
+    """A field kept for cards and the console, never asserted into the engine."""
+    return field(default=default, metadata={"engine": False})
+
+
+def display_factory(factory: Any) -> Any:
+    return field(default_factory=factory, metadata={"engine": False})
+
+
+@dataclass
+class RenalMeasure:
+    """The renal value A5 chose, with what the card must name."""
+
+    kind: Literal["crcl_measured", "crcl_cockcroft_gault", "egfr_reported", "egfr_ckd_epi_2021",
+                  "egfr_schwartz"]
+    value: float  # mL/min or mL/min/1.73 m2
+    unit: str  # "mL/min" or "mL/min/1.73m2"
+    effective: datetime  # date of the result it rests on (the creatinine for computed ones)
+    weight_kg: float | None = None  # weight used (Cockcroft-Gault)
+    weight_kind: Literal["actual", "adjusted"] | None = None
+    creatinine_mg_dl: float | None = None
+    sex_used: Literal["male", "female", "lower-of-both"] | None = None
+    source_ids: list[str] = field(default_factory=list)  # Observation ids it used
+
+
+@dataclass
+class PatientFacts:
+    """Patient context, flattened into every order fact."""
+
+    age: int | None = None  # completed years at now
+    age_days: int | None = None
+    sex: Literal["male", "female", "other", "unknown"] = "unknown"
+    weight_kg: float | None = None  # newest weight
+    weight_age_days: float | None = None  # how old that weight is
+    height_cm: float | None = None
+    inpatient: bool = False
+    # A5 renal value (None when none can be had)
+    renal_value: float | None = None
+    renal_kind: str | None = None  # RenalMeasure.kind
+    renal_is_egfr: bool | None = None
+    renal_age_hours: float | None = None  # age of the newest renal result at now
+    egfr_for_beers: float | None = None  # eGFR reported, else CKD-EPI 2021, else CrCl
+    renal_needed_missing_height: bool = False  # under 18, creatinine but no height/eGFR
+    on_dialysis: bool = False
+    # AKI inputs (KDIGO thresholds live in the pack): newest creatinine minus the lowest
+    # value in the 48 h before it, and newest / lowest in the 7 days before it
+    creatinine_rise_48h_mg_dl: float | None = None
+    creatinine_ratio_7d: float | None = None
+    creatinine_unusable: bool = False  # missing/unconvertible unit or implausible value
+    # A7 observations, newest within their window (24 h by default), else None
+    resp_rate: float | None = None
+    spo2: float | None = None
+    gcs: float | None = None
+    gcs_drop_48h: float | None = None  # previous value within 48 h minus newest
+    rass: float | None = None
+    sbp: float | None = None
+    temp_max_24h_c: float | None = None
+    # Conditions and context
+    epilepsy: bool = False
+    anticonvulsant: bool = False  # an anticonvulsant on the medication list
+    seizure_history: bool = False
+    withdrawal_history: bool = False  # history of baclofen withdrawal
+    cerebral_origin: bool = False  # CP, TBI/acquired brain injury, stroke
+    alcohol_use_disorder: bool = False
+    pregnancy_trimester: int | None = None
+    delirium_recent: bool = False  # new confusion/delirium (7 d) or positive screen (24 h)
+    itb_pump: bool = False  # any intrathecal baclofen in the regimen
+    itb_withdrawal_sign: bool = False  # new pruritus or rising spasticity coded
+    # display only
+    renal: RenalMeasure | None = display()
+    weight_effective: datetime | None = display()
+
+
+@dataclass
+class DosageStep:
+    """One step in time of an order (concurrent instructions already summed)."""
+
+    sequence: int | None
+    daily: float | None  # mg (oral) or ug (intrathecal); None when not computable
+    admin_per_day: float | None
+    single_max: float | None  # largest single administration
+    single_min: float | None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass
+class OrderFacts:
+    """One baclofen order as the rules see it (after the regimen arithmetic)."""
+
+    order_id: str
+    route: Route  # unknown routes are treated as oral (route_unknown=True)
+    status: str  # draft, active, stopped, cancelled, on-hold
+    is_draft: bool
+    route_unknown: bool = False
+    route_given: str | None = None  # oral, intrathecal, iv, im, sc, epidural, other
+    product_kind: Literal["oral", "intrathecal", "unknown"] = "unknown"
+    matched_by_name: bool = False
+    # dose (mg oral, ug intrathecal); ceilings use the highest step
+    dose_computable: bool = True
+    dose_problem: str | None = None  # why not computable (unit, strength...)
+    daily: float | None = None  # this order, highest step
+    first_step_daily: float | None = None
+    admin_per_day: float | None = None  # this order, first step
+    single_max: float | None = None
+    single_min: float | None = None
+    prn: bool = False
+    prn_only: bool = False
+    prn_max_unknown: bool = False
+    is_taper: bool = False  # sequenced instructions
+    # regimen after signing, same route (oral orders add up)
+    regimen_daily: float | None = None  # highest-step total after signing
+    regimen_first_daily: float | None = None  # first-step total after signing
+    regimen_admin_per_day: float | None = None
+    regimen_daily_per_kg: float | None = None  # needs a weight from the last 30 days
+    weight_recent_days: float | None = None  # age of the weight used for mg/kg
+    scheduled_orders: int = 0  # scheduled orders by this route after signing
+    # titration (A4 oral, A9 intrathecal)
+    new_start: bool = False  # no baclofen order/statement in the last 30 days
+    current_daily: float | None = None  # regimen before signing this draft
+    increase_daily: float | None = None  # regimen_first_daily - current_daily (when > 0)
+    increase_per_admin: float | None = None  # increase_daily / regimen_admin_per_day
+    days_on_current: float | None = None  # current start -> effect time, calendar days
+    step_up_fraction: float | None = None  # intrathecal: new/replaced - 1
+    change_24h_fraction: float | None = None  # intrathecal: new/daily 24 h ago - 1
+    itb_first_order: bool = False
+    bolus_ug: float | None = None
+    bolus_interval_hours: float | None = None
+    # withdrawal (A6)
+    chronic_user: bool = False
+    change: Literal["new", "same", "increase", "decrease", "stop"] | None = None
+    prior_daily: float | None = None  # daily by this route before the change
+    after_daily: float | None = None  # daily by this route after signing
+    after_to_prior: float | None = None  # after_daily / prior_daily
+    adverse_reason: bool = False  # stop/reduction coded as adverse reaction/toxicity/overdose
+    refill_overdue_days: float | None = None  # now - refill due; > 0 means overdue
+    pump_removal: bool = False
+    # display only
+    resource: dict[str, Any] | None = display()  # the order as received (JSON)
+    steps: list[DosageStep] = display_factory(list)
+    medication_text: str | None = display()
+    strength_per_ml: float | None = display()  # mg/mL (oral) or ug/mL, for mL doses
+    dose_unit_written: str | None = display()  # the unit the prescriber wrote
+    replaces: str | None = display()  # id of the active order it replaces
+    current_start: datetime | None = display()
+    duplicate_ids: list[str] = display_factory(list)
+
+
+@dataclass
+class InteractionFacts:
+    """A baclofen order paired with one interacting class present in the regimen."""
+
+    order_id: str
+    drug_class: str  # opioid, sedative, gabapentinoid, muscle_relaxant, levodopa, ...
+    pair_has_draft: bool  # the baclofen order or the other order is a draft here
+    drug_names: str = ""  # display names joined, for the card
+    other_ids: list[str] = display_factory(list)
+
+
+@dataclass
+class DataIssue:
+    """A request-level data problem (an unusable resource, a unit slip in a lab)."""
+
+    issue: str  # stable code, e.g. unusable-resource, creatinine-unit
+    detail: str  # plain words, no PHI beyond resource ids
+    order_id: str = ""  # the order it concerns, "" for the request
+    resource_ref: str | None = display()
+
+
+@dataclass
+class ClinicalFacts:
+    """Everything one evaluation needs, at one explicit instant."""
+
+    now: datetime
+    hook: Hook
+    patient: PatientFacts
+    orders: list[OrderFacts] = field(default_factory=list)
+    interactions: list[InteractionFacts] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+
+    def engine_facts(self) -> list[dict[str, Any]]:
+        """The flat facts asserted into one engine session."""
+        base = {"hook": self.hook}
+        patient = engine_fields(self.patient)
+        out: list[dict[str, Any]] = []
+        for o in self.orders:
+            out.append({"kind": "order", **base, **patient, **engine_fields(o)})
+        by_id = {o.order_id: o for o in self.orders}
+        for i in self.interactions:
+            order = by_id.get(i.order_id)
+            extra = {"route": order.route, "is_draft": order.is_draft} if order else {}
+            out.append({"kind": "interaction", **base, **patient, **extra, **engine_fields(i)})
+        for d in self.issues:
+            out.append({"kind": "data_issue", **base, **engine_fields(d)})
+        return out

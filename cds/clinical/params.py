@@ -1,0 +1,36 @@
+"""Numbers the clinical layer itself needs, filled from the pack by the engine's loader.
+
+The clinical layer never hard-codes a clinical threshold: look-back windows, plausibility
+bounds and the weight rule arrive here from ``rules/<pack>/pack.yaml`` (``clinical:``
+section), so imports still run one way (engine -> clinical) and a pack edit changes them.
+The defaults below exist only so unit tests of pure arithmetic can build one; the pack
+loader always passes every value explicitly.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ClinicalParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    new_start_lookback_days: float = 30  # A4: no baclofen in the last N days = new start
+    chronic_min_days: float = 14  # A6: continuous scheduled oral use = chronic user
+    weight_for_mg_per_kg_days: float = 30  # A3: weight must be this recent for mg/kg
+    weight_for_cockcroft_gault_days: float = 90  # A5
+    height_for_schwartz_days: float = 30  # A5
+    adjusted_weight_above_ibw_ratio: float = 1.2  # A5: use adjusted weight above 120% IBW
+    adjusted_weight_factor: float = 0.4  # A5: IBW + 0.4 x (actual - IBW)
+    vitals_window_hours: float = 24  # A7
+    gcs_previous_window_hours: float = 48  # A7
+    temperature_window_hours: float = 24  # A6 intrathecal withdrawal signs
+    delirium_condition_days: float = 7  # A7
+    delirium_screen_hours: float = 24  # A7
+    creatinine_max_mg_dl: float = 25  # A5 plausibility
+    creatinine_min_umol_l: float = 10  # A5 plausibility
+    creatinine_umol_per_mg_dl: float = 88.4  # A5 conversion
+    aki_rise_window_hours: float = 48  # KDIGO windows (thresholds are rule conditions)
+    aki_ratio_window_days: float = 7
+    itb_titration_lookback_days: float = 30  # A9: first intrathecal order
+    inpatient_classes: tuple[str, ...] = ("IMP", "ACUTE", "NONAC", "OBSENC")
