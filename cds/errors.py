@@ -33,7 +33,7 @@ class PackError(CDSError):
             f"{k} {v}" for k, v in (("file", file), ("rule", rule), ("field", field)) if v
         )
         super().__init__(f"{where}: {message}" if where else message)
-        self.file, self.rule, self.field = file, rule, field
+        self.message, self.file, self.rule, self.field = message, file, rule, field
 
 
 class EngineError(CDSError):

@@ -28,6 +28,20 @@ Route = Literal["oral", "intrathecal"]
 Hook = Literal["order-select", "order-sign", "patient-view"]
 
 
+RENAL_LABELS = {
+    "crcl_measured": "measured CrCl",
+    "crcl_cockcroft_gault": "CrCl (Cockcroft-Gault)",
+    "egfr_reported": "eGFR",
+    "egfr_ckd_epi_2021": "eGFR (CKD-EPI 2021)",
+    "egfr_schwartz": "eGFR (bedside Schwartz)",
+}
+# Fields computed in ``ClinicalFacts.engine_facts`` rather than stored on a dataclass.
+DERIVED_ORDER_FIELDS = frozenset(
+    {"renal_label", "renal_unit", "renal_date", "renal_after_start", "continuing"})
+# Statuses after which an order no longer runs (signing it stops, holds or voids it).
+NOT_CONTINUING = frozenset({"stopped", "cancelled", "on-hold", "entered-in-error", "completed"})
+
+
 def _engine_value(value: Any) -> Any:
     if isinstance(value, bool) or isinstance(value, str):
         return value
@@ -122,7 +136,8 @@ class PatientFacts:
     withdrawal_history: bool = False  # history of baclofen withdrawal
     cerebral_origin: bool = False  # CP, TBI/acquired brain injury, stroke
     alcohol_use_disorder: bool = False
-    pregnancy_trimester: int | None = None
+    pregnant: bool = False  # active pregnancy condition or a current gestational age
+    pregnancy_trimester: int | None = None  # None when pregnant but no gestational age
     delirium_recent: bool = False  # new confusion/delirium (7 d) or positive screen (24 h)
     itb_pump: bool = False  # any intrathecal baclofen in the regimen
     itb_withdrawal_sign: bool = False  # new pruritus or rising spasticity coded
@@ -175,6 +190,9 @@ class OrderFacts:
     regimen_daily_per_kg: float | None = None  # needs a weight from the last 30 days
     weight_recent_days: float | None = None  # age of the weight used for mg/kg
     scheduled_orders: int = 0  # scheduled orders by this route after signing
+    # False when a dose in the current or after-signing regimen (this route) could not be
+    # computed: the regimen totals are then lower bounds (a rule may still fire on them)
+    regimen_complete: bool = True
     # titration (A4 oral, A9 intrathecal)
     new_start: bool = False  # no baclofen order/statement in the last 30 days
     current_daily: float | None = None  # regimen before signing this draft
@@ -195,6 +213,9 @@ class OrderFacts:
     adverse_reason: bool = False  # stop/reduction coded as adverse reaction/toxicity/overdose
     refill_overdue_days: float | None = None  # now - refill due; > 0 means overdue
     pump_removal: bool = False
+    # the order as received passes FHIR R4B validation (False: a DataIssue names the
+    # fields; a suggestion that edits this resource may not round-trip)
+    fhir_valid: bool = True
     # display only
     resource: dict[str, Any] | None = display()  # the order as received (JSON)
     steps: list[DosageStep] = display_factory(list)
@@ -242,9 +263,18 @@ class ClinicalFacts:
         """The flat facts asserted into one engine session."""
         base = {"hook": self.hook}
         patient = engine_fields(self.patient)
+        renal = self.patient.renal
+        if renal is not None:
+            patient["renal_label"] = RENAL_LABELS.get(renal.kind, renal.kind)
+            patient["renal_unit"] = renal.unit
+            patient["renal_date"] = renal.effective.date().isoformat()
         out: list[dict[str, Any]] = []
         for o in self.orders:
-            out.append({"kind": "order", **base, **patient, **engine_fields(o)})
+            fact = {"kind": "order", **base, **patient, **engine_fields(o),
+                    "continuing": o.status not in NOT_CONTINUING}
+            if renal is not None and o.current_start is not None:
+                fact["renal_after_start"] = renal.effective > o.current_start
+            out.append(fact)
         by_id = {o.order_id: o for o in self.orders}
         for i in self.interactions:
             order = by_id.get(i.order_id)

@@ -34,3 +34,11 @@ class ClinicalParams(BaseModel):
     aki_ratio_window_days: float = 7
     itb_titration_lookback_days: float = 30  # A9: first intrathecal order
     inpatient_classes: tuple[str, ...] = ("IMP", "ACUTE", "NONAC", "OBSENC")
+    # Added with the fact extraction (policy choices where part A gives no number):
+    chronic_max_gap_days: float = 1  # A6: renewals up to this far apart still "continuous"
+    itb_withdrawal_sign_days: float = 7  # A6: pruritus/spasticity coded this recently = "new"
+    dialysis_procedure_days: float = 30  # A5: a dialysis procedure this recent = on dialysis
+    pump_removal_lookback_days: float = 30  # A6: a pump removal done this recently counts
+    trimester_2_from_weeks: float = 14  # A7: gestational age < 14 weeks = first trimester
+    trimester_3_from_weeks: float = 28  # A7: >= 28 weeks = third trimester
+    gestation_max_weeks: float = 42  # A7: a gestational age projected past this is stale

@@ -1,0 +1,256 @@
+"""Findings -> CDS Hooks cards, exactly per the card contract of DESIGN.md.
+
+One card per (order, category[, interacting class]) merging every reason that fired: the
+highest severity wins, every reason is listed in the detail, with the facts used and the
+evidence. Pure: no I/O; the pipeline supplies the suggestions it has already re-checked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.clinical.facts import RENAL_LABELS, ClinicalFacts, OrderFacts
+from cds.engine.findings import SEVERITY_RANK, Finding
+from cds.engine.pack import fmt_number
+from cds.suggestions import Suggestion
+
+ALERT_CATEGORY_SYSTEM = "urn:cds-baclofen:CodeSystem:alert-category"
+CATEGORY_DISPLAY = {
+    "dose-ceiling": "Dose ceiling",
+    "titration-rate": "Titration rate",
+    "renal-adjustment": "Renal dose adjustment",
+    "withdrawal-risk": "Withdrawal risk",
+    "side-effect": "Side effect",
+    "interaction": "Interaction",
+    "data-quality": "Data quality",
+}
+EXTENSION_KEY = "cds-baclofen"
+SUMMARY_MAX = 139
+
+
+@dataclass
+class BuiltCard:
+    """A card and what the audit store keeps beside it."""
+
+    card: dict[str, Any]
+    order_id: str
+    category: str
+    group: str
+    findings: list[Finding]
+    facts: dict[str, Any]
+    suggestions: list[Suggestion] = field(default_factory=list)
+
+    @property
+    def primary(self) -> Finding:
+        return self.findings[0]
+
+
+def group_findings(findings: Sequence[Finding]) -> dict[tuple[str, str, str], list[Finding]]:
+    """(order, category, group) -> findings, most severe first, then pack order."""
+    groups: dict[tuple[str, str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.order_id, f.category, f.group), []).append(f)
+    for fs in groups.values():
+        fs.sort(key=lambda f: (-f.rank, f.order))
+    return groups
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
+
+
+def _num(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "unknown"
+    return f"{fmt_number(float(x))}{unit}"
+
+
+def facts_used(facts: ClinicalFacts, order: OrderFacts | None, category: str,
+               fact: Mapping[str, Any]) -> list[str]:
+    """The lines of 'Facts used': what a reviewer needs to check the advice."""
+    p = facts.patient
+    lines: list[str] = []
+    if order is not None:
+        unit = "ug" if order.route == "intrathecal" else "mg"
+        med = order.medication_text or "baclofen"
+        dose = f"{_num(order.daily)} {unit}/day" if order.daily is not None else "dose unknown"
+        per = ""
+        if order.single_max is not None and order.admin_per_day:
+            per = f" ({_num(order.single_max)} {unit} x {_num(order.admin_per_day)}/day)"
+        lines.append(f"Order {order.order_id}: {med}, {order.route}, {dose}{per}, "
+                     f"status {order.status}")
+        if order.route == "oral" and order.regimen_daily is not None:
+            lines.append(f"Oral regimen after signing: {_num(order.regimen_daily)} mg/day")
+        if order.current_daily is not None and category in ("titration-rate", "withdrawal-risk"):
+            since = f" since {order.current_start.date().isoformat()}" if order.current_start else ""
+            lines.append(f"Current regimen: {_num(order.current_daily)} {unit}/day{since}")
+        if order.new_start:
+            lines.append("New start: no baclofen in the last 30 days")
+    age = f"{p.age} years" if p.age is not None else "age unknown"
+    weight = (f", {_num(p.weight_kg)} kg" + (f" ({p.weight_effective.date().isoformat()})"
+                                            if p.weight_effective else "")
+              if p.weight_kg is not None else ", weight unknown")
+    lines.append(f"Patient: {age}, {p.sex}{weight}"
+                 + (", inpatient" if p.inpatient else ", outpatient"))
+    if category in ("renal-adjustment", "side-effect", "data-quality", "dose-ceiling",
+                    "withdrawal-risk"):
+        r = p.renal
+        if r is not None:
+            w = (f", weight {_num(r.weight_kg)} kg {r.weight_kind}" if r.weight_kg else "")
+            lines.append(f"Renal: {RENAL_LABELS.get(r.kind, r.kind)} {_num(r.value)} {r.unit} "
+                         f"({r.effective.date().isoformat()}){w}")
+        elif category == "renal-adjustment" or category == "data-quality":
+            lines.append("Renal: no result on record" + (" (dialysis)" if p.on_dialysis else ""))
+        if p.on_dialysis:
+            lines.append("Dialysis: yes")
+    if category in ("side-effect", "interaction"):
+        vit = [(p.resp_rate, "RR", "/min"), (p.spo2, "SpO2", "%"), (p.gcs, "GCS", ""),
+               (p.rass, "RASS", ""), (p.sbp, "SBP", " mmHg")]
+        shown = [f"{n} {_num(v)}{u}" for v, n, u in vit if v is not None]
+        if shown:
+            lines.append("Observations (24 h): " + ", ".join(shown))
+    if category == "interaction" and fact.get("drug_names"):
+        lines.append(f"Interacting: {fact['drug_names']}")
+    return lines
+
+
+def evidence_lines(findings: Sequence[Finding], evidence: Mapping[str, Mapping[str, Any]],
+                   ) -> list[str]:
+    seen: list[str] = []
+    for f in findings:
+        for e in f.evidence:
+            if e not in seen:
+                seen.append(e)
+    out = []
+    for e in seen:
+        ev = evidence.get(e, {"citation": e})
+        text = ev["citation"]
+        out.append(f"[{text}]({ev['url']})" if ev.get("url") else text)
+    return out
+
+
+def build_card(*, findings: list[Finding], facts: ClinicalFacts, order: OrderFacts | None,
+               evidence: Mapping[str, Mapping[str, Any]],
+               override_reasons: Mapping[str, Mapping[str, str]], label: str,
+               suggestions: Sequence[Suggestion] = ()) -> BuiltCard:
+    top = findings[0]
+    category = top.category
+    reasons = []
+    for f in findings:
+        reasons.append(f"- **{f.severity}**: {f.detail} (rule `{f.rule_id}`)")
+    used = facts_used(facts, order, category, top.fact)
+    detail = "**Why**\n\n" + "\n".join(reasons)
+    detail += "\n\n**Facts used**\n\n" + "\n".join(f"- {line}" for line in used)
+    detail += "\n\n**Evidence**\n\n" + "\n".join(
+        f"- {line}" for line in evidence_lines(findings, evidence))
+    if any("policy" in f.evidence for f in findings):
+        detail += "\n\nThresholds marked local policy are this service's choice where no source gives a number."
+    card: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "summary": _truncate(top.summary),
+        "indicator": top.severity,
+        "detail": detail,
+        "source": {
+            "label": label,
+            "topic": {
+                "system": ALERT_CATEGORY_SYSTEM,
+                "code": category,
+                "display": CATEGORY_DISPLAY[category],
+            },
+        },
+    }
+    if suggestions:
+        card["suggestions"] = [
+            {
+                "label": s.label,
+                "uuid": str(uuid.uuid4()),
+                "isRecommended": s.recommended,
+                "actions": list(s.actions),
+            }
+            for s in suggestions
+        ]
+        card["selectionBehavior"] = "at-most-one"
+    if SEVERITY_RANK[top.severity] >= SEVERITY_RANK["warning"]:
+        codes: list[str] = []
+        for f in findings:
+            for r in f.override_reasons:
+                if r not in codes:
+                    codes.append(r)
+        reasons_out = [dict(override_reasons[c]) for c in codes if c in override_reasons]
+        if reasons_out:
+            card["overrideReasons"] = reasons_out
+    card["extension"] = {
+        EXTENSION_KEY: {
+            "ruleIds": [f.rule_id for f in findings],
+            "severityRule": top.rule_id,
+            "packId": top.pack_id,
+            "packVersion": top.pack_version,
+            "profile": top.profile,
+            "category": category,
+            **({"orderId": top.order_id} if top.order_id else {"scope": "request"}),
+        }
+    }
+    return BuiltCard(card=card, order_id=top.order_id, category=category, group=top.group,
+                     findings=findings, facts=dict(top.fact), suggestions=list(suggestions))
+
+
+REQUIRED = ("uuid", "summary", "indicator", "source")
+
+
+def contract_problems(card: Mapping[str, Any]) -> list[str]:
+    """Every way a card breaks the card contract (empty list: it conforms)."""
+    problems = [f"missing {k}" for k in REQUIRED if k not in card]
+    if len(card.get("summary", "")) >= 140:
+        problems.append("summary is 140 characters or more")
+    if card.get("indicator") not in ("info", "warning", "critical"):
+        problems.append("bad indicator")
+    topic = (card.get("source") or {}).get("topic") or {}
+    if topic.get("code") not in CATEGORY_DISPLAY:
+        problems.append("source.topic is not an alert category")
+    if "<" in card.get("detail", "") and "</" in card.get("detail", ""):
+        problems.append("detail contains raw HTML")
+
+    def walk(x: Any, path: str) -> None:
+        if x is None:
+            problems.append(f"{path} is null")
+        elif isinstance(x, dict):
+            if not x:
+                problems.append(f"{path} is empty")
+            for k, v in x.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(x, list):
+            if not x:
+                problems.append(f"{path} is empty")
+            for i, v in enumerate(x):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(x, str) and x == "":
+            problems.append(f"{path} is an empty string")
+
+    walk(dict(card), "card")
+    if card.get("suggestions"):
+        if card.get("selectionBehavior") not in ("at-most-one", "any"):
+            problems.append("suggestions without selectionBehavior")
+        for s in card["suggestions"]:
+            if "uuid" not in s:
+                problems.append("suggestion without uuid")
+            for a in s.get("actions", []):
+                if a.get("type") not in ("create", "update", "delete"):
+                    problems.append("bad action type")
+                if a.get("type") in ("create", "update") and "resource" not in a:
+                    problems.append("create/update without resource")
+    if card.get("indicator") in ("warning", "critical"):
+        if not card.get("overrideReasons"):
+            problems.append("warning/critical card without overrideReasons")
+        for r in card.get("overrideReasons", []):
+            if not r.get("display"):
+                problems.append("override reason without display")
+    ext = (card.get("extension") or {}).get(EXTENSION_KEY) or {}
+    for k in ("ruleIds", "packId", "packVersion"):
+        if not ext.get(k):
+            problems.append(f"extension without {k}")
+    if "orderId" not in ext and ext.get("scope") != "request":
+        problems.append("extension without orderId")
+    return problems

@@ -1,0 +1,183 @@
+"""``cds``: serve, evaluate, rules check / test, db upgrade, users. Thin commands only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cds.settings import Settings
+
+app = typer.Typer(help="CDS Hooks rules engine (baclofen pack).", no_args_is_help=True,
+                  add_completion=False)
+rules_app = typer.Typer(help="Check and test rule packs.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(db_app, name="db")
+try:
+    from cds.users_cli import users_app
+
+    app.add_typer(users_app, name="users", help="Console accounts.")
+except ImportError:  # pragma: no cover - the console ships with the package
+    pass
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _rules_dir(settings: Settings) -> Path:
+    from cds.paths import data_dir
+
+    return settings.rules_dir or data_dir("rules")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the service (applies pending migrations on the SQLite default first)."""
+    import uvicorn
+
+    settings = Settings()
+    if settings.database_url.startswith("sqlite"):
+        from cds.store.db import upgrade
+
+        upgrade(settings.database_url)
+    if settings.auth == "off":
+        err.print("[bold red]CDS_AUTH=off: development mode, JWT authentication is DISABLED."
+                  "[/bold red]")
+    uvicorn.run("cds.web.factory:app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=False, proxy_headers=True)
+
+
+@app.command()
+def evaluate(
+    request: Annotated[Path, typer.Argument(help="A CDS Hooks request (JSON file)")],
+    now: Annotated[str | None, typer.Option(help="Evaluation instant (ISO 8601); default now")]
+    = None,
+    profile: Annotated[str | None, typer.Option(help="US or UK (default CDS_PROFILE)")] = None,
+) -> None:
+    """Print the response a hook call would give, without a server or a database."""
+    from cds.evaluate_file import evaluate_request
+
+    settings = Settings()
+    instant = datetime.fromisoformat(now.replace("Z", "+00:00")) if now else datetime.now(UTC)
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    try:
+        body = json.loads(request.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        err.print(f"cannot read {request}: {exc}")
+        raise typer.Exit(2) from None
+    status, response = evaluate_request(body, rules_dir=_rules_dir(settings),
+                                        pack_ids=settings.pack_ids,
+                                        profile=(profile or settings.profile).upper(),
+                                        now=instant, settings=settings)
+    sys.stdout.write(json.dumps(response, indent=2) + "\n")
+    raise typer.Exit(0 if status == 200 else 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply pending migrations to CDS_DATABASE_URL."""
+    from cds.store.db import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@rules_app.command("check")
+def rules_check(pack: Annotated[str | None, typer.Argument()] = None,
+                profile: Annotated[str | None, typer.Option()] = None) -> None:
+    """Validate and compile a pack; summarise rules per category and evidence coverage."""
+    from collections import Counter
+
+    from cds.engine.pack import compile_pack, pack_folder
+    from cds.errors import PackError
+
+    settings = Settings()
+    pack_ids = [pack] if pack else settings.pack_ids
+    failed = False
+    for pid in pack_ids:
+        try:
+            folder = pack_folder(_rules_dir(settings), pid)
+            profiles = [profile.upper()] if profile else _profiles(folder)
+            compiled = [compile_pack(folder, p) for p in profiles]
+        except PackError as exc:
+            err.print(f"[red]FAIL[/red] {pid}: {exc}")
+            failed = True
+            continue
+        first = compiled[0]
+        table = Table(title=f"{first.title} {first.version}: rules per category")
+        table.add_column("category")
+        for c in compiled:
+            table.add_column(f"{c.profile} rules", justify="right")
+        cats = sorted({r.category for c in compiled for r in c.rules.values()})
+        counts = [Counter(r.category for r in c.rules.values()) for c in compiled]
+        for cat in cats:
+            table.add_row(cat, *[str(cn[cat]) for cn in counts])
+        table.add_row("total", *[str(len(c.rules)) for c in compiled])
+        console.print(table)
+        uncited = [r.id for c in compiled for r in c.rules.values() if not r.evidence]
+        console.print(f"evidence: every rule cites at least one source: "
+                      f"{'yes' if not uncited else 'NO ' + ', '.join(uncited)}")
+        policy = first.rules_resting_on_policy_only()
+        console.print(f"rules resting on local policy alone ({len(policy)}): {', '.join(policy)}")
+        console.print(f"[green]OK[/green] {pid} {first.version}")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _profiles(folder: Path) -> list[str]:
+    import yaml
+
+    data: dict[str, Any] = yaml.safe_load((folder / "pack.yaml").read_text(encoding="utf-8"))
+    return sorted((data.get("profiles") or {"US": {}}).keys())
+
+
+@rules_app.command("test")
+def rules_test(
+    pack: Annotated[str | None, typer.Argument()] = None,
+    properties: Annotated[bool, typer.Option("--properties",
+                                             help="Also run the pack invariants")] = False,
+) -> None:
+    """Run the pack's vignettes (and, with --properties, its invariants)."""
+    from cds.testing.vignettes import run_vignettes_cli
+
+    settings = Settings()
+    pack_ids = [pack] if pack else settings.pack_ids
+    ok = True
+    for pid in pack_ids:
+        ok = run_vignettes_cli(_rules_dir(settings), pid, console) and ok
+        if properties:
+            from cds.testing.invariants import run_properties_cli
+
+            ok = run_properties_cli(_rules_dir(settings), pid, console) and ok
+    raise typer.Exit(0 if ok else 1)
+
+
+@rules_app.command("reload")
+def rules_reload(url: Annotated[str, typer.Option(help="A running service")] =
+                 "http://127.0.0.1:8000") -> None:
+    """Ask running instances to reload their packs (via Redis when CDS_REDIS_URL is set)."""
+    settings = Settings()
+    if not settings.redis_url:
+        err.print("CDS_REDIS_URL is not set: send SIGHUP to the server process instead")
+        raise typer.Exit(2)
+    from cds.web.reload import publish_reload
+
+    publish_reload(settings.redis_url)
+    console.print(f"reload requested ({os.getpid()})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

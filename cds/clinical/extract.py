@@ -1,0 +1,263 @@
+"""Entry point of the clinical layer: one hook request's resources -> :class:`ClinicalFacts`.
+
+Why a single pure function: the engine must get the same facts for the same request at the
+same instant (replays, vignettes, the suggestion re-check), so ``now`` and ``params`` are
+arguments and nothing here reads a clock, a file other than the cached terminology, or the
+network. It never raises on bad data: an unusable resource becomes a :class:`DataIssue` and
+the rest still produces facts. Only programming errors raise.
+
+Steps: index the resources (drop junk, other patients' data and duplicates) -> read medication
+records (drafts and prefetch) -> the regimen before/after signing -> observations, conditions,
+renal value and patient context -> one :class:`OrderFacts` per checked baclofen order ->
+interaction pairs.
+
+Which orders are checked:
+- order-sign: every baclofen draft, whatever its status (a re-signed stop is a draft too);
+- order-select: the baclofen drafts named in ``selections`` (all of them when it is empty);
+  the other drafts still count in the regimen after signing and for interactions;
+- patient-view: every active baclofen MedicationRequest (``is_draft=False``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cds.clinical.conditions import read_conditions
+from cds.clinical.context import Context
+from cds.clinical.facts import ClinicalFacts, OrderFacts
+from cds.clinical.fhirdata import (
+    JSON,
+    as_dict,
+    as_dicts,
+    as_str,
+    parse_datetime,
+    ref_id,
+    resource_ref,
+)
+from cds.clinical.interactions import interaction_facts, other_drugs_after_signing
+from cds.clinical.observations import read_observations
+from cds.clinical.order_facts import build_order_facts, patient_history
+from cds.clinical.orders import MedRecord, read_record
+from cds.clinical.params import ClinicalParams
+from cds.clinical.patient import assemble_patient
+from cds.clinical.regimen import build_regimen
+from cds.clinical.terminology import get_terminology
+from cds.clinical.validation import invalid_fields
+
+__all__ = ["HookInput", "extract_facts"]
+
+_TYPES = frozenset({
+    "Patient", "Encounter", "Observation", "MedicationRequest", "MedicationStatement",
+    "Condition", "Medication", "Procedure", "ServiceRequest",
+})  # fmt: skip
+_MED_TYPES = ("MedicationRequest", "MedicationStatement")
+# Fields whose JSON type is checked on medication records (a wrong type is reported).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "status": str, "authoredOn": str, "dosageInstruction": list, "dosage": list,
+    "medicationCodeableConcept": dict, "medicationReference": dict, "medication": dict,
+    "priorPrescription": dict, "dispenseRequest": dict, "effectivePeriod": dict,
+    "effectiveDateTime": str,
+}  # fmt: skip
+_DATE_FIELDS = ("authoredOn", "effectiveDateTime")
+
+
+@dataclass
+class HookInput:
+    """What the hooks layer hands the clinical layer for one request."""
+
+    hook: str  # "order-select" | "order-sign" | "patient-view"
+    patient_id: str
+    encounter_id: str | None
+    draft_orders: list[dict[str, Any]]  # resources of context.draftOrders
+    selections: list[str] | None  # order-select: ["MedicationRequest/id", ...]
+    resources: list[dict[str, Any]] = field(default_factory=list)  # prefetch/fetched, flat
+
+
+def _subject_ok(res: JSON, ctx: Context) -> bool:
+    for key in ("subject", "patient"):
+        target = ref_id(res.get(key), "Patient")
+        if target is not None and not target.startswith("#") and target != ctx.patient_id:
+            return False
+    return True
+
+
+def _newer(a: JSON, b: JSON, ctx: Context) -> bool:
+    """a was updated after b (meta.lastUpdated); unknown: keep the first seen."""
+    ta = parse_datetime((as_dict(a.get("meta")) or {}).get("lastUpdated"), ctx.tz)
+    tb = parse_datetime((as_dict(b.get("meta")) or {}).get("lastUpdated"), ctx.tz)
+    return ta is not None and tb is not None and ta > tb
+
+
+def index_resources(resources: list[Any], ctx: Context) -> dict[str, list[JSON]]:
+    """Resources by type: junk reported, other patients' data dropped, duplicates merged."""
+    by_type: dict[str, list[JSON]] = {t: [] for t in _TYPES}
+    position: dict[tuple[str, str], int] = {}
+    stack = list(resources)[::-1]
+    while stack:
+        res = stack.pop()
+        if not isinstance(res, dict):
+            ctx.issue("unusable-resource", "a resource that is not a JSON object", ref="?")
+            continue
+        rtype = res.get("resourceType")
+        if not isinstance(rtype, str):
+            ctx.issue("unusable-resource", "a resource without resourceType", ref="?")
+            continue
+        if rtype == "Bundle":  # tolerated: a bundle that was not flattened
+            stack.extend(e.get("resource") for e in as_dicts(res.get("entry"))[::-1])
+            continue
+        if rtype not in _TYPES:
+            continue
+        rid = as_str(res.get("id"))
+        if rtype == "Patient":
+            if rid is not None and rid != ctx.patient_id:
+                ctx.issue(
+                    "other-patient",
+                    "a Patient other than the context patient",
+                    ref=resource_ref(res),
+                )
+                continue
+        elif not _subject_ok(res, ctx):
+            ctx.issue(
+                "other-patient",
+                f"{resource_ref(res)}: belongs to another patient",
+                ref=resource_ref(res),
+            )
+            continue
+        bucket = by_type[rtype]
+        key = (rtype, rid) if rid else None
+        if key is not None and key in position:
+            i = position[key]
+            if _newer(res, bucket[i], ctx):
+                bucket[i] = res
+            continue
+        if key is not None:
+            position[key] = len(bucket)
+        bucket.append(res)
+    return by_type
+
+
+def _check_fields(rec: MedRecord, ctx: Context) -> None:
+    res = rec.resource
+    for key, expected in _FIELD_TYPES.items():
+        if key in res and not isinstance(res[key], expected):
+            ctx.issue(
+                "invalid-field",
+                f"{rec.ref}: field '{key}' has the wrong type",
+                ref=rec.ref,
+                order_id=rec.id or "",
+            )
+    for key in _DATE_FIELDS:
+        if isinstance(res.get(key), str) and parse_datetime(res[key], ctx.tz) is None:
+            ctx.issue(
+                "invalid-field",
+                f"{rec.ref}: field '{key}' is not a FHIR date",
+                ref=rec.ref,
+                order_id=rec.id or "",
+            )
+
+
+def _selected_ids(selections: list[str] | None) -> set[str] | None:
+    if not selections:
+        return None
+    out = set()
+    for s in selections:
+        if isinstance(s, str) and s.strip():
+            out.add(s.strip().rstrip("/").split("/")[-1])
+    return out or None
+
+
+def extract_facts(inp: HookInput, *, now: datetime, params: ClinicalParams) -> ClinicalFacts:
+    """Facts for one hook call at the instant ``now`` (timezone-aware)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    ctx = Context(now=now, params=params, term=get_terminology(), patient_id=inp.patient_id)
+    idx = index_resources(inp.resources, ctx)
+    ctx.medications = {rid: m for m in idx["Medication"] if (rid := as_str(m.get("id")))}
+
+    draft_resources = [
+        r
+        for r in inp.draft_orders
+        if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"
+    ]
+    drafts = [read_record(r, is_draft=True, ctx=ctx) for r in draft_resources]
+    for i, d in enumerate(drafts):
+        if d.id is None:
+            d.id = f"draft-{i + 1}"
+    before = [read_record(r, is_draft=False, ctx=ctx) for t in _MED_TYPES for r in idx[t]]
+    baclofen_drafts = [d for d in drafts if d.baclofen]
+    baclofen_before = [r for r in before if r.baclofen]
+
+    selected = _selected_ids(inp.selections) if inp.hook == "order-select" else None
+    for d in drafts:
+        if selected is not None and d.id not in selected:
+            continue
+        if not d.med.present:
+            ctx.issue(
+                "no-medication",
+                f"{d.ref}: draft names no medication",
+                ref=d.ref,
+                order_id=d.id or "",
+            )
+        elif d.med.unresolved_reference and not d.baclofen:
+            ctx.issue(
+                "unresolved-medication",
+                f"{d.ref}: medication reference could not be resolved",
+                ref=d.ref,
+                order_id=d.id or "",
+            )
+    if inp.hook == "patient-view":
+        checked = [r for r in baclofen_before if r.kind == "request" and r.status == "active"]
+    elif selected is not None:
+        checked = [d for d in baclofen_drafts if d.id in selected]
+    else:
+        checked = baclofen_drafts
+    for rec in baclofen_drafts + baclofen_before:
+        _check_fields(rec, ctx)
+
+    reg = build_regimen(baclofen_before, baclofen_drafts)
+    hist = patient_history(reg, ctx)
+    obs = read_observations(idx["Observation"], ctx)
+    flags = read_conditions(idx["Condition"], idx["Procedure"], idx["ServiceRequest"], ctx)
+    patients = idx["Patient"]
+    patient, _ = assemble_patient(
+        patient=patients[0] if patients else None,
+        encounters=idx["Encounter"],
+        encounter_id=inp.encounter_id,
+        obs=obs,
+        flags=flags,
+        ctx=ctx,
+    )
+    others = other_drugs_after_signing(
+        [r for r in before if not r.baclofen], [d for d in drafts if not d.baclofen]
+    )
+    patient.anticonvulsant = any(r.anticonvulsant for r in others)
+    patient.itb_pump = hist.itb_active
+
+    pairs: list[tuple[OrderFacts, MedRecord]] = []
+    for rec in checked:
+        facts = build_order_facts(
+            rec, reg, hist, patient, ctx, pump_removal_planned=flags.pump_removal
+        )
+        bad = invalid_fields(rec.resource)
+        if bad:
+            facts.fhir_valid = False
+            ctx.issue(
+                "invalid-resource",
+                f"{rec.ref}: fails FHIR R4B validation at {', '.join(bad)}",
+                ref=rec.ref,
+                order_id=facts.order_id,
+            )
+        pairs.append((facts, rec))
+    interactions = interaction_facts(
+        pairs, others, alcohol_condition_ids=flags.alcohol_condition_ids
+    )
+    return ClinicalFacts(
+        now=now,
+        hook=inp.hook,  # type: ignore[arg-type]
+        patient=patient,
+        orders=[f for f, _ in pairs],
+        interactions=interactions,
+        issues=ctx.issues,
+    )

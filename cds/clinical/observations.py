@@ -1,0 +1,237 @@
+"""Observations the rules need, read once into typed series (newest first).
+
+Why: weight, height, creatinine, eGFR, vitals and scores come in many units and shapes
+(BP panels, valueInteger scores, degF). Each kind is recognised by its ValueSet (LOINC, or
+SNOMED/local codes for RASS), converted to one unit, dated, and kept with its id so a card
+can name it. Results that are entered-in-error or cancelled, dated after ``now`` (they did
+not exist at the evaluation instant), or that carry a comparator (">60" is a bound, not a
+value) are not used; one whose value or unit cannot be read becomes a DataIssue.
+
+Creatinine is kept *with* unusable values (flagged) because A5 must tell "no creatinine"
+from "a creatinine we could not read" (``creatinine_unusable``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from cds.clinical.context import Context
+from cds.clinical.fhirdata import (
+    JSON,
+    as_bool,
+    as_dict,
+    as_dicts,
+    as_num,
+    as_str,
+    codings,
+    parse_datetime,
+    period_bounds,
+    resource_ref,
+)
+from cds.clinical.terminology import Terminology
+
+# kind -> ValueSet id
+OBS_VALUESETS: dict[str, str] = {
+    "weight": "body-weight",
+    "height": "body-height",
+    "creatinine": "serum-creatinine",
+    "crcl": "crcl-measured",
+    "egfr": "egfr",
+    "rr": "respiratory-rate",
+    "spo2": "oxygen-saturation",
+    "gcs": "glasgow-coma-score",
+    "sbp": "systolic-bp",
+    "bp_panel": "bp-panel",
+    "temp": "body-temperature",
+    "rass": "rass",
+    "gestational_age": "gestational-age",
+    "delirium_screen": "delirium-screen",
+}
+_IGNORED_STATUS = frozenset({"entered-in-error", "cancelled"})
+
+# Unit factors to the canonical unit of each kind (definitions, not clinical numbers).
+_KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237}
+_CM = {"cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54, "inch": 2.54}
+_WEEKS = {
+    "wk": 1.0,
+    "week": 1.0,
+    "weeks": 1.0,
+    "{weeks}": 1.0,
+    "d": 1 / 7,
+    "day": 1 / 7,
+    "days": 1 / 7,
+}
+_CELSIUS = frozenset({"cel", "°c", "c", "degc", "deg c"})
+_FAHRENHEIT = frozenset({"[degf]", "°f", "f", "degf", "deg f"})
+_MG_DL = frozenset({"mg/dl"})
+_MG_L = frozenset({"mg/l"})
+_UMOL_L = frozenset({"umol/l", "µmol/l", "μmol/l", "micromol/l"})
+_MMOL_L = frozenset({"mmol/l"})
+
+
+@dataclass
+class Obs:
+    kind: str
+    id: str
+    when: datetime
+    value: float | None  # canonical unit; None when unusable
+    problem: str | None = None  # why unusable (creatinine)
+    positive: bool | None = None  # screens
+
+
+@cache
+def _code_index(term: Terminology) -> dict[tuple[str, str], str]:
+    index: dict[tuple[str, str], str] = {}
+    for kind, vs_id in OBS_VALUESETS.items():
+        for key in term.vs(vs_id).codes:
+            index[key] = kind
+    return index
+
+
+def _kinds(concept: object, index: dict[tuple[str, str], str]) -> list[str]:
+    return [index[(s, c)] for s, c, _ in codings(concept) if (s, c) in index]
+
+
+def _when(obs: JSON, ctx: Context) -> datetime | None:
+    tz = ctx.tz
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        value = parse_datetime(obs.get(key), tz)
+        if value is not None:
+            return value
+    start, end = period_bounds(obs.get("effectivePeriod"), tz)
+    return end or start or parse_datetime(obs.get("issued"), tz)
+
+
+def _quantity(holder: JSON) -> tuple[float | None, str, bool]:
+    """(value, lower-case unit, has comparator) of valueQuantity or valueInteger."""
+    q = as_dict(holder.get("valueQuantity"))
+    if q is not None:
+        unit = (as_str(q.get("code")) or as_str(q.get("unit")) or "").lower()
+        return as_num(q.get("value")), unit, as_str(q.get("comparator")) is not None
+    return as_num(holder.get("valueInteger")), "", False
+
+
+def creatinine_mg_dl(value: float, unit: str, ctx: Context) -> tuple[float | None, str | None]:
+    """Creatinine in mg/dL by its unit; (None, issue code) when unusable (A5)."""
+    p = ctx.params
+    if unit in _MG_DL:
+        mg_dl = value
+    elif unit in _MG_L:
+        mg_dl = value / 10
+    elif unit in _UMOL_L:
+        mg_dl = value / p.creatinine_umol_per_mg_dl
+    elif unit in _MMOL_L:
+        mg_dl = value * 1000 / p.creatinine_umol_per_mg_dl
+    else:
+        return None, "creatinine-unit"
+    if mg_dl > p.creatinine_max_mg_dl or mg_dl * p.creatinine_umol_per_mg_dl < (
+        p.creatinine_min_umol_l
+    ):
+        return None, "creatinine-implausible"
+    return mg_dl, None
+
+
+def _convert(kind: str, value: float, unit: str, ctx: Context) -> tuple[float | None, str | None]:
+    if kind == "weight":
+        f = _KG.get(unit)
+        return (value * f, None) if f else (None, "weight unit")
+    if kind == "height":
+        f = _CM.get(unit)
+        return (value * f, None) if f else (None, "height unit")
+    if kind == "gestational_age":
+        f = _WEEKS.get(unit)
+        return (value * f, None) if f else (None, "gestational age unit")
+    if kind == "temp":
+        if unit in _CELSIUS:
+            return value, None
+        if unit in _FAHRENHEIT:
+            return (value - 32) * 5 / 9, None
+        return None, "temperature unit"
+    if kind == "creatinine":
+        return creatinine_mg_dl(value, unit, ctx)
+    return value, None
+
+
+def _positive(obs: JSON, ctx: Context) -> bool | None:
+    flag = as_bool(obs.get("valueBoolean"))
+    if flag is not None:
+        return flag
+    vs = ctx.term.vs("positive-result")
+    concepts = [as_dict(obs.get("valueCodeableConcept"))] + as_dicts(obs.get("interpretation"))
+    found = [c for c in concepts if c is not None]
+    if not found:
+        return None
+    return any(vs.match_codings(codings(c)) for c in found)
+
+
+def read_observations(resources: list[JSON], ctx: Context) -> dict[str, list[Obs]]:
+    """Every usable (and every unusable creatinine) observation by kind, newest first."""
+    index = _code_index(ctx.term)
+    out: dict[str, list[Obs]] = {kind: [] for kind in OBS_VALUESETS}
+    for res in resources:
+        kinds = _kinds(res.get("code"), index)
+        components = as_dicts(res.get("component")) if "bp_panel" in kinds or not kinds else []
+        if not kinds and not components:
+            continue
+        status = (as_str(res.get("status")) or "").lower()
+        if status in _IGNORED_STATUS:
+            continue
+        ref = resource_ref(res)
+        when = _when(res, ctx)
+        if when is None:
+            ctx.issue("unusable-resource", f"{ref}: no readable effective time", ref=ref)
+            continue
+        if when > ctx.now:
+            continue
+        rid = as_str(res.get("id")) or ref
+        for kind in kinds:
+            if kind == "bp_panel":
+                continue
+            if kind == "delirium_screen":
+                out[kind].append(Obs(kind, rid, when, None, positive=_positive(res, ctx)))
+                continue
+            _read_value(kind, res, rid, ref, when, ctx, out)
+        for comp in components:
+            for kind in _kinds(comp.get("code"), index):
+                if kind == "sbp":
+                    _read_value(kind, comp, rid, ref, when, ctx, out)
+    for series in out.values():
+        series.sort(key=lambda o: o.when, reverse=True)
+    return out
+
+
+def _read_value(
+    kind: str,
+    holder: JSON,
+    rid: str,
+    ref: str,
+    when: datetime,
+    ctx: Context,
+    out: dict[str, list[Obs]],
+) -> None:
+    value, unit, comparator = _quantity(holder)
+    if value is None:
+        if as_dict(holder.get("dataAbsentReason")) is None:
+            ctx.issue("unusable-resource", f"{ref}: {kind} has no numeric value", ref=ref)
+        return
+    if comparator:
+        return
+    converted, problem = _convert(kind, value, unit, ctx)
+    if converted is None:
+        if kind == "creatinine":
+            out[kind].append(Obs(kind, rid, when, None, problem=problem))
+        else:
+            ctx.issue("unusable-resource", f"{ref}: {problem} not recognised", ref=ref)
+        return
+    out[kind].append(Obs(kind, rid, when, converted))
+
+
+def newest_within(series: list[Obs], now: datetime, hours: float) -> Obs | None:
+    """The newest usable value no older than ``hours``."""
+    since = now - timedelta(hours=hours)
+    for o in series:
+        if o.value is not None or o.positive is not None:
+            return o if o.when >= since else None
+    return None

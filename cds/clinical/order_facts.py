@@ -1,0 +1,267 @@
+"""One baclofen order -> :class:`OrderFacts`: dose, regimen totals, titration, withdrawal.
+
+Why here: these facts combine one order with the regimen around it (what it replaces, what
+was taken before, since when). The numbers are measurements only; every comparison with a
+pack threshold is a rule.
+
+Definitions (A4, A6, A9; calendar days are date differences in ``now``'s zone):
+- ``current_daily``: the route's daily dose of the active records before signing (the step
+  in effect now); ``current_start``: the newest start among them.
+- ``new_start``: no baclofen order or statement (any status but entered-in-error, any route)
+  in effect during the last ``new_start_lookback_days``.
+- ``change``: "stop" when nothing by the route is left after signing; "new" when there was no
+  current regimen by the route; else "same"/"increase"/"decrease" of the after-signing
+  first-step total against ``current_daily`` (unknown when a dose in either is unknown).
+- ``increase_daily``: after-signing first-step total minus ``current_daily`` (0 when there is
+  none) when positive; not for a new start, which A4 checks with its own rule.
+- ``days_on_current``: ``current_start`` to the effect time (the draft's first
+  ``boundsPeriod.start`` when later than now, else now).
+- ``chronic_user``: scheduled oral baclofen continuously for ``chronic_min_days`` up to now, or
+  any intrathecal baclofen active, on hold, or stopped within that many days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cds.clinical.context import Context
+from cds.clinical.facts import OrderFacts, PatientFacts
+from cds.clinical.history import calendar_days, continuous_start, overlaps, span
+from cds.clinical.orders import STOP_STATUSES, MedRecord
+from cds.clinical.regimen import Regimen, compare, daily_at, totals
+
+
+@dataclass
+class PatientHistory:
+    """Patient-level look-back answers, computed once per request."""
+
+    new_start: bool
+    chronic_user: bool
+    itb_first_order: bool
+    itb_active: bool
+
+
+def patient_history(reg: Regimen, ctx: Context) -> PatientHistory:
+    p, now = ctx.params, ctx.now
+    history = reg.history
+    since = now - timedelta(days=p.new_start_lookback_days)
+    new_start = not any(overlaps(r, since, now) for r in history)
+    oral = [
+        r
+        for r in history
+        if r.route == "oral"
+        and r.dose is not None
+        and not r.dose.prn_only
+        and r.status in ("active", "completed", "stopped")
+    ]
+    start = continuous_start(oral, now, max_gap=timedelta(days=p.chronic_max_gap_days))
+    chronic = start is not None and calendar_days(start, now) >= p.chronic_min_days
+    pumps = [r for r in history if r.route == "intrathecal" and not r.is_bolus]
+    recent = now - timedelta(days=p.chronic_min_days)
+    itb_active = any(r.status == "active" for r in pumps)
+    if any(
+        r.status in ("active", "on-hold")
+        or (r.status in ("stopped", "completed") and overlaps(r, recent, now))
+        for r in pumps
+    ):
+        chronic = True
+    itb_since = now - timedelta(days=p.itb_titration_lookback_days)
+    itb_first = not any(overlaps(r, itb_since, now) for r in pumps if r.status != "cancelled")
+    return PatientHistory(new_start, chronic, itb_first, itb_active)
+
+
+def _effect_time(rec: MedRecord, now: datetime) -> datetime:
+    if rec.is_draft and rec.dose is not None and rec.dose.steps:
+        start = rec.dose.steps[0].start
+        if start is not None and start > now:
+            return start
+    return now
+
+
+def _bolus_time(rec: MedRecord, now: datetime) -> datetime:
+    return rec.event or rec.authored or now
+
+
+def _adverse(rec: MedRecord, ctx: Context) -> bool:
+    vs = ctx.term.vs("adverse-stop-reasons")
+    return vs.match_codings(rec.reason_codings) or vs.match_text(rec.reason_texts)
+
+
+def build_order_facts(
+    rec: MedRecord,
+    reg: Regimen,
+    hist: PatientHistory,
+    patient: PatientFacts,
+    ctx: Context,
+    *,
+    pump_removal_planned: bool,
+) -> OrderFacts:
+    assert rec.dose is not None
+    now, p = ctx.now, ctx.params
+    dose = rec.dose
+    o = OrderFacts(
+        order_id=rec.id or rec.ref,
+        route=rec.route,
+        status=rec.status,
+        is_draft=rec.is_draft,
+        route_unknown=rec.route_unknown,
+        route_given=rec.route_given,
+        product_kind=rec.product_kind,  # type: ignore[arg-type]
+        matched_by_name=rec.baclofen == "name",
+        dose_computable=dose.computable,
+        dose_problem=dose.problem,
+        daily=dose.daily,
+        first_step_daily=dose.first_step_daily,
+        admin_per_day=dose.admin_per_day,
+        single_max=dose.single_max,
+        single_min=dose.single_min,
+        prn=dose.prn,
+        prn_only=dose.prn_only,
+        prn_max_unknown=dose.prn_max_unknown,
+        is_taper=dose.is_taper,
+        resource=rec.resource,
+        steps=list(dose.steps),
+        medication_text=rec.name,
+        strength_per_ml=dose.strength_per_ml,
+        dose_unit_written=dose.unit_written,
+    )
+    route = rec.route
+    after = totals(reg.after, route)
+    current_records = [
+        r for r in reg.current if r.route == route and not r.is_bolus and r.dose is not None
+    ]
+    o.regimen_daily = after.daily
+    o.regimen_first_daily = after.first_daily
+    o.regimen_admin_per_day = after.admin_per_day
+    scheduled = [r for r in after.records if r.dose is not None and not r.dose.prn_only]
+    o.scheduled_orders = len(scheduled)
+    o.duplicate_ids = [r.id or r.ref for r in scheduled if r is not rec and r.id != rec.id]
+    replaced = [
+        r
+        for r in current_records
+        if r.kind == "request" and r.id and r.id in {rec.id, rec.prior_id}
+    ]
+    o.replaces = replaced[0].id if replaced and rec.is_draft else None
+
+    complete = after.complete
+    if current_records:
+        current, cur_complete = daily_at(current_records, now)
+        complete = complete and cur_complete
+        o.current_daily = current
+        starts = [r.start or r.authored for r in current_records]
+        o.current_start = max((s for s in starts if s is not None), default=None)
+    o.regimen_complete = complete
+
+    if (
+        route == "oral"
+        and patient.weight_kg
+        and patient.weight_age_days is not None
+        and (patient.weight_age_days <= p.weight_for_mg_per_kg_days)
+    ):
+        o.regimen_daily_per_kg = after.daily / patient.weight_kg
+        o.weight_recent_days = patient.weight_age_days
+
+    o.new_start = hist.new_start
+    o.chronic_user = hist.chronic_user
+    if not after.records:
+        o.change = "stop"
+    elif o.current_daily is None:
+        o.change = "new"
+    elif complete:
+        o.change = compare(after.first_daily, o.current_daily)  # type: ignore[assignment]
+    o.prior_daily = o.current_daily
+    o.after_daily = after.first_daily if complete or not after.records else None
+    if o.after_daily is not None and o.prior_daily:
+        o.after_to_prior = o.after_daily / o.prior_daily
+    if not hist.new_start and complete and o.change in ("increase", "new"):
+        increase = after.first_daily - (o.current_daily or 0.0)
+        if increase > 0:
+            o.increase_daily = increase
+            if after.admin_per_day:
+                o.increase_per_admin = increase / after.admin_per_day
+    if o.current_start is not None:
+        o.days_on_current = float(calendar_days(o.current_start, _effect_time(rec, now)))
+    o.adverse_reason = _adverse(rec, ctx)
+
+    if route == "intrathecal":
+        _intrathecal(
+            o,
+            rec,
+            reg,
+            hist,
+            current_records,
+            after.first_daily,
+            ctx,
+            pump_removal_planned=pump_removal_planned,
+        )
+    return o
+
+
+def _intrathecal(
+    o: OrderFacts,
+    rec: MedRecord,
+    reg: Regimen,
+    hist: PatientHistory,
+    current_records: list[MedRecord],
+    after_first: float,
+    ctx: Context,
+    *,
+    pump_removal_planned: bool,
+) -> None:
+    now = ctx.now
+    assert rec.dose is not None
+    o.itb_first_order = hist.itb_first_order
+    links = {rec.id, rec.prior_id} - {None}
+    due = [r for r in current_records if r.validity_end is not None]
+    linked = [r for r in due if r.id in links]
+    overdue = [
+        calendar_days(r.validity_end, now) for r in (linked or due) if r.validity_end is not None
+    ]
+    if overdue:
+        o.refill_overdue_days = float(max(overdue))
+    stopping = any(
+        d.route == "intrathecal" and not d.is_bolus and d.status in STOP_STATUSES
+        for d in reg.drafts
+    )
+    o.pump_removal = stopping or pump_removal_planned
+    if rec.dose.bolus is not None:
+        o.bolus_ug = rec.dose.bolus
+        mine = _bolus_time(rec, now)
+        others = reg.history + [d for d in reg.drafts if d.contributes]
+        previous = [
+            _bolus_time(r, now)
+            for r in others
+            if r is not rec
+            and r.route == "intrathecal"
+            and r.is_bolus
+            and r.status != "cancelled"
+            and not (r.id and r.id == rec.id)
+        ]
+        earlier = [t for t in previous if t <= mine]
+        if earlier:
+            o.bolus_interval_hours = (mine - max(earlier)) / timedelta(hours=1)
+        return
+    if not rec.is_draft or not rec.contributes:
+        return
+    new = rec.dose.first_step_daily
+    replaced = [r for r in current_records if r.kind == "request" and r.id in links]
+    if replaced:
+        base, ok = daily_at(replaced, now)
+    else:
+        base, ok = (o.current_daily or 0.0), o.regimen_complete
+    if new is not None and ok and base > 0:
+        o.step_up_fraction = new / base - 1
+    then = now - timedelta(hours=24)
+    active_then = [
+        r
+        for r in reg.history
+        if r.route == "intrathecal"
+        and not r.is_bolus
+        and r.status != "cancelled"
+        and (s := span(r, now)) is not None
+        and s[0] <= then <= s[1]
+    ]
+    old, ok = daily_at(active_then, then)
+    if ok and old > 0 and o.regimen_complete:
+        o.change_24h_fraction = after_first / old - 1

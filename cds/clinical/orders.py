@@ -1,0 +1,208 @@
+"""Medication orders and statements as typed records (identity, route, dose, dates, links).
+
+Why a record type: the regimen, titration, withdrawal and interaction steps all reason over
+the same few properties of each MedicationRequest/MedicationStatement (status, route, daily
+dose, start, what it replaces). Reading them once, defensively, from the raw JSON keeps
+those steps free of FHIR spelling questions (STU3/R4/R5) and of bad-data handling.
+
+Route (A1): ``dosageInstruction.route`` first (oral and enteral-tube routes are oral;
+intrathecal). An injection route (IV, IM, SC, epidural) names an injectable product, so the
+dose is read in ug like an intrathecal product unless the product is known to be oral (the
+pack flags the wrong route). With no route (or an unrecognised one) the product decides; with
+neither, oral and ``route_unknown``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from cds.clinical.context import Context
+from cds.clinical.dosing import OrderDose, parse_dosage
+from cds.clinical.drugs import (
+    MedicationConcept,
+    baclofen_identity,
+    drug_classes,
+    is_anticonvulsant,
+    product_kind,
+    product_of,
+    resolve_medication,
+)
+from cds.clinical.fhirdata import (
+    JSON,
+    as_dict,
+    as_dicts,
+    as_list,
+    as_str,
+    codings,
+    concept_texts,
+    parse_datetime,
+    period_bounds,
+    ref_id,
+    resource_ref,
+)
+
+STOP_STATUSES = frozenset({"stopped", "cancelled", "on-hold"})
+_STATUS_ALIASES = {"suspended": "on-hold", "recorded": "active", "canceled": "cancelled"}
+
+_ROUTE_VALUESETS = (
+    ("oral", "route-oral"),
+    ("intrathecal", "route-intrathecal"),
+    ("iv", "route-intravenous"),
+    ("im", "route-intramuscular"),
+    ("sc", "route-subcutaneous"),
+    ("epidural", "route-epidural"),
+)
+_INJECTION_ROUTES = frozenset({"iv", "im", "sc", "epidural"})
+
+
+@dataclass
+class MedRecord:
+    """One MedicationRequest or MedicationStatement, read once."""
+
+    ref: str
+    id: str | None
+    kind: Literal["request", "statement"]
+    status: str
+    is_draft: bool
+    resource: JSON
+    med: MedicationConcept
+    name: str
+    baclofen: str | None = None  # "code" | "name" | None
+    route: Literal["oral", "intrathecal"] = "oral"
+    route_unknown: bool = False
+    route_given: str | None = None
+    product_kind: str = "unknown"
+    dose: OrderDose | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    authored: datetime | None = None
+    validity_end: datetime | None = None
+    prior_id: str | None = None
+    based_on: set[str] = field(default_factory=set)
+    classes: set[str] = field(default_factory=set)
+    anticonvulsant: bool = False
+    reason_codings: list[tuple[str, str, str]] = field(default_factory=list)
+    reason_texts: list[str] = field(default_factory=list)
+    event: datetime | None = None  # first timing.event (a one-off administration time)
+
+    @property
+    def is_bolus(self) -> bool:
+        return self.dose is not None and self.dose.bolus is not None
+
+    @property
+    def contributes(self) -> bool:
+        """Counts in a regimen (not stopped, cancelled, held, finished or in error)."""
+        return self.status not in STOP_STATUSES | {"completed", "entered-in-error", "not-taken"}
+
+
+def normalise_status(value: object) -> str:
+    status = (as_str(value) or "unknown").lower()
+    return _STATUS_ALIASES.get(status, status)
+
+
+def route_given(dosages: list[JSON], ctx: Context) -> str | None:
+    """The written route of the first instruction that has one, as a route kind."""
+    for d in dosages:
+        route = as_dict(d.get("route"))
+        if route is None:
+            continue
+        items = codings(route)
+        texts = concept_texts(route)
+        for kind, vs_id in _ROUTE_VALUESETS:
+            if ctx.term.vs(vs_id).match_codings(items):
+                return kind
+        for kind, vs_id in _ROUTE_VALUESETS:
+            if ctx.term.vs(vs_id).match_text(texts):
+                return kind
+        return "other"
+    return None
+
+
+def choose_route(given: str | None, product: str) -> tuple[Literal["oral", "intrathecal"], bool]:
+    """(route, route_unknown) by A1: the written route, else the product, else oral."""
+    if given in ("oral", "intrathecal"):
+        return given, False  # type: ignore[return-value]
+    if given in _INJECTION_ROUTES and product != "oral":
+        return "intrathecal", False
+    if product in ("oral", "intrathecal"):
+        return product, False  # type: ignore[return-value]
+    return "oral", True
+
+
+def _reasons(resource: JSON) -> tuple[list[tuple[str, str, str]], list[str]]:
+    concepts: list[JSON | None] = list(as_dicts(resource.get("statusReason")))
+    concepts += as_dicts(resource.get("reasonCode"))
+    concepts += as_dicts(resource.get("reasonNotTaken"))
+    for r in as_dicts(resource.get("reason")):  # R5 CodeableReference
+        concepts.append(as_dict(r.get("concept")) or r)
+    items: list[tuple[str, str, str]] = []
+    texts: list[str] = []
+    for c in concepts:
+        if c is not None:
+            items.extend(codings(c))
+            texts.extend(concept_texts(c))
+    return items, texts
+
+
+def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
+    """Read a MedicationRequest or MedicationStatement (identity first, dose for baclofen)."""
+    kind: Literal["request", "statement"] = (
+        "statement" if resource.get("resourceType") == "MedicationStatement" else "request"
+    )
+    med = resolve_medication(resource, ctx.medications, ctx.term)
+    rec = MedRecord(
+        ref=resource_ref(resource),
+        id=as_str(resource.get("id")),
+        kind=kind,
+        status=normalise_status(resource.get("status")),
+        is_draft=is_draft,
+        resource=resource,
+        med=med,
+        name=med.name or "unnamed medication",
+    )
+    tz = ctx.tz
+    rec.baclofen = baclofen_identity(med, ctx.term) if med.present else None
+    if kind == "request":
+        rec.authored = parse_datetime(resource.get("authoredOn"), tz)
+        dispense = as_dict(resource.get("dispenseRequest"))
+        if dispense is not None:
+            _, rec.validity_end = period_bounds(dispense.get("validityPeriod"), tz)
+        rec.prior_id = ref_id(resource.get("priorPrescription"), "MedicationRequest")
+        dosages = as_dicts(resource.get("dosageInstruction"))
+    else:
+        start, end = period_bounds(resource.get("effectivePeriod"), tz)
+        rec.start = start or parse_datetime(resource.get("effectiveDateTime"), tz)
+        rec.end = end
+        rec.authored = parse_datetime(resource.get("dateAsserted"), tz)
+        for key in ("basedOn", "derivedFrom", "partOf"):
+            for r in as_list(resource.get(key)):
+                target = ref_id(r, "MedicationRequest")
+                if target and not target.startswith("#"):
+                    rec.based_on.add(target)
+        dosages = as_dicts(resource.get("dosage")) or as_dicts(resource.get("dosageInstruction"))
+    rec.reason_codings, rec.reason_texts = _reasons(resource)
+    for d in dosages:
+        timing = as_dict(d.get("timing"))
+        if timing is not None and rec.event is None:
+            events = [parse_datetime(e, tz) for e in as_list(timing.get("event"))]
+            rec.event = min((e for e in events if e is not None), default=None)
+    if rec.baclofen is None:
+        if med.present:
+            rec.classes = drug_classes(med, ctx.term)
+            rec.anticonvulsant = is_anticonvulsant(med, ctx.term)
+        return rec
+    product = product_of(med, ctx.term)
+    rec.product_kind = product_kind(med, product, ctx.term)
+    rec.route_given = route_given(dosages, ctx)
+    rec.route, rec.route_unknown = choose_route(rec.route_given, rec.product_kind)
+    strength = med.strength or (product.strength if product is not None else None)
+    rec.dose = parse_dosage(
+        dosages, strength=strength, intrathecal=rec.route == "intrathecal", term=ctx.term, tz=tz
+    )
+    if rec.dose.steps:
+        rec.start = rec.start or rec.dose.steps[0].start
+        rec.end = rec.end or rec.dose.steps[-1].end
+    rec.start = rec.start or rec.authored
+    return rec

@@ -1,0 +1,201 @@
+"""The code lists and tables the clinical layer reads from ``fhir/`` (loaded once, cached).
+
+Why data files: drug classes, condition codes, timing abbreviations and product strengths are
+clinical knowledge that pharmacists review and correct; they live as FHIR ValueSets,
+CodeSystems and a Bundle of Medications under ``fhir/`` (shipped in the wheel), never as
+Python literals.
+
+A ValueSet is matched by:
+- enumerated codes (``compose.include.concept``, plus the dated ``expansion``);
+- ``is-a`` filters, evaluated as a code prefix for the hierarchical code systems whose codes
+  encode their hierarchy (ATC, ICD-10, ICD-10-CM; dots ignored);
+- ``compose.exclude`` codes (exact, or prefix for those systems);
+- last, whole-word text patterns in the project extension ``text-match`` (case-insensitive),
+  vetoed by any ``text-exclude`` pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cds.clinical.drugs import medication_form_kind, medication_strength
+from cds.clinical.units import Strength
+from cds.paths import data_dir
+
+BASE_URL = "https://cds-baclofen.example.org/fhir"
+EXT_TEXT_MATCH = f"{BASE_URL}/StructureDefinition/text-match"
+EXT_TEXT_EXCLUDE = f"{BASE_URL}/StructureDefinition/text-exclude"
+LOCAL_SYSTEM = f"{BASE_URL}/CodeSystem/cds-local"
+TIMING_CODESYSTEM = "timing-abbreviation-frequency"
+GTS_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+
+# Code systems whose codes spell their hierarchy, so "is-a X" is "starts with X".
+_PREFIX_SYSTEMS = frozenset(
+    {ATC, "http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm"}
+)
+
+
+def _norm(system: str, code: str) -> str:
+    if system in _PREFIX_SYSTEMS:
+        return code.replace(".", "").upper()
+    return code
+
+
+@dataclass
+class ValueSet:
+    """A ValueSet ready for fast membership tests on raw codings and texts."""
+
+    id: str
+    codes: set[tuple[str, str]] = field(default_factory=set)
+    prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    excluded: set[tuple[str, str]] = field(default_factory=set)
+    excluded_prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    text_re: re.Pattern[str] | None = None
+    text_exclude_re: re.Pattern[str] | None = None
+
+    def has_code(self, system: str, code: str) -> bool:
+        key = (system, _norm(system, code))
+        if key in self.excluded:
+            return False
+        ex = self.excluded_prefixes.get(system)
+        if ex and key[1].startswith(ex):
+            return False
+        if key in self.codes:
+            return True
+        pre = self.prefixes.get(system)
+        return bool(pre) and key[1].startswith(pre)
+
+    def match_codings(self, items: list[tuple[str, str, str]]) -> bool:
+        return any(self.has_code(s, c) for s, c, _ in items)
+
+    def match_text(self, texts: list[str]) -> bool:
+        if self.text_re is None:
+            return False
+        for t in texts:
+            if self.text_exclude_re is not None and self.text_exclude_re.search(t):
+                continue
+            if self.text_re.search(t):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Product:
+    """One row of the product table: a code with its dose form kind and strength."""
+
+    system: str
+    code: str
+    display: str
+    form_kind: str  # "oral", "intrathecal", "unknown"
+    strength: Strength | None
+
+
+@dataclass(eq=False)  # hashable by identity: derived indexes are cached per instance
+class Terminology:
+    valuesets: dict[str, ValueSet]
+    timing_per_day: dict[str, float]  # upper-case abbreviation -> administrations per day
+    timing_systems: frozenset[str]
+    products: dict[tuple[str, str], Product]
+
+    def vs(self, vs_id: str) -> ValueSet:
+        return self.valuesets[vs_id]
+
+
+def _pattern(words: list[str]) -> re.Pattern[str] | None:
+    if not words:
+        return None
+    alts = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alts})(?![\w])", re.IGNORECASE)
+
+
+def _load_valueset(doc: dict[str, Any]) -> ValueSet:
+    vs = ValueSet(id=doc["id"])
+    compose = doc.get("compose", {})
+    prefixes: dict[str, list[str]] = {}
+    for inc in compose.get("include", []):
+        system = inc.get("system", "")
+        for c in inc.get("concept", []):
+            vs.codes.add((system, _norm(system, c["code"])))
+        for f in inc.get("filter", []):
+            if f.get("op") == "is-a" and system in _PREFIX_SYSTEMS:
+                prefixes.setdefault(system, []).append(_norm(system, f["value"]))
+            elif f.get("op") == "is-a":
+                vs.codes.add((system, f["value"]))
+    ex_prefixes: dict[str, list[str]] = {}
+    for exc in compose.get("exclude", []):
+        system = exc.get("system", "")
+        for c in exc.get("concept", []):
+            code = _norm(system, c["code"])
+            vs.excluded.add((system, code))
+        for f in exc.get("filter", []):
+            if f.get("op") == "is-a" and system in _PREFIX_SYSTEMS:
+                ex_prefixes.setdefault(system, []).append(_norm(system, f["value"]))
+    for c in doc.get("expansion", {}).get("contains", []):
+        vs.codes.add((c["system"], _norm(c["system"], c["code"])))
+    vs.prefixes = {k: tuple(v) for k, v in prefixes.items()}
+    vs.excluded_prefixes = {k: tuple(v) for k, v in ex_prefixes.items()}
+    ext = doc.get("extension", [])
+    vs.text_re = _pattern([e["valueString"] for e in ext if e.get("url") == EXT_TEXT_MATCH])
+    vs.text_exclude_re = _pattern(
+        [e["valueString"] for e in ext if e.get("url") == EXT_TEXT_EXCLUDE]
+    )
+    return vs
+
+
+def _load_timing(doc: dict[str, Any]) -> tuple[dict[str, float], frozenset[str]]:
+    per_day: dict[str, float] = {}
+    systems = {""}
+    for c in doc.get("concept", []):
+        props = {p["code"]: p for p in c.get("property", [])}
+        per_day[c["code"].upper()] = float(props["administrationsPerDay"]["valueDecimal"])
+        systems.add(props.get("sourceSystem", {}).get("valueString", ""))
+    return per_day, frozenset(systems)
+
+
+def _load_products(doc: dict[str, Any], valuesets: dict[str, ValueSet]) -> dict:
+    out: dict[tuple[str, str], Product] = {}
+    for entry in doc.get("entry", []):
+        med = entry["resource"]
+        kind = medication_form_kind(med, valuesets)
+        strength = medication_strength(med, valuesets)
+        for c in med.get("code", {}).get("coding", []):
+            out[(c["system"], c["code"])] = Product(
+                c["system"], c["code"], c.get("display", ""), kind, strength
+            )
+    return out
+
+
+def load_terminology(root: Path) -> Terminology:
+    """Read every ValueSet, the timing CodeSystem and the product table under ``root``."""
+    valuesets: dict[str, ValueSet] = {}
+    for path in sorted((root / "valuesets").glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("resourceType") == "ValueSet":
+            vs = _load_valueset(doc)
+            valuesets[vs.id] = vs
+    timing_doc = json.loads(
+        (root / "codesystems" / f"{TIMING_CODESYSTEM}.json").read_text(encoding="utf-8")
+    )
+    per_day, systems = _load_timing(timing_doc)
+    products_doc = json.loads(
+        (root / "products" / "baclofen-products.json").read_text(encoding="utf-8")
+    )
+    products = _load_products(products_doc, valuesets)
+    return Terminology(valuesets, per_day, systems, products)
+
+
+@cache
+def get_terminology() -> Terminology:
+    """The shipped terminology, loaded on first use (never at import)."""
+    return load_terminology(data_dir("fhir"))

@@ -1,0 +1,46 @@
+"""FHIR R4B validation of the orders the rules judge (and only those).
+
+Why only those: ``fhir.resources`` validation costs 100-200 us per resource, so validating a
+whole prefetch would eat the latency budget; the raw readers already survive bad data.
+The orders that become facts are different: a card's suggestion edits and returns them, so a
+structural problem there (an object where an array belongs, an R5 field in an R4 request)
+is worth a DataIssue and a ``fhir_valid=False`` fact. The issue names only field paths from
+the validator, never values (no PHI).
+
+R4B is used, not the package default (R5): R5 rejects R4 MedicationRequests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds.clinical.fhirdata import JSON
+
+_MAX_FIELDS = 5
+
+
+def _model() -> Any:
+    # Imported on first use: the R4B model tree is slow to import and only needed here.
+    from fhir.resources.R4B.medicationrequest import MedicationRequest
+
+    return MedicationRequest
+
+
+def invalid_fields(resource: JSON) -> list[str]:
+    """Dotted paths of the fields that fail R4B validation (empty when valid)."""
+    if resource.get("resourceType") != "MedicationRequest":
+        return []
+    try:
+        _model().model_validate(resource)
+    except ValidationError as exc:
+        paths = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("fn-"))
+            if path and path not in paths:
+                paths.append(path)
+        return paths[:_MAX_FIELDS] or ["(resource)"]
+    except (TypeError, ValueError, RecursionError):
+        return ["(resource)"]
+    return []

@@ -1,0 +1,423 @@
+"""Load, validate and compile a rule pack; evaluate clinical facts against it.
+
+A pack is compiled once per (version, profile): table references are resolved,
+``for_each`` rules are expanded per table row, conditions become durable_rules JSON, and
+templates are checked against the fact fields. Evaluation asserts the request's facts
+into one durable_rules session and turns each match into a ``Finding``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from cds.clinical.facts import (
+    DERIVED_ORDER_FIELDS,
+    ClinicalFacts,
+    DataIssue,
+    InteractionFacts,
+    OrderFacts,
+    PatientFacts,
+)
+from cds.clinical.params import ClinicalParams
+from cds.engine import conditions as cond
+from cds.engine.findings import Finding, SuggestionSpec
+from cds.engine.runtime import RuleRuntime, default_runtime
+from cds.engine.schema import HOOKS, PackDef, RuleDef
+from cds.errors import PackError
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+def _engine_field_names(*classes: type) -> set[str]:
+    out: set[str] = set()
+    for c in classes:
+        out |= {f.name for f in dataclasses.fields(c) if f.metadata.get("engine", True)}
+    return out
+
+
+_BASE = {"kind", "hook"}
+FACT_FIELDS: dict[str, frozenset[str]] = {
+    "order": frozenset(_BASE | _engine_field_names(PatientFacts, OrderFacts) | DERIVED_ORDER_FIELDS),
+    "interaction": frozenset(
+        _BASE
+        | _engine_field_names(PatientFacts, InteractionFacts)
+        | {"route", "is_draft", "renal_label", "renal_unit", "renal_date"}
+    ),
+    "data_issue": frozenset(_BASE | _engine_field_names(DataIssue)),
+}
+
+
+def _always_present(*classes: type) -> set[str]:
+    """Fields a fact always carries (a non-None default, or required)."""
+    out: set[str] = set()
+    for c in classes:
+        for f in dataclasses.fields(c):
+            if not f.metadata.get("engine", True):
+                continue
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required or (f.default is not dataclasses.MISSING and f.default is not None):
+                out.add(f.name)
+    return out
+
+
+ALWAYS_PRESENT: dict[str, frozenset[str]] = {
+    "order": frozenset(_BASE | _always_present(PatientFacts, OrderFacts) | {"continuing"}),
+    "interaction": frozenset(_BASE | _always_present(PatientFacts, InteractionFacts)
+                             | {"route", "is_draft"}),
+    "data_issue": frozenset(_BASE | _always_present(DataIssue)),
+}
+
+
+class _SafeFormatter(string.Formatter):
+    """Formats templates; a missing fact reads "unknown" and floats read naturally."""
+
+    def get_value(self, key: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
+        return kwargs.get(key, "unknown") if isinstance(key, str) else "unknown"
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if not format_spec:
+            return fmt_number(value) if isinstance(value, float) else str(value)
+        try:
+            return format(value, format_spec)
+        except (TypeError, ValueError):
+            return str(value)
+
+
+def fmt_number(x: float) -> str:
+    """60.0 -> "60", 47.23 -> "47.2", 0.25 -> "0.25" (doses and renal values)."""
+    if abs(x - round(x)) < 1e-9:
+        return str(int(round(x)))
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+FORMATTER = _SafeFormatter()
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    return FORMATTER.vformat(template, (), values)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str
+    title: str
+    category: str
+    severity: str
+    fact_kind: str
+    hooks: tuple[str, ...]
+    summary: str
+    detail: str
+    vars: dict[str, Any]
+    evidence: tuple[str, ...]
+    suggestion: SuggestionSpec | None
+    override_reasons: tuple[str, ...]
+    group: str | None
+    position: int
+    conditions: tuple[dict[str, Any], ...]  # one durable_rules rule per DNF term
+    tree: Any = field(compare=False, repr=False)
+
+
+@dataclass
+class CompiledPack:
+    """One pack version compiled for one jurisdiction profile."""
+
+    id: str
+    version: str
+    title: str
+    profile: str
+    rules: dict[str, CompiledRule]
+    evidence: dict[str, dict[str, Any]]
+    override_reasons: dict[str, dict[str, str]]
+    default_override_reasons: tuple[str, ...]
+    clinical: ClinicalParams
+    profile_values: dict[str, Any]
+    tables: dict[str, Any]
+    digest: str
+    source_dir: Path
+    runtime: RuleRuntime = field(repr=False, default_factory=default_runtime)
+
+    @property
+    def ruleset_name(self) -> str:
+        return f"{self.id}@{self.version}#{self.profile}#{self.digest[:12]}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.title} rule pack {self.version} ({self.profile})"
+
+    def engine_rules(self) -> dict[str, dict[str, Any]]:
+        """durable_rules rules: ``<rule id>~<k>`` for the k-th alternative of a rule."""
+        return {f"{r.id}~{k}": c for r in self.rules.values() for k, c in enumerate(r.conditions)}
+
+    def install(self) -> None:
+        if not self.runtime.has(self.ruleset_name):
+            self.runtime.install(self.ruleset_name, self.engine_rules())
+
+    def evaluate(self, facts: ClinicalFacts) -> list[Finding]:
+        """Run the facts through durable_rules; one Finding per (rule, fact) that fired."""
+        return self.findings_for(facts.engine_facts())
+
+    def findings_for(self, engine_facts: list[dict[str, Any]]) -> list[Finding]:
+        if not engine_facts:
+            return []
+        seen: set[tuple[str, str]] = set()
+        findings = []
+        for m in self.runtime.evaluate(self.ruleset_name, engine_facts):
+            rule_id = m.rule_id.rsplit("~", 1)[0]
+            key = (rule_id, json.dumps(m.fact, sort_keys=True, default=str))
+            if key in seen:
+                continue
+            seen.add(key)
+            findings.append(self._finding(self.rules[rule_id], m.fact))
+        findings.sort(key=lambda f: (f.order_id, f.category, -f.rank, f.order))
+        return findings
+
+    def _finding(self, rule: CompiledRule, fact: dict[str, Any]) -> Finding:
+        values = {**fact, **rule.vars}
+        return Finding(
+            rule_id=rule.id,
+            category=rule.category,
+            severity=rule.severity,
+            order_id=str(fact.get("order_id", "")),
+            group=str(fact.get(rule.group, "")) if rule.group else "",
+            summary=render(rule.summary, values),
+            detail=render(rule.detail, values),
+            evidence=rule.evidence,
+            suggestion=rule.suggestion,
+            override_reasons=rule.override_reasons,
+            fact=fact,
+            pack_id=self.id,
+            pack_version=self.version,
+            profile=self.profile,
+            order=rule.position,
+        )
+
+    def rules_resting_on_policy_only(self) -> list[str]:
+        return [r.id for r in self.rules.values() if set(r.evidence) == {"policy"}]
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise PackError("file not found", file=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise PackError(f"invalid YAML: {exc}", file=str(path)) from None
+
+
+def _pydantic_message(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return loc, err["msg"]
+
+
+def read_pack(folder: Path) -> tuple[PackDef, dict[str, str]]:
+    """Parse and schema-check ``pack.yaml`` and its includes; rule id -> file it came from."""
+    main = folder / "pack.yaml"
+    raw = _read_yaml(main)
+    if not isinstance(raw, dict):
+        raise PackError("a pack file must be a mapping", file=str(main))
+    raw_rules = list(raw.get("rules") or [])
+    origin: list[str] = [str(main)] * len(raw_rules)
+    for inc in raw.get("include") or []:
+        path = folder / inc
+        data = _read_yaml(path)
+        if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+            raise PackError("an included file must hold a 'rules:' list", file=str(path))
+        raw_rules.extend(data["rules"])
+        origin.extend([str(path)] * len(data["rules"]))
+    for i, r in enumerate(raw_rules):
+        try:
+            RuleDef.model_validate(r)
+        except ValidationError as exc:
+            loc, msg = _pydantic_message(exc)
+            rid = r.get("id") if isinstance(r, dict) else None
+            raise PackError(msg, file=origin[i], rule=rid or f"#{i + 1}", field=loc) from None
+    try:
+        pack = PackDef.model_validate({**raw, "rules": raw_rules})
+    except ValidationError as exc:
+        loc, msg = _pydantic_message(exc)
+        raise PackError(msg, file=str(main), field=loc) from None
+    files = {r.id: origin[i] for i, r in enumerate(pack.rules)}
+    return pack, files
+
+
+def _check_template(text: str, allowed: set[str], where: tuple[str, str, str]) -> None:
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise PackError(f"bad template: {exc}", file=where[0], rule=where[1], field=where[2]) from None
+    for _, name, _, _ in parsed:
+        if name and name not in allowed:
+            raise PackError(
+                f"template names {name!r}, which is neither a fact field nor a var",
+                file=where[0],
+                rule=where[1],
+                field=where[2],
+            )
+
+
+def compile_pack(folder: Path, profile: str | None = None,
+                 runtime: RuleRuntime | None = None) -> CompiledPack:
+    """Validate and compile the pack in ``folder`` for ``profile`` (default: the pack's)."""
+    pack, files = read_pack(folder)
+    profile = profile or pack.default_profile
+    main = str(folder / "pack.yaml")
+    if profile not in pack.profiles:
+        raise PackError(f"no profile {profile!r} (has {sorted(pack.profiles)})", file=main)
+    evidence = {e.id: e.model_dump(exclude_none=True) for e in pack.evidence}
+    try:
+        clinical = ClinicalParams(**pack.clinical)
+    except ValidationError as exc:
+        loc, msg = _pydantic_message(exc)
+        raise PackError(msg, file=main, field=f"clinical.{loc}") from None
+    for rid in pack.default_override_reasons:
+        if rid not in pack.override_reasons:
+            raise PackError(f"unknown override reason {rid!r}", file=main,
+                            field="default_override_reasons")
+
+    rules: dict[str, CompiledRule] = {}
+    position = 0
+    seen_ids: set[str] = set()
+    for rdef in pack.rules:
+        if rdef.id in seen_ids:
+            raise PackError("duplicate rule id", file=files[rdef.id], rule=rdef.id)
+        seen_ids.add(rdef.id)
+        if rdef.profiles is not None:
+            unknown = set(rdef.profiles) - set(pack.profiles)
+            if unknown:
+                raise PackError(f"unknown profiles {sorted(unknown)}", file=files[rdef.id],
+                                rule=rdef.id, field="profiles")
+            if profile not in rdef.profiles:
+                continue
+        rows: list[tuple[str, Mapping[str, Any] | None]] = [(rdef.id, None)]
+        if rdef.for_each:
+            table = pack.tables.get(rdef.for_each.table)
+            if not isinstance(table, list):
+                raise PackError(f"for_each table {rdef.for_each.table!r} is not a list of rows",
+                                file=files[rdef.id], rule=rdef.id, field="for_each")
+            rows = [
+                (f"{rdef.id}.{row['id']}", row)
+                for row in table
+                if rdef.for_each.where is None or row.get(rdef.for_each.where) is not None
+            ]
+        for rule_id, row in rows:
+            position += 1
+            rules[rule_id] = _compile_rule(pack, rdef, rule_id, row, profile, files[rdef.id],
+                                           evidence, position)
+    if not rules:
+        raise PackError(f"no rules for profile {profile!r}", file=main)
+    digest = hashlib.sha256(
+        json.dumps(
+            [pack.version, profile, {k: r.conditions for k, r in rules.items()}],
+            sort_keys=True, default=str,
+        ).encode()
+    ).hexdigest()
+    compiled = CompiledPack(
+        id=pack.id,
+        version=pack.version,
+        title=pack.title,
+        profile=profile,
+        rules=rules,
+        evidence=evidence,
+        override_reasons={k: v.model_dump() for k, v in pack.override_reasons.items()},
+        default_override_reasons=tuple(pack.default_override_reasons),
+        clinical=clinical,
+        profile_values=dict(pack.profiles[profile]),
+        tables=dict(pack.tables),
+        digest=digest,
+        source_dir=folder,
+        runtime=runtime or default_runtime(),
+    )
+    compiled.install()
+    return compiled
+
+
+def _compile_rule(pack: PackDef, rdef: RuleDef, rule_id: str, row: Mapping[str, Any] | None,
+                  profile: str, file: str, evidence: Mapping[str, Any],
+                  position: int) -> CompiledRule:
+    scopes = {"profile": pack.profiles[profile], "tables": pack.tables, "row": row or {}}
+
+    def resolver(fieldname: str) -> cond.Resolver:
+        return cond.Resolver(scopes, fieldname, ALWAYS_PRESENT[rdef.fact])
+
+    try:
+        fields = FACT_FIELDS[rdef.fact]
+        parts: list[cond.Node] = [cond.Cmp("kind", "eq", rdef.fact)]
+        hooks = tuple(rdef.hooks)
+        left_out = sorted(set(HOOKS) - set(hooks))
+        if len(left_out) == 1:
+            parts.append(cond.Cmp("hook", "ne", left_out[0]))
+        elif left_out:
+            parts.append(cond.Any_(tuple(cond.Cmp("hook", "eq", h) for h in hooks)))
+        parts.append(cond.parse(rdef.when, resolver("when"), fields))
+        present = ALWAYS_PRESENT[rdef.fact]
+        for i, u in enumerate(rdef.unless):
+            parts.append(cond.negate(cond.parse(u, resolver(f"unless[{i}]"), fields), present))
+        tree = cond.all_of(parts)
+        terms = cond.dnf(tree)
+        if not terms:
+            raise PackError("the condition can never hold", field="when")
+        severity = resolver("severity").value(rdef.severity)
+        if severity not in SEVERITIES:
+            raise PackError(f"severity must be one of {SEVERITIES}, got {severity!r}",
+                            field="severity")
+        variables = {k: resolver(f"vars.{k}").value(v) for k, v in rdef.vars.items()}
+        suggestion = None
+        if rdef.suggestion and rdef.suggestion.kind != "none":
+            params = {k: resolver(f"suggestion.{k}").value(v)
+                      for k, v in rdef.suggestion.params.items()}
+            suggestion = SuggestionSpec(rdef.suggestion.kind, params)
+        for ev in rdef.evidence:
+            if ev not in evidence:
+                raise PackError(f"unknown evidence id {ev!r}", field="evidence")
+        for orr in rdef.override_reasons:
+            if orr not in pack.override_reasons:
+                raise PackError(f"unknown override reason {orr!r}", field="override_reasons")
+        if rdef.group and rdef.group not in fields:
+            raise PackError(f"group field {rdef.group!r} is not a fact field", field="group")
+    except PackError as exc:
+        raise PackError(exc.message, file=file, rule=rule_id, field=exc.field) from None
+    allowed = set(fields) | set(variables)
+    _check_template(rdef.summary, allowed, (file, rule_id, "summary"))
+    _check_template(rdef.detail, allowed, (file, rule_id, "detail"))
+    return CompiledRule(
+        id=rule_id,
+        title=render(rdef.title, variables),
+        category=rdef.category,
+        severity=severity,
+        fact_kind=rdef.fact,
+        hooks=tuple(rdef.hooks),
+        summary=rdef.summary,
+        detail=rdef.detail,
+        vars=variables,
+        evidence=tuple(rdef.evidence),
+        suggestion=suggestion,
+        override_reasons=tuple(rdef.override_reasons) or tuple(pack.default_override_reasons),
+        group=rdef.group,
+        position=position,
+        conditions=tuple({"all": [{"m": cond.conjunction_to_durable(t)}]} for t in terms),
+        tree=tree,
+    )
+
+
+def pack_folder(rules_dir: Path, pack_id: str) -> Path:
+    folder = rules_dir / pack_id
+    if not (folder / "pack.yaml").is_file():
+        raise PackError(f"no pack {pack_id!r} under {rules_dir}")
+    return folder

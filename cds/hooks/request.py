@@ -1,0 +1,166 @@
+"""CDS Hooks request validation: what must hold before any clinical work starts.
+
+Tolerant where real EHRs differ (extra fields, a Bundle without ``entry``, a draft with
+no medication yet), strict where the spec is (hook matches the service, a UUID
+``hookInstance``, the context fields of each hook, selections among the draft orders).
+Every failure is a ``MalformedRequest`` whose message names the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cds.errors import MalformedRequest
+
+CONTEXT_REQUIRED = {
+    "patient-view": ("userId", "patientId"),
+    "order-select": ("userId", "patientId", "selections", "draftOrders"),
+    "order-sign": ("userId", "patientId", "draftOrders"),
+}
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """A validated hook request (the raw parts the later stages need)."""
+
+    hook: str
+    hook_instance: str
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None
+    fhir_server: str | None
+    access_token: str | None
+    draft_orders: list[dict[str, Any]]
+    selections: list[str] | None
+
+    @property
+    def patient_id(self) -> str:
+        return str(self.context["patientId"])
+
+    @property
+    def encounter_id(self) -> str | None:
+        e = self.context.get("encounterId")
+        return str(e) if isinstance(e, str) and e else None
+
+    @property
+    def user_id(self) -> str | None:
+        u = self.context.get("userId")
+        return str(u) if isinstance(u, str) else None
+
+
+def _require_str(obj: dict[str, Any], key: str, where: str) -> str:
+    v = obj.get(key)
+    if not isinstance(v, str) or not v.strip():
+        raise MalformedRequest(
+            f"{where}.{key} is required and must be a non-empty string",
+            expression=[f"{where}.{key}"],
+        )
+    return v
+
+
+def parse_hook_call(body: Any, *, expected_hook: str) -> HookCall:
+    """Validate ``body`` (decoded JSON) as a call of ``expected_hook``."""
+    if not isinstance(body, dict):
+        raise MalformedRequest("the request body must be a JSON object")
+    hook = _require_str(body, "hook", "request")
+    if hook != expected_hook:
+        raise MalformedRequest(
+            f"hook {hook!r} does not match this service, which answers {expected_hook!r}",
+            expression=["hook"],
+        )
+    instance = _require_str(body, "hookInstance", "request")
+    try:
+        uuid.UUID(instance)
+    except ValueError:
+        raise MalformedRequest("hookInstance must be a UUID", expression=["hookInstance"]) from None
+    context = body.get("context")
+    if not isinstance(context, dict):
+        raise MalformedRequest("context is required and must be an object", expression=["context"])
+    for key in CONTEXT_REQUIRED[hook]:
+        if key not in context or context[key] is None:
+            raise MalformedRequest(
+                f"context.{key} is required for {hook}", expression=[f"context.{key}"]
+            )
+    _require_str(context, "patientId", "context")
+    _require_str(context, "userId", "context")
+    if (
+        "encounterId" in context
+        and context["encounterId"] is not None
+        and not isinstance(context["encounterId"], str)
+    ):
+        raise MalformedRequest(
+            "context.encounterId must be a string", expression=["context.encounterId"]
+        )
+
+    drafts: list[dict[str, Any]] = []
+    if "draftOrders" in context:
+        bundle = context["draftOrders"]
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise MalformedRequest(
+                "context.draftOrders must be a FHIR Bundle", expression=["context.draftOrders"]
+            )
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list):
+            raise MalformedRequest(
+                "context.draftOrders.entry must be an array",
+                expression=["context.draftOrders.entry"],
+            )
+        for i, e in enumerate(entries):
+            res = e.get("resource") if isinstance(e, dict) else None
+            if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+                raise MalformedRequest(
+                    f"context.draftOrders.entry[{i}] has no resource",
+                    expression=[f"context.draftOrders.entry[{i}]"],
+                )
+            drafts.append(res)
+
+    selections: list[str] | None = None
+    if hook == "order-select":
+        sel = context["selections"]
+        if not isinstance(sel, list) or not all(isinstance(s, str) for s in sel):
+            raise MalformedRequest(
+                "context.selections must be an array of strings", expression=["context.selections"]
+            )
+        known = {f"{d.get('resourceType')}/{d.get('id')}" for d in drafts}
+        missing = [s for s in sel if s not in known]
+        if missing:
+            raise MalformedRequest(
+                f"context.selections names orders not in draftOrders: {', '.join(missing[:5])}",
+                expression=["context.selections"],
+            )
+        selections = list(sel)
+
+    prefetch = body.get("prefetch")
+    if prefetch is not None and not isinstance(prefetch, dict):
+        raise MalformedRequest("prefetch must be an object", expression=["prefetch"])
+    fhir_server = body.get("fhirServer")
+    if fhir_server is not None and not isinstance(fhir_server, str):
+        raise MalformedRequest("fhirServer must be a URL string", expression=["fhirServer"])
+    token: str | None = None
+    auth = body.get("fhirAuthorization")
+    if auth is not None:
+        if not isinstance(auth, dict):
+            raise MalformedRequest(
+                "fhirAuthorization must be an object", expression=["fhirAuthorization"]
+            )
+        t = auth.get("access_token")
+        if t is not None and not isinstance(t, str):
+            raise MalformedRequest(
+                "fhirAuthorization.access_token must be a string",
+                expression=["fhirAuthorization.access_token"],
+            )
+        token = t
+    ext = body.get("extension")
+    if ext is not None and not isinstance(ext, dict):
+        raise MalformedRequest("extension must be an object", expression=["extension"])
+    return HookCall(
+        hook=hook,
+        hook_instance=instance,
+        context=context,
+        prefetch=prefetch,
+        fhir_server=fhir_server or None,
+        access_token=token,
+        draft_orders=drafts,
+        selections=selections,
+    )

@@ -1,0 +1,191 @@
+"""SQLAlchemy 2 typed models. Alembic migrations in ``alembic/`` are the only way the
+schema changes; a test fails if these models and the migrations drift apart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Invocation(Base):
+    """One hook call that produced a response (cards or none)."""
+
+    __tablename__ = "invocations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hook_instance: Mapped[str] = mapped_column(String(64), index=True)
+    service_id: Mapped[str] = mapped_column(String(64))
+    hook: Mapped[str] = mapped_column(String(32))
+    patient_ref: Mapped[str | None] = mapped_column(String(128))
+    user_ref: Mapped[str | None] = mapped_column(String(128))
+    encounter_ref: Mapped[str | None] = mapped_column(String(128))
+    issuer: Mapped[str | None] = mapped_column(String(256))
+    tenant: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float] = mapped_column(Float)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))  # ok
+    pack_id: Mapped[str | None] = mapped_column(String(64))
+    pack_version: Mapped[str | None] = mapped_column(String(32))
+    card_count: Mapped[int] = mapped_column(Integer, default=0)
+    fetched_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    cards: Mapped[list[Card]] = relationship(back_populates="invocation")
+
+
+class Card(Base):
+    """A card as issued, with the facts and rules behind it."""
+
+    __tablename__ = "cards"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the card uuid
+    invocation_id: Mapped[str] = mapped_column(ForeignKey("invocations.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    service_id: Mapped[str] = mapped_column(String(64))
+    hook: Mapped[str] = mapped_column(String(32))
+    patient_ref: Mapped[str | None] = mapped_column(String(128))
+    order_id: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(String(32))
+    indicator: Mapped[str] = mapped_column(String(16))
+    severity_rank: Mapped[int] = mapped_column(Integer)  # info 1, warning 2, critical 3
+    summary: Mapped[str] = mapped_column(String(200))
+    primary_rule: Mapped[str] = mapped_column(String(128))
+    pack_id: Mapped[str] = mapped_column(String(64))
+    pack_version: Mapped[str] = mapped_column(String(32))
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    card_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    review_status: Mapped[str] = mapped_column(String(16), default="unreviewed")
+    feedback_outcome: Mapped[str | None] = mapped_column(String(16))
+
+    invocation: Mapped[Invocation] = relationship(back_populates="cards")
+    rules: Mapped[list[CardRule]] = relationship(back_populates="card")
+
+    __table_args__ = (
+        Index("ix_cards_created", "created_at"),
+        Index("ix_cards_indicator_created", "indicator", "created_at"),
+        Index("ix_cards_category_created", "category", "created_at"),
+        Index("ix_cards_rule_created", "primary_rule", "created_at"),
+        Index("ix_cards_review_created", "review_status", "created_at"),
+        Index("ix_cards_patient_created", "patient_ref", "created_at"),
+        Index("ix_cards_pack_created", "pack_version", "created_at"),
+        # Review console (migration 0002): covering indexes so the counts and the rules
+        # dashboard read narrow index entries, never the card JSON in the table rows.
+        Index("ix_cards_stats", "primary_rule", "category", "indicator", "pack_version",
+              "review_status", "feedback_outcome", "created_at", "id"),
+        Index("ix_cards_day", "created_at", "indicator"),
+        Index("ix_cards_id_rule", "id", "primary_rule", "created_at"),
+    )
+
+
+class CardRule(Base):
+    """Each rule that contributed to a card; the one that set its severity is marked."""
+
+    __tablename__ = "card_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(128), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    sets_severity: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    card: Mapped[Card] = relationship(back_populates="rules")
+
+
+class Feedback(Base):
+    """What the clinician did with a card. ``dedupe_key`` makes re-sent items idempotent."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"), index=True)
+    service_id: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    accepted_suggestions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    override_code: Mapped[str | None] = mapped_column(String(128))
+    override_system: Mapped[str | None] = mapped_column(String(256))
+    override_display: Mapped[str | None] = mapped_column(String(256))
+    override_comment: Mapped[str | None] = mapped_column(Text)
+    outcome_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RejectedRequest(Base):
+    """A hook or feedback call refused with a 4xx (reason only; no PHI beyond ids)."""
+
+    __tablename__ = "rejected_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    path: Mapped[str] = mapped_column(String(256))
+    status: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(512))
+    hook_instance: Mapped[str | None] = mapped_column(String(64))
+
+
+class Review(Base):
+    """A pharmacist's action on a card; never edited or deleted (history)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # acknowledge, escalate, resolve, annotate
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class User(Base):
+    """A console account (pharmacist or admin)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(128))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("username", name="uq_users_username"),)
+
+
+class ConsoleSession(Base):
+    """A signed-in review-console session (server side, so logout and disabling revoke it).
+
+    The browser holds a random token; only its SHA-256 is stored here (``id``), so a copy
+    of this table does not let anyone sign in. ``csrf_token`` is the synchronizer token
+    every console form must echo.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(token) hex
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,277 @@
+"""Build real FHIR R4 resources and whole CDS Hooks requests from compact specs.
+
+Vignettes and property tests describe a clinical situation in a few lines ("55 M, 80 kg,
+creatinine 2.0 two days ago, 20 mg TID renewed"); these builders turn it into the JSON an
+EHR would send, so every test goes through the same parsing as production. Times are
+relative to an explicit ``now``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+UCUM = "http://unitsofmeasure.org"
+V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+# product key -> (RxNorm code, display)
+PRODUCTS: dict[str, tuple[str, str]] = {
+    "tab5": ("430902", "baclofen 5 MG Oral Tablet"),
+    "tab10": ("197391", "baclofen 10 MG Oral Tablet"),
+    "tab15": ("2679605", "baclofen 15 MG Oral Tablet"),
+    "tab20": ("197392", "baclofen 20 MG Oral Tablet"),
+    "sol1": ("250976", "baclofen 1 MG/ML Oral Solution"),
+    "sol2": ("2667941", "baclofen 2 MG/ML Oral Solution"),
+    "susp5": ("2593376", "baclofen 5 MG/ML Oral Suspension"),
+    "itb50": ("1047437", "baclofen 0.05 MG/ML Injection (intrathecal screening)"),
+    "ingredient": ("1292", "baclofen"),
+}
+# other drugs: key -> (RxNorm ingredient, name, ATC)
+OTHER_DRUGS: dict[str, tuple[str, str, str]] = {
+    "oxycodone": ("7804", "oxycodone", "N02AA05"),
+    "morphine": ("7052", "morphine", "N02AA01"),
+    "lorazepam": ("6470", "lorazepam", "N05BA06"),
+    "zolpidem": ("39993", "zolpidem", "N05CF02"),
+    "gabapentin": ("25480", "gabapentin", "N02BF01"),
+    "pregabalin": ("187832", "pregabalin", "N02BF02"),
+    "tizanidine": ("57258", "tizanidine", "M03BX02"),
+    "levodopa": ("6375", "levodopa", "N04BA01"),
+    "amitriptyline": ("704", "amitriptyline", "N06AA09"),
+    "lithium": ("6448", "lithium", "N05AN01"),
+    "levetiracetam": ("114477", "levetiracetam", "N03AX14"),
+}
+ROUTES = {
+    "oral": (SNOMED, "26643006", "Oral route"),
+    "intrathecal": (SNOMED, "72607000", "Intrathecal route"),
+    "iv": (SNOMED, "47625008", "Intravenous route"),
+    "nasogastric": (SNOMED, "127492001", "Nasogastric route"),
+}
+CONDITIONS: dict[str, tuple[str, str, str]] = {
+    "haemodialysis": (SNOMED, "302497006", "Hemodialysis"),
+    "esrd": (SNOMED, "46177005", "End-stage renal disease"),
+    "epilepsy": (SNOMED, "84757009", "Epilepsy"),
+    "seizure": (SNOMED, "91175000", "Seizure"),
+    "cerebral-palsy": (SNOMED, "128188000", "Cerebral palsy"),
+    "stroke": (SNOMED, "230690007", "Cerebrovascular accident"),
+    "alcohol-use-disorder": (SNOMED, "7200002", "Alcoholism"),
+    "delirium": (SNOMED, "2776000", "Delirium"),
+    "pregnancy": (SNOMED, "77386006", "Pregnancy"),
+}
+VITALS = {
+    "resp_rate": ("9279-1", "Respiratory rate", "/min"),
+    "spo2": ("2708-6", "Oxygen saturation in Arterial blood", "%"),
+    "gcs": ("9269-2", "Glasgow coma score total", "{score}"),
+    "sbp": ("8480-6", "Systolic blood pressure", "mm[Hg]"),
+    "temperature": ("8310-5", "Body temperature", "Cel"),
+}
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def coding(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"system": system, "code": code, "display": display}
+
+
+def patient(*, pid: str = "pat-1", now: datetime, age: int | None = 55,
+            sex: str | None = "male", birth_date: str | None = None) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "Patient", "id": pid}
+    if sex:
+        res["gender"] = sex
+    if birth_date:
+        res["birthDate"] = birth_date
+    elif age is not None:
+        # a birthday 60 days before now, `age` years ago: completed years == age
+        b = (now - timedelta(days=60)).date()
+        try:
+            res["birthDate"] = b.replace(year=b.year - age).isoformat()
+        except ValueError:  # 29 February
+            res["birthDate"] = (b - timedelta(days=1)).replace(year=b.year - age).isoformat()
+    return res
+
+
+def observation(*, loinc: str, display: str, value: float, unit: str, code: str | None = None,
+                when: datetime, oid: str | None = None, pid: str = "pat-1",
+                category: str = "laboratory", system: str = LOINC) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid or f"obs-{uuid.uuid4().hex[:10]}",
+        "status": "final",
+        "category": [{"coding": [coding(
+            "http://terminology.hl7.org/CodeSystem/observation-category", category,
+            category.replace("-", " ").title())]}],
+        "code": {"coding": [coding(system, loinc, display)]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": iso(when),
+        "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": code or unit},
+    }
+
+
+def weight(kg: float, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
+    return observation(loinc="29463-7", display="Body weight", value=kg, unit="kg", when=when,
+                       pid=pid, category="vital-signs", oid="wt-1")
+
+
+def height(cm: float, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
+    return observation(loinc="8302-2", display="Body height", value=cm, unit="cm", when=when,
+                       pid=pid, category="vital-signs", oid="ht-1")
+
+
+def creatinine(value: float, unit: str, when: datetime, oid: str | None = None,
+               pid: str = "pat-1") -> dict[str, Any]:
+    loinc, display = (("2160-0", "Creatinine [Mass/volume] in Serum or Plasma")
+                      if unit == "mg/dL" else
+                      ("14682-9", "Creatinine [Moles/volume] in Serum or Plasma"))
+    return observation(loinc=loinc, display=display, value=value,
+                       unit="umol/L" if unit != "mg/dL" else unit, when=when, oid=oid, pid=pid)
+
+
+def egfr(value: float, when: datetime, loinc: str = "98979-8",
+         pid: str = "pat-1") -> dict[str, Any]:
+    return observation(loinc=loinc, display="eGFR (CKD-EPI 2021)", value=value,
+                       unit="mL/min/{1.73_m2}", when=when, pid=pid)
+
+
+def vital(kind: str, value: float, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
+    loinc, display, unit = VITALS[kind]
+    return observation(loinc=loinc, display=display, value=value, unit=unit, when=when,
+                       pid=pid, category="vital-signs")
+
+
+def condition(key: str, *, pid: str = "pat-1", onset: datetime | None = None,
+              cid: str | None = None) -> dict[str, Any]:
+    system, code, display = CONDITIONS[key]
+    res: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": cid or f"cond-{key}",
+        "clinicalStatus": {"coding": [coding(
+            "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active")]},
+        "code": {"coding": [coding(system, code, display)], "text": display},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    if onset is not None:
+        res["onsetDateTime"] = iso(onset)
+    return res
+
+
+def encounter(eid: str, klass: str = "IMP", pid: str = "pat-1") -> dict[str, Any]:
+    return {"resourceType": "Encounter", "id": eid, "status": "in-progress",
+            "class": coding(V3_ACT, klass, klass), "subject": {"reference": f"Patient/{pid}"}}
+
+
+def dosage(*, dose: float | None, unit: str = "mg", frequency: float | None = None,
+           period: float = 1, period_unit: str = "d", timing_code: str | None = None,
+           route: str | None = "oral", prn: bool = False, max_per_day: float | None = None,
+           sequence: int | None = None, start: datetime | date | None = None,
+           end: datetime | date | None = None, rate_per_day: float | None = None,
+           text: str | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if sequence is not None:
+        d["sequence"] = sequence
+    if text:
+        d["text"] = text
+    timing: dict[str, Any] = {}
+    if frequency is not None:
+        timing["repeat"] = {"frequency": frequency, "period": period, "periodUnit": period_unit}
+    if timing_code:
+        timing["code"] = {"coding": [coding(
+            "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation", timing_code,
+            timing_code)]}
+    if start is not None:
+        timing.setdefault("repeat", {})["boundsPeriod"] = {
+            "start": start.date().isoformat() if isinstance(start, datetime) else str(start)}
+        if end is not None:
+            timing["repeat"]["boundsPeriod"]["end"] = (
+                end.date().isoformat() if isinstance(end, datetime) else str(end))
+    if timing:
+        d["timing"] = timing
+    if prn:
+        d["asNeededBoolean"] = True
+        if max_per_day is not None:
+            d["maxDosePerPeriod"] = {
+                "numerator": {"value": max_per_day, "unit": unit, "system": UCUM, "code": unit},
+                "denominator": {"value": 1, "unit": "d", "system": UCUM, "code": "d"}}
+    if route:
+        d["route"] = {"coding": [coding(*ROUTES[route])]}
+    if rate_per_day is not None:
+        d["doseAndRate"] = [{"rateQuantity": {"value": rate_per_day, "unit": f"{unit}/d",
+                                              "system": UCUM, "code": f"{unit}/d"}}]
+    elif dose is not None:
+        code = {"mcg": "ug"}.get(unit, unit)
+        d["doseAndRate"] = [{"doseQuantity": {"value": dose, "unit": unit, "system": UCUM,
+                                              "code": code}}]
+    return d
+
+
+def medication_request(*, rid: str, status: str = "active", product: str = "tab20",
+                       dosages: list[dict[str, Any]] | None = None,
+                       authored: datetime | date | None = None, pid: str = "pat-1",
+                       prior: str | None = None, drug: str | None = None,
+                       validity_end: date | None = None, text: str | None = None,
+                       status_reason: tuple[str, str, str] | None = None) -> dict[str, Any]:
+    if drug:
+        code, name, atc = OTHER_DRUGS[drug]
+        med = {"coding": [coding(RXNORM, code, name), coding(ATC, atc, name)], "text": name}
+    else:
+        code, display = PRODUCTS[product]
+        med = {"coding": [coding(RXNORM, code, display)], "text": text or display}
+    res: dict[str, Any] = {
+        "resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
+        "medicationCodeableConcept": med, "subject": {"reference": f"Patient/{pid}"},
+    }
+    if authored is not None:
+        res["authoredOn"] = (authored.date().isoformat() if isinstance(authored, datetime)
+                             else str(authored))
+    if dosages:
+        res["dosageInstruction"] = dosages
+    if prior:
+        res["priorPrescription"] = {"reference": f"MedicationRequest/{prior}"}
+    if validity_end is not None:
+        res["dispenseRequest"] = {"validityPeriod": {"end": validity_end.isoformat()}}
+    if status_reason:
+        res["statusReason"] = {"coding": [coding(*status_reason)]}
+    return res
+
+
+def bundle(resources: list[dict[str, Any]], kind: str = "searchset") -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind,
+            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r}
+                      for r in resources]}
+
+
+def hook_request(*, hook: str, now: datetime, patient_res: dict[str, Any],
+                 drafts: list[dict[str, Any]] | None = None,
+                 selections: list[str] | None = None, medications: list[dict[str, Any]] = (),
+                 labs: list[dict[str, Any]] = (), body: list[dict[str, Any]] = (),
+                 vitals: list[dict[str, Any]] = (), conditions: list[dict[str, Any]] = (),
+                 encounter_res: dict[str, Any] | None = None,
+                 hook_instance: str | None = None) -> dict[str, Any]:
+    """A whole CDS Hooks request with every prefetch key the service asks for."""
+    pid = patient_res["id"]
+    context: dict[str, Any] = {"userId": "Practitioner/prac-1", "patientId": pid}
+    if encounter_res is not None:
+        context["encounterId"] = encounter_res["id"]
+    if hook in ("order-select", "order-sign"):
+        context["draftOrders"] = bundle(list(drafts or []), kind="collection")
+    if hook == "order-select":
+        context["selections"] = selections if selections is not None else [
+            f"MedicationRequest/{d['id']}" for d in (drafts or [])]
+    prefetch: dict[str, Any] = {
+        "patient": patient_res,
+        "medications": bundle(list(medications)),
+        "medicationStatements": None,
+        "renal": bundle(list(labs)),
+        "weight": bundle(list(body)),
+        "vitals": bundle(list(vitals)),
+        "conditions": bundle(list(conditions)),
+        "procedures": None,
+        "encounter": encounter_res,
+    }
+    return {"hook": hook, "hookInstance": hook_instance or str(uuid.uuid4()),
+            "context": context, "prefetch": prefetch}

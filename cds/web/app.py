@@ -1,0 +1,134 @@
+"""``create_app(settings)``: the FastAPI application, built explicitly (never at import).
+
+Everything a request needs hangs off ``app.state``: settings, the database sessionmaker,
+the pack registry, the JWT verifier (``None`` in development mode), a shared HTTP client
+for the FHIR fallback, and the clock (tests pin it to replay a fixed instant).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from cds import __version__
+from cds.engine.registry import PackRegistry
+from cds.paths import data_dir
+from cds.settings import Settings
+from cds.store.db import make_engine, make_sessionmaker
+from cds.web.errors import OperationOutcome, install_error_handlers
+from cds.web.hooks_api import router as hooks_router
+
+log = logging.getLogger("cds.web")
+
+DEV_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!!  CDS_AUTH=off: DEVELOPMENT MODE. JWT authentication is DISABLED.             !!\n"
+    "!!  Any caller can invoke the CDS services. Never run this way in production.   !!\n"
+    + "!" * 78
+)
+
+
+def make_verifier(settings: Settings) -> Any:
+    if settings.auth == "off":
+        return None
+    from cds.web.auth import JwksCache, TokenVerifier, load_trusted_issuers
+    from cds.web.replay import make_replay_cache
+
+    if settings.trusted_issuers is None:
+        raise SystemExit(
+            "CDS_AUTH=jwt needs CDS_TRUSTED_ISSUERS (a JSON file of trusted issuers and their "
+            "JWKS); for local development set CDS_AUTH=off")
+    issuers = load_trusted_issuers(settings.trusted_issuers)
+    return TokenVerifier(issuers, JwksCache(), make_replay_cache(settings.redis_url))
+
+
+def create_app(settings: Settings | None = None, *, registry: PackRegistry | None = None,
+               clock: Callable[[], datetime] | None = None, maker: Any = None) -> FastAPI:
+    settings = settings or Settings()
+    if registry is None:
+        registry = PackRegistry(rules_dir=settings.rules_dir or data_dir("rules"),
+                                pack_ids=settings.pack_ids, profile=settings.profile)
+        registry.load()
+    verifier = make_verifier(settings)
+    if verifier is None:
+        log.warning(DEV_WARNING)
+    engine = None
+    if maker is None:
+        engine = make_engine(settings.database_url)
+        maker = make_sessionmaker(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.http = httpx.AsyncClient(follow_redirects=False)
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            if engine is not None:
+                engine.dispose()
+
+    app = FastAPI(
+        title="CDS Hooks service: baclofen",
+        version=__version__,
+        description=(
+            "CDS Hooks 2.0 service (with CDS Hooks 3.0 additions) answering order-select, "
+            "order-sign and patient-view with cards from versioned rule packs. Every error "
+            "body is a FHIR OperationOutcome."),
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+    )
+    app.state.settings = settings
+    app.state.maker = maker
+    app.state.registry = registry
+    app.state.verifier = verifier
+    app.state.clock = clock
+    app.state.http = None
+    app.state.session_secret = settings.session_secret or secrets.token_urlsafe(32)
+    install_error_handlers(app)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.include_router(hooks_router)
+    _include_console(app)
+    _document_operation_outcome(app)
+    return app
+
+
+def _include_console(app: FastAPI) -> None:
+    try:
+        from cds.web.console import STATIC_DIR, console_router
+    except ImportError:  # the console is optional at import time in early builds
+        return
+    from fastapi.staticfiles import StaticFiles
+
+    app.include_router(console_router())
+    app.mount("/review/static", StaticFiles(directory=str(STATIC_DIR)), name="review-static")
+
+
+def _document_operation_outcome(app: FastAPI) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps.setdefault("OperationOutcome", OperationOutcome.model_json_schema(
+            ref_template="#/components/schemas/{model}"))
+        for name, sub in OperationOutcome.model_json_schema(
+                ref_template="#/components/schemas/{model}").get("$defs", {}).items():
+            comps.setdefault(name, sub)
+        comps["OperationOutcome"].pop("$defs", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,261 @@
+"""Turning stored JSON (card, facts, FHIR resources) into what a pharmacist can read.
+
+The card and facts shapes belong to other modules and will grow, so nothing here
+requires a field: known fields get good labels and units, anything else is still shown
+(flattened, humanised), and nothing is ever rendered as HTML except through
+``render_markdown`` (markdown-it-py with raw HTML disabled and images off).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+_md = (MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+       .enable(["table", "strikethrough"]).disable("image"))
+
+
+def render_markdown(text: str | None) -> Markup:
+    """Card detail markdown as HTML; raw HTML in the source comes out as text."""
+    if not text:
+        return Markup("")
+    return Markup(_md.render(text))  # noqa: S704 - markdown-it escapes; html=False
+
+
+def fmt_dt(value: datetime | str | None) -> str:
+    """A timestamp as ``2026-11-24 08:13 UTC`` (the console always shows UTC)."""
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_num(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".") if value % 1 else f"{value:,.0f}"
+    return str(value)
+
+
+_WORDS = {
+    "egfr": "eGFR", "crcl": "CrCl", "spo2": "SpO2", "gcs": "GCS", "rass": "RASS",
+    "itb": "ITB", "prn": "PRN", "id": "ID", "ids": "IDs", "mg": "mg", "kg": "kg", "ug": "µg",
+    "ml": "mL", "dl": "dL", "bmi": "BMI", "aki": "AKI", "sbp": "SBP", "cns": "CNS",
+}
+# Suffixes that are units: ``weight_kg`` reads "Weight (kg)".
+_UNIT_SUFFIX = {
+    "_mg": "mg", "_ug": "µg", "_kg": "kg", "_cm": "cm", "_mg_dl": "mg/dL", "_ms": "ms",
+    "_days": "days", "_hours": "h", "_h": "h", "_c": "°C", "_pct": "%",
+}
+
+
+def humanize(key: str) -> str:
+    """``weight_kg`` -> ``Weight (kg)``, ``hookInstance`` -> ``Hook instance``."""
+    unit = ""
+    for suffix, label in sorted(_UNIT_SUFFIX.items(), key=lambda kv: -len(kv[0])):
+        if key.endswith(suffix) and len(key) > len(suffix):
+            key, unit = key[: -len(suffix)], label
+            break
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).replace("_", " ").replace("-", " ")
+    parts = [_WORDS.get(w.lower(), w.lower()) for w in words.split()]
+    if parts and parts[0] == parts[0].lower():
+        parts[0] = parts[0][:1].upper() + parts[0][1:]
+    text = " ".join(parts) or key
+    return f"{text} ({unit})" if unit else text
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", value):
+        return fmt_dt(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return "; ".join(f"{humanize(k)}: {_scalar(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_scalar(v) for v in value) or "–"
+    return fmt_num(value)
+
+
+@dataclass
+class Section:
+    title: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _flatten(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{prefix} › {humanize(k)}" if prefix else humanize(k), v, rows)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, item in enumerate(value, 1):
+            _flatten(f"{prefix} {i}" if len(value) > 1 else prefix, item, rows)
+    else:
+        rows.append((prefix, _scalar(value)))
+
+
+def fact_sections(facts: dict[str, Any] | None) -> list[Section]:
+    """Facts as titled tables: nested objects get a section each, scalars go first."""
+    if not facts:
+        return []
+    general = Section("Context")
+    sections: list[Section] = []
+    for key, value in facts.items():
+        nested = (isinstance(value, dict) and value) or (
+            isinstance(value, list) and any(isinstance(v, dict) for v in value))
+        if nested:
+            sec = Section(humanize(key))
+            _flatten("", value, sec.rows)
+            sections.append(sec)
+        else:
+            general.rows.append((humanize(key), _scalar(value)))
+    return ([general] if general.rows else []) + sections
+
+
+def _quantity(q: dict[str, Any] | None) -> str | None:
+    if not isinstance(q, dict) or q.get("value") is None:
+        return None
+    return f"{fmt_num(q['value'])} {q.get('unit') or q.get('code') or ''}".strip()
+
+
+def _timing(t: dict[str, Any] | None) -> str | None:
+    rep = (t or {}).get("repeat") if isinstance(t, dict) else None
+    if not isinstance(rep, dict):
+        return None
+    out = []
+    if rep.get("frequency") is not None and rep.get("period") is not None:
+        out.append(f"{fmt_num(rep['frequency'])} × per {fmt_num(rep['period'])} "
+                   f"{rep.get('periodUnit', '')}".strip())
+    if rep.get("boundsPeriod"):
+        b = rep["boundsPeriod"]
+        out.append(f"from {b.get('start', '?')} to {b.get('end', '…')}")
+    if rep.get("boundsDuration"):
+        out.append(f"for {_quantity(rep['boundsDuration'])}")
+    return ", ".join(out) or None
+
+
+def _concept(c: Any) -> str | None:
+    if not isinstance(c, dict):
+        return None
+    if c.get("text"):
+        return str(c["text"])
+    codings = c.get("coding") or []
+    return ", ".join(str(x.get("display") or x.get("code")) for x in codings
+                     if isinstance(x, dict)) or None
+
+
+def resource_lines(resource: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The lines of a suggested resource a pharmacist checks: drug, dose, timing."""
+    if not isinstance(resource, dict):
+        return []
+    lines: list[tuple[str, str]] = [("Resource", f"{resource.get('resourceType', '?')}"
+                                     + (f"/{resource['id']}" if resource.get("id") else ""))]
+    med = _concept(resource.get("medicationCodeableConcept"))
+    if med:
+        lines.append(("Medication", med))
+    for key in ("status", "intent"):
+        if resource.get(key):
+            lines.append((humanize(key), str(resource[key])))
+    for i, dose in enumerate(resource.get("dosageInstruction") or [], 1):
+        if not isinstance(dose, dict):
+            continue
+        label = f"Dosage {dose.get('sequence', i)}"
+        parts = [dose.get("text")]
+        for dr in dose.get("doseAndRate") or []:
+            if isinstance(dr, dict):
+                parts.append(_quantity(dr.get("doseQuantity")))
+        parts.append(_timing(dose.get("timing")))
+        parts.append(_concept(dose.get("route")))
+        lines.append((label, " · ".join(p for p in parts if p) or "–"))
+    return lines
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False, default=str)
+
+
+_SAFE_URL = re.compile(r"^https?://", re.IGNORECASE)
+
+
+@dataclass
+class ActionView:
+    type: str
+    description: str
+    lines: list[tuple[str, str]]
+    json: str | None
+
+
+@dataclass
+class SuggestionView:
+    uuid: str
+    label: str
+    recommended: bool
+    actions: list[ActionView]
+
+
+@dataclass
+class CardView:
+    """The card as the prescriber saw it, made safe and readable."""
+
+    summary: str
+    indicator: str
+    source_label: str
+    topic: str
+    detail_html: Markup
+    suggestions: list[SuggestionView]
+    override_reasons: list[str]
+    links: list[tuple[str, str]]
+    selection_behavior: str | None
+    extension: list[tuple[str, str]]
+
+
+def card_view(card: dict[str, Any]) -> CardView:
+    source = card.get("source") if isinstance(card.get("source"), dict) else {}
+    topic = source.get("topic") if isinstance(source.get("topic"), dict) else {}
+    suggestions = []
+    for s in card.get("suggestions") or []:
+        if not isinstance(s, dict):
+            continue
+        actions = [ActionView(type=str(a.get("type", "")), description=str(a.get("description", "")),
+                              lines=resource_lines(a.get("resource")),
+                              json=pretty_json(a["resource"]) if a.get("resource") else None)
+                   for a in s.get("actions") or [] if isinstance(a, dict)]
+        suggestions.append(SuggestionView(uuid=str(s.get("uuid", "")),
+                                          label=str(s.get("label", "")),
+                                          recommended=bool(s.get("isRecommended")),
+                                          actions=actions))
+    links = [(str(x.get("label", x.get("url"))), str(x["url"]))
+             for x in card.get("links") or []
+             if isinstance(x, dict) and isinstance(x.get("url"), str) and _SAFE_URL.match(x["url"])]
+    ext_rows: list[tuple[str, str]] = []
+    if card.get("extension") is not None:
+        _flatten("", card["extension"], ext_rows)
+    return CardView(
+        summary=str(card.get("summary", "")),
+        indicator=str(card.get("indicator", "")),
+        source_label=str(source.get("label", "")),
+        topic=str(topic.get("display") or topic.get("code") or ""),
+        detail_html=render_markdown(card.get("detail")),
+        suggestions=suggestions,
+        override_reasons=[str(r.get("display") or r.get("code"))
+                          for r in card.get("overrideReasons") or [] if isinstance(r, dict)],
+        links=links,
+        selection_behavior=card.get("selectionBehavior"),
+        extension=ext_rows,
+    )

@@ -1,0 +1,59 @@
+"""The rules dashboard: which rules fire, what prescribers do with them, which need work.
+
+A rule is a candidate for revision when its override rate (overridden / cards that got
+feedback) is above ``threshold`` (default 50%) over at least ``min_cards`` cards with
+feedback (default 10): a rate over three cards is noise, not evidence.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from fastapi import APIRouter, Request, Response
+
+from cds.store import console as store
+from cds.web.console.charts import daily_severity_svg, override_rate_svg
+from cds.web.console.params import day_start, parse_day, parse_int
+from cds.web.console.routing import ConsoleRoute, CurrentUser, Maker
+from cds.web.console.templates import render
+
+router = APIRouter(route_class=ConsoleRoute)
+
+DEFAULT_DAYS = 30
+PRESETS = (7, 30, 90)
+
+
+@router.get("/rules", name="console_rules")
+def rules(request: Request, user: CurrentUser, maker: Maker) -> Response:
+    params = request.query_params
+    threshold_pct = parse_int(params.get("threshold"), 50, 1, 100)
+    min_cards = parse_int(params.get("min_cards"), 10, 1, 1_000_000)
+    today = datetime.now(UTC).date()
+    all_time = params.get("period") == "all"
+    until_day = parse_day(params.get("until")) or today
+    since_day = parse_day(params.get("since"))
+    if not all_time and since_day is None:
+        since_day = until_day - timedelta(days=DEFAULT_DAYS - 1)
+    if since_day and since_day > until_day:
+        since_day, until_day = until_day, since_day
+    chart_start = until_day
+    with maker() as s:
+        if all_time:
+            since_day = None
+            bounds = store.period_bounds(session=s)
+            chart_start = bounds[0].date() if bounds else chart_start
+        board = store.dashboard(
+            session=s, since=day_start(since_day) if since_day else None,
+            until=day_start(until_day + timedelta(days=1)))
+    start: date = since_day or chart_start
+    threshold = threshold_pct / 100
+    flagged = [r for r in board.rules if r.override_rate is not None
+               and r.override_rate > threshold and r.with_feedback >= min_cards]
+    return render(
+        request, "rules.html", board=board, flagged={r.key for r in flagged},
+        flagged_rules=flagged, threshold_pct=threshold_pct, threshold=threshold,
+        min_cards=min_cards, since_day=since_day, until_day=until_day, all_time=all_time,
+        presets=[(d, (today - timedelta(days=d - 1)).isoformat()) for d in PRESETS],
+        daily_chart=daily_severity_svg(board.daily, start, until_day),
+        rate_chart=override_rate_svg(board.rules, threshold, min_cards),
+        issued=sum(r.issued for r in board.rules), nav="rules")

@@ -1,0 +1,123 @@
+"""Every non-2xx answer of the CDS Hooks API is a FHIR OperationOutcome.
+
+Errors are mapped here, once: ``RequestError`` subclasses carry their status; FastAPI's
+own validation and routing errors are rewritten; anything unexpected becomes a 500
+OperationOutcome that says only "internal error" (the traceback goes to the log with
+the hookInstance, never to the caller). The console (``/review``) keeps HTML errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds.errors import AuthenticationFailed, RequestError
+
+log = logging.getLogger("cds.web")
+
+FHIR_JSON = "application/fhir+json"
+HTTP_CODES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found",
+              405: "not-supported", 412: "incomplete", 413: "too-long", 415: "not-supported",
+              422: "invalid", 429: "throttled", 500: "exception", 503: "transient"}
+
+
+class Issue(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    severity: str
+    code: str
+    diagnostics: str | None = None
+    expression: list[str] | None = None
+
+
+class OperationOutcome(BaseModel):
+    """FHIR R4 OperationOutcome (the body of every error)."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: str = "OperationOutcome"
+    issue: list[Issue]
+
+
+def outcome(status: int, diagnostics: str, *, code: str | None = None,
+            expression: list[str] | None = None, extra_issues: list[dict[str, Any]] | None = None,
+            ) -> dict[str, Any]:
+    issue: dict[str, Any] = {
+        "severity": "error" if status < 500 else "fatal",
+        "code": code or HTTP_CODES.get(status, "processing"),
+        "diagnostics": diagnostics,
+    }
+    if expression:
+        issue["expression"] = expression
+    return {"resourceType": "OperationOutcome", "issue": [issue, *(extra_issues or [])]}
+
+
+def outcome_response(status: int, diagnostics: str, *, code: str | None = None,
+                     expression: list[str] | None = None,
+                     headers: dict[str, str] | None = None,
+                     extra_issues: list[dict[str, Any]] | None = None) -> JSONResponse:
+    return JSONResponse(
+        outcome(status, diagnostics, code=code, expression=expression, extra_issues=extra_issues),
+        status_code=status, headers=headers, media_type=FHIR_JSON)
+
+
+def error_response(exc: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
+    if isinstance(exc, AuthenticationFailed):
+        return outcome_response(401, "authentication failed", code="login", headers=headers)
+    return outcome_response(exc.status, exc.diagnostics, code=exc.code,
+                            expression=exc.expression or None)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": OperationOutcome, "description": text,
+             "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}}
+    for status, text in (
+        (400, "Malformed JSON or not a valid CDS Hooks request"),
+        (401, "Authentication failed (JWT)"),
+        (404, "Unknown service"),
+        (412, "Required prefetch data could not be obtained"),
+        (413, "Request body too large"),
+        (422, "Semantically invalid FHIR"),
+        (503, "The audit store is unavailable"),
+    )
+}
+
+
+def _is_console(request: Request) -> bool:
+    return request.url.path.startswith("/review")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Any:
+        if _is_console(request):
+            return JSONResponse({"detail": "invalid form"}, status_code=400)
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return outcome_response(400, f"invalid request: {first.get('msg', 'invalid')}",
+                                expression=[loc] if loc else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        if _is_console(request):
+            from fastapi.exception_handlers import http_exception_handler
+
+            return await http_exception_handler(request, exc)
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such endpoint: {request.url.path}"
+        return outcome_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return outcome_response(500, "internal error", code="exception")

@@ -1,0 +1,313 @@
+"""The CDS Hooks endpoints: discovery, service calls and feedback.
+
+Handlers only move data between HTTP and the layers below: the JWT check, the body cap
+and JSON decoding happen here; validation in ``hooks.request``; prefetch in
+``hooks.prefetch``; the clinical work in ``hooks.pipeline`` (run in a worker thread:
+durable_rules and SQLAlchemy are blocking); the audit write in ``store.audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from cds.clinical.extract import HookInput
+from cds.errors import (
+    AuthenticationFailed,
+    MalformedRequest,
+    PayloadTooLarge,
+    RequestError,
+    StoreUnavailable,
+    UnknownService,
+)
+from cds.hooks.feedback import parse_feedback
+from cds.hooks.fetch import FetchLimits
+from cds.hooks.pipeline import Evaluation, evaluate
+from cds.hooks.prefetch import resolve_prefetch
+from cds.hooks.request import parse_hook_call
+from cds.hooks.services import SERVICES, ServiceDef, discovery_document
+from cds.store.audit import (
+    InvocationRecord,
+    IssuedCard,
+    cards_for_feedback,
+    guarded,
+    record_rejection,
+    save_invocation,
+    store_feedback,
+)
+from cds.web.auth import Principal, audience_for
+from cds.web.errors import ERROR_RESPONSES, outcome_response
+
+log = logging.getLogger("cds.hooks")
+router = APIRouter(tags=["CDS Hooks"])
+
+
+class CardsResponse(BaseModel):
+    """``{"cards": [...]}``; each card follows the card contract (see api/README.md)."""
+
+    model_config = ConfigDict(extra="allow")
+    cards: list[dict[str, Any]]
+
+
+class DiscoveryResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    services: list[dict[str, Any]]
+
+
+class FeedbackResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    stored: int
+    duplicates: int
+
+
+HOOK_REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"type": "string"},
+        "hookInstance": {"type": "string", "format": "uuid"},
+        "context": {"type": "object"},
+        "prefetch": {"type": ["object", "null"]},
+        "fhirServer": {"type": "string"},
+        "fhirAuthorization": {"type": "object"},
+        "extension": {"type": "object"},
+    },
+}
+FEEDBACK_SCHEMA = {
+    "type": "object",
+    "required": ["feedback"],
+    "properties": {"feedback": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _now(request: Request) -> datetime:
+    clock = getattr(request.app.state, "clock", None)
+    return clock() if clock else datetime.now(UTC)
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON, refusing more than the configured size before reading it all."""
+    cap = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"the request body exceeds {cap} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise PayloadTooLarge(f"the request body exceeds {cap} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise MalformedRequest("the request body is empty")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        msg = str(exc) if isinstance(exc, ValueError) else "JSON nested too deeply"
+        raise MalformedRequest(f"the body is not valid JSON: {msg[:200]}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def authenticate(request: Request) -> Principal | None:
+    """Verify the EHR's JWT (``CDS_AUTH=jwt``); ``None`` in development mode."""
+    verifier = request.app.state.verifier
+    if verifier is None:
+        return None
+    settings = request.app.state.settings
+    audience = audience_for(str(request.url), settings.public_base_url)
+    header = request.headers.get("authorization")
+    try:
+        principal: Principal = await anyio.to_thread.run_sync(verifier.verify, header, audience)
+        return principal
+    except AuthenticationFailed:
+        await _reject(request, 401, "authentication failed", None)
+        raise
+
+
+Authenticated = Annotated[Principal | None, Depends(authenticate)]
+
+
+async def _reject(request: Request, status: int, reason: str, hook_instance: str | None) -> None:
+    maker = request.app.state.maker
+    await anyio.to_thread.run_sync(
+        lambda: record_rejection(maker=maker, received_at=_now(request), path=request.url.path,
+                                 status=status, reason=reason, hook_instance=hook_instance))
+
+
+def _service(service_id: str) -> ServiceDef:
+    svc = SERVICES.get(service_id)
+    if svc is None:
+        raise UnknownService(f"no CDS service {service_id!r}; see GET /cds-services")
+    return svc
+
+
+@router.get("/cds-services", response_model=DiscoveryResponse,
+            responses={401: ERROR_RESPONSES[401]})
+async def discovery(request: Request, principal: Authenticated) -> dict[str, Any]:
+    """Discovery: the services, their hooks and prefetch templates."""
+    packs = request.app.state.registry.packs()
+    return discovery_document("+".join(f"{p.id}-{p.version}" for p in packs))
+
+
+@router.post(
+    "/cds-services/{service_id}",
+    response_model=CardsResponse,
+    responses={k: v for k, v in ERROR_RESPONSES.items()},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": HOOK_REQUEST_SCHEMA}}}},
+)
+async def call_service(service_id: str, request: Request, principal: Authenticated,
+                       ) -> JSONResponse:
+    """Run a service: validate, complete prefetch, evaluate the rules, store, answer."""
+    t_start = time.perf_counter()
+    received = _now(request)
+    hook_instance: str | None = None
+    try:
+        svc = _service(service_id)
+        body = await read_json(request)
+        if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
+            hook_instance = body["hookInstance"][:64]
+        call = parse_hook_call(body, expected_hook=svc.hook)
+        t0 = time.perf_counter()
+        settings = request.app.state.settings
+        resolved = await resolve_prefetch(
+            keys=svc.prefetch, prefetch=call.prefetch, context=call.context,
+            fhir_server=call.fhir_server, access_token=call.access_token,
+            allowlist=settings.allowlist, now=received,
+            limits=FetchLimits(deadline_seconds=settings.fetch_deadline_seconds),
+            client=request.app.state.http)
+        t_prefetch = round((time.perf_counter() - t0) * 1000, 3)
+        inp = HookInput(hook=call.hook, patient_id=call.patient_id,
+                        encounter_id=call.encounter_id, draft_orders=call.draft_orders,
+                        selections=call.selections, resources=resolved.resources)
+        packs = request.app.state.registry.packs()
+        result: Evaluation = await anyio.to_thread.run_sync(
+            lambda: evaluate(inp, packs, now=received))
+        timings = {"prefetch": t_prefetch, **result.timings}
+        record = InvocationRecord(
+            id=str(uuid.uuid4()), hook_instance=call.hook_instance, service_id=svc.id,
+            hook=call.hook, patient_ref=f"Patient/{call.patient_id}", user_ref=call.user_id,
+            encounter_ref=f"Encounter/{call.encounter_id}" if call.encounter_id else None,
+            issuer=principal.iss if principal else None,
+            tenant=principal.tenant if principal else None, received_at=received,
+            evaluated_at=received, duration_ms=0.0, timings=timings,
+            pack_id=packs[0].id if packs else None,
+            pack_version=packs[0].version if packs else None,
+            fetched_keys=sorted(resolved.fetched))
+        issued = [
+            IssuedCard(card=c.card, order_id=c.order_id, category=c.category,
+                       primary_rule=c.primary.rule_id,
+                       rules=[(f.rule_id, f.severity) for f in c.findings],
+                       pack_id=c.primary.pack_id, pack_version=c.primary.pack_version,
+                       facts=_facts_for_audit(c.facts, result))
+            for c in result.cards
+        ]
+        t0 = time.perf_counter()
+        record.duration_ms = round((t0 - t_start) * 1000, 3)
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: save_invocation(maker=request.app.state.maker, invocation=record,
+                                        cards=issued))
+        except StoreUnavailable:
+            if not settings.serve_unaudited:
+                raise
+            log.error("audit store down: serving %d unaudited cards (CDS_SERVE_UNAUDITED) "
+                      "hookInstance=%s", len(issued), call.hook_instance)
+        timings["store"] = round((time.perf_counter() - t0) * 1000, 3)
+        log.info("hook %s service=%s hookInstance=%s cards=%d rules=%s ms=%.1f", call.hook,
+                 svc.id, call.hook_instance, len(issued),
+                 ",".join(sorted({f.rule_id for c in result.cards for f in c.findings})),
+                 (time.perf_counter() - t_start) * 1000)
+        return JSONResponse({"cards": [c.card for c in result.cards]})
+    except RequestError as exc:
+        if exc.status != 503:
+            await _reject(request, exc.status, str(exc)[:500], hook_instance)
+        raise
+
+
+def _facts_for_audit(fact: dict[str, Any], result: Evaluation) -> dict[str, Any]:
+    """The engine fact behind a card plus the display facts a reviewer needs."""
+    out = dict(fact)
+    p = result.facts.patient
+    if p.renal is not None:
+        out["renal_measure"] = {
+            "kind": p.renal.kind, "value": p.renal.value, "unit": p.renal.unit,
+            "date": p.renal.effective.isoformat(), "weight_kg": p.renal.weight_kg,
+            "weight_kind": p.renal.weight_kind, "creatinine_mg_dl": p.renal.creatinine_mg_dl,
+        }
+    if p.weight_effective is not None:
+        out["weight_date"] = p.weight_effective.isoformat()
+    order = next((o for o in result.facts.orders if o.order_id == fact.get("order_id")), None)
+    if order is not None and order.medication_text:
+        out["medication_text"] = order.medication_text
+    return out
+
+
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    response_model=FeedbackResponse,
+    responses={k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 404, 413, 503)},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": FEEDBACK_SCHEMA}}}},
+)
+async def feedback(service_id: str, request: Request, principal: Authenticated) -> JSONResponse:
+    """Store what the clinician did; valid items are kept even when others are rejected."""
+    received = _now(request)
+    try:
+        svc = _service(service_id)
+        body = await read_json(request)
+        good, bad = parse_feedback(body)
+        maker = request.app.state.maker
+
+        def work() -> tuple[int, int, list[tuple[int, str | None, str]]]:
+            cards = guarded(cards_for_feedback, maker=maker,
+                            card_ids=[it.card_id for _, it in good])
+            keep = []
+            rejected = [(r.index, r.card, r.reason) for r in bad]
+            for i, it in good:
+                card = cards.get(it.card_id)
+                if card is None:
+                    rejected.append((i, it.card_id, "unknown card uuid"))
+                    continue
+                if card.service_id != svc.id:
+                    rejected.append((i, it.card_id, "card was not issued by this service"))
+                    continue
+                unknown = [a for a in it.accepted_suggestions if a not in card.suggestion_ids]
+                if unknown:
+                    rejected.append((i, it.card_id, "acceptedSuggestions names a suggestion "
+                                                    "this card did not offer"))
+                    continue
+                keep.append(it)
+            created = guarded(store_feedback, maker=maker, service_id=svc.id, items=keep,
+                              received_at=received) if keep else []
+            return sum(created), len(created) - sum(created), sorted(rejected)
+
+        stored, dups, rejected = await anyio.to_thread.run_sync(work)
+        if rejected:
+            issues = [{"severity": "error", "code": "invalid",
+                       "diagnostics": f"feedback[{i}]" + (f" (card {c})" if c else "")
+                       + f": {reason}", "expression": [f"feedback[{i}]"]}
+                      for i, c, reason in rejected]
+            await _reject(request, 400, f"{len(rejected)} feedback item(s) rejected", None)
+            resp = outcome_response(
+                400, f"{len(rejected)} feedback item(s) rejected; {stored} stored, "
+                     f"{dups} already stored", extra_issues=issues)
+            return resp
+        return JSONResponse({"stored": stored, "duplicates": dups})
+    except RequestError as exc:
+        if exc.status not in (401, 503):
+            await _reject(request, exc.status, str(exc)[:500], None)
+        raise
