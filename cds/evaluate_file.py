@@ -39,7 +39,7 @@ def evaluate_request(body: Any, *, rules_dir: Path, pack_ids: Sequence[str], pro
         registry = PackRegistry(rules_dir=rules_dir, pack_ids=list(pack_ids), profile=profile)
         registry.load()
     app = create_app(settings, registry=registry, clock=lambda: now,
-                     maker=make_memory_sessionmaker())
+                     maker=make_memory_sessionmaker(), announce_dev_mode=False)
     hook = body.get("hook") if isinstance(body, dict) else None
     sid = service_id or HOOK_TO_SERVICE.get(str(hook), "baclofen-order-sign")
 

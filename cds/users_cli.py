@@ -36,8 +36,9 @@ def _fail(message: str) -> None:
 def add(
     username: Annotated[str, typer.Argument(help="Login name")],
     role: Annotated[str, typer.Option(help="pharmacist or admin")] = "pharmacist",
-    password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the password from standard input")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
 ) -> None:
     """Create an account (password at least 12 characters, argon2-hashed)."""
     if role not in store_users.ROLES:
@@ -49,8 +50,9 @@ def add(
     try:
         store_users.check_password_policy(password)
         with _maker().begin() as s:
-            info = store_users.create_user(session=s, username=username, password=password,
-                                           role=role)
+            info = store_users.create_user(
+                session=s, username=username, password=password, role=role
+            )
     except store_users.UserError as exc:
         _fail(str(exc))
         return
@@ -68,11 +70,18 @@ def list_() -> None:
     now = store_users.utcnow()
     width = max(len(a.username) for a in accounts)
     for a in accounts:
-        state = "disabled" if a.disabled else (
-            f"locked until {a.locked_until:%Y-%m-%d %H:%M} UTC"
-            if a.locked_until and a.locked_until > now else "active")
-        typer.echo(f"{a.username:<{width}}  {a.role:<10}  {state:<10}  "
-                   f"created {a.created_at:%Y-%m-%d}")
+        state = (
+            "disabled"
+            if a.disabled
+            else (
+                f"locked until {a.locked_until:%Y-%m-%d %H:%M} UTC"
+                if a.locked_until and a.locked_until > now
+                else "active"
+            )
+        )
+        typer.echo(
+            f"{a.username:<{width}}  {a.role:<10}  {state:<10}  created {a.created_at:%Y-%m-%d}"
+        )
 
 
 def _set_disabled(username: str, disabled: bool) -> None:

@@ -6,6 +6,7 @@ Create Date: 2026-11-24 12:00:00
 """
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision = "0002"
@@ -33,19 +34,37 @@ def upgrade() -> None:
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.create_index(
             "ix_cards_stats",
-            ["primary_rule", "category", "indicator", "pack_version", "review_status",
-             "feedback_outcome", "created_at", "id"],
+            [
+                "primary_rule",
+                "category",
+                "indicator",
+                "pack_version",
+                "review_status",
+                "feedback_outcome",
+                "created_at",
+                "id",
+            ],
             unique=False,
         )
-        batch_op.create_index("ix_cards_day", ["created_at", "indicator"], unique=False)
-        batch_op.create_index("ix_cards_id_rule", ["id", "primary_rule", "created_at"],
-                              unique=False)
+        batch_op.create_index(
+            "ix_cards_period",
+            [
+                "created_at",
+                "indicator",
+                "primary_rule",
+                "category",
+                "pack_version",
+                "review_status",
+                "feedback_outcome",
+                "id",
+            ],
+            unique=False,
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("cards", schema=None) as batch_op:
-        batch_op.drop_index("ix_cards_id_rule")
-        batch_op.drop_index("ix_cards_day")
+        batch_op.drop_index("ix_cards_period")
         batch_op.drop_index("ix_cards_stats")
     with op.batch_alter_table("console_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_console_sessions_user_id"))

@@ -15,7 +15,7 @@ planned or recent intrathecal pump removal (Procedure or ServiceRequest).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cds.clinical.context import Context
 from cds.clinical.fhirdata import (
@@ -58,6 +58,7 @@ class ConditionFlags:
     alcohol_use_disorder: bool = False
     alcohol_condition_ids: tuple[str, ...] = ()
     pregnant: bool = False
+    pregnancy_ended: datetime | None = None  # latest abatement of a pregnancy condition
     delirium_recent: bool = False
     itb_withdrawal_sign: bool = False
     pump_removal: bool = False
@@ -71,9 +72,9 @@ def _status_code(value: object) -> str | None:
     return items[0][1].lower() if items else None
 
 
-def _matches(ctx: Context, vs_id: str, concept: object) -> bool:
-    vs = ctx.term.vs(vs_id)
-    return vs.match_codings(codings(concept)) or vs.match_text(concept_texts(concept))
+def _hits(ctx: Context, concept: object) -> frozenset[str]:
+    """ValueSets a condition/procedure code (or, where a set allows it, its text) is in."""
+    return ctx.term.hits(codings(concept), concept_texts(concept))
 
 
 def read_conditions(
@@ -91,16 +92,26 @@ def read_conditions(
             continue
         clinical = _status_code(cond.get("clinicalStatus"))
         current = clinical is None or clinical in _CURRENT
-        code = cond.get("code")
+        hits = _hits(ctx, cond.get("code"))
+        if not hits:
+            continue
+        if not current and "pregnancy" in hits:
+            ended = parse_datetime(cond.get("abatementDateTime"), ctx.tz) or parse_datetime(
+                cond.get("recordedDate"), ctx.tz
+            )
+            if ended is not None and (
+                flags.pregnancy_ended is None or ended > flags.pregnancy_ended
+            ):
+                flags.pregnancy_ended = ended
         for flag, (vs_id, history) in CONDITION_SETS.items():
-            if (current or history) and _matches(ctx, vs_id, code):
+            if (current or history) and vs_id in hits:
                 setattr(flags, flag, True)
                 if flag == "alcohol_use_disorder":
                     aud_ids.append(as_str(cond.get("id")) or "?")
         if not current:
             continue
         for flag, vs_id in RECENT_SETS.items():
-            if not _matches(ctx, vs_id, code):
+            if vs_id not in hits:
                 continue
             onset = parse_datetime(cond.get("onsetDateTime"), ctx.tz)
             if onset is None:
@@ -119,13 +130,13 @@ def read_conditions(
             start, end = period_bounds(proc.get("performedPeriod"), ctx.tz)
             when = end or start
         planned = status in ("preparation", "in-progress", "on-hold")
-        code = proc.get("code")
-        if _matches(ctx, "dialysis", code) and (
+        hits = _hits(ctx, proc.get("code"))
+        if "dialysis" in hits and (
             status == "in-progress"
             or (when is not None and when >= ctx.now - timedelta(days=p.dialysis_procedure_days))
         ):
             flags.on_dialysis = True
-        if _matches(ctx, "itb-pump-removal", code) and (
+        if "itb-pump-removal" in hits and (
             planned
             or (when is not None and when >= ctx.now - timedelta(days=p.pump_removal_lookback_days))
         ):
@@ -135,6 +146,6 @@ def read_conditions(
         code = as_dict(req.get("code"))
         if code is not None and "concept" in code:  # R5 CodeableReference
             code = as_dict(code.get("concept"))
-        if status in ("draft", "active", "on-hold") and _matches(ctx, "itb-pump-removal", code):
+        if status in ("draft", "active", "on-hold") and "itb-pump-removal" in _hits(ctx, code):
             flags.pump_removal = True
     return flags

@@ -207,12 +207,21 @@ def resolve_medication(
     return out
 
 
+def code_hits(med: MedicationConcept, term: Terminology) -> frozenset[str]:
+    """ValueSets the medication's codes (product or ingredient) belong to."""
+    return term.code_hits(med.codings + med.ingredient_codings)
+
+
+def text_hits(med: MedicationConcept, term: Terminology) -> frozenset[str]:
+    """ValueSets whose words appear in the medication's texts (product or ingredient)."""
+    return term.text_hits(med.texts + med.ingredient_texts)
+
+
 def baclofen_identity(med: MedicationConcept, term: Terminology) -> str | None:
     """ "code" when a code says baclofen, "name" when only the words do, else None."""
-    vs = term.vs(BACLOFEN_VS)
-    if vs.match_codings(med.codings) or vs.match_codings(med.ingredient_codings):
+    if BACLOFEN_VS in code_hits(med, term):
         return "code"
-    if vs.match_text(med.texts) or vs.match_text(med.ingredient_texts):
+    if BACLOFEN_VS in text_hits(med, term):
         return "name"
     return None
 
@@ -237,22 +246,20 @@ def product_kind(med: MedicationConcept, product: Product | None, term: Terminol
 
 def drug_classes(med: MedicationConcept, term: Terminology) -> set[str]:
     """A8 classes of a (non-baclofen) drug: by code; by ingredient name only if no code hit."""
-    found = {
-        cls
-        for cls, vs_id in CLASS_VALUESETS.items()
-        if term.vs(vs_id).match_codings(med.codings)
-        or term.vs(vs_id).match_codings(med.ingredient_codings)
-    }
+    codes = code_hits(med, term)
+    found = {cls for cls, vs_id in CLASS_VALUESETS.items() if vs_id in codes}
     if found:
         return found
-    texts = med.texts + med.ingredient_texts
-    return {cls for cls, vs_id in CLASS_VALUESETS.items() if term.vs(vs_id).match_text(texts)}
+    words = text_hits(med, term)
+    return {cls for cls, vs_id in CLASS_VALUESETS.items() if vs_id in words}
+
+
+_CLASS_IDS = frozenset(CLASS_VALUESETS.values())
 
 
 def is_anticonvulsant(med: MedicationConcept, term: Terminology) -> bool:
-    vs = term.vs(ANTICONVULSANT_VS)
-    if vs.match_codings(med.codings) or vs.match_codings(med.ingredient_codings):
+    codes = code_hits(med, term)
+    if ANTICONVULSANT_VS in codes:
         return True
     # Words only when no code could decide (a coded gabapentin stays excluded).
-    coded_elsewhere = any(term.vs(v).match_codings(med.codings) for v in CLASS_VALUESETS.values())
-    return not coded_elsewhere and vs.match_text(med.texts + med.ingredient_texts)
+    return not (codes & _CLASS_IDS) and ANTICONVULSANT_VS in text_hits(med, term)

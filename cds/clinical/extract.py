@@ -15,6 +15,10 @@ Which orders are checked:
 - order-sign: every baclofen draft, whatever its status (a re-signed stop is a draft too);
 - order-select: the baclofen drafts named in ``selections`` (all of them when it is empty);
   the other drafts still count in the regimen after signing and for interactions;
+- both: also every active baclofen MedicationRequest that continues unchanged after signing
+  (not replaced or stopped by a draft), as ``is_draft=False``: part A's conventions check
+  "the regimen after signing with A6-A8", so a draft opioid next to a chronic order (D12)
+  or low vitals on it must reach the rules; draft-only rules guard on ``is_draft``;
 - patient-view: every active baclofen MedicationRequest (``is_draft=False``).
 """
 
@@ -75,9 +79,14 @@ class HookInput:
     resources: list[dict[str, Any]] = field(default_factory=list)  # prefetch/fetched, flat
 
 
-def _subject_ok(res: JSON, ctx: Context) -> bool:
+def _subject_ok(res: JSON, ctx: Context, own: str) -> bool:
     for key in ("subject", "patient"):
-        target = ref_id(res.get(key), "Patient")
+        value = res.get(key)
+        if value is None:
+            continue
+        if type(value) is dict and value.get("reference") == own:  # the common case
+            continue
+        target = ref_id(value, "Patient")
         if target is not None and not target.startswith("#") and target != ctx.patient_id:
             return False
     return True
@@ -94,6 +103,7 @@ def index_resources(resources: list[Any], ctx: Context) -> dict[str, list[JSON]]
     """Resources by type: junk reported, other patients' data dropped, duplicates merged."""
     by_type: dict[str, list[JSON]] = {t: [] for t in _TYPES}
     position: dict[tuple[str, str], int] = {}
+    own = f"Patient/{ctx.patient_id}"
     stack = list(resources)[::-1]
     while stack:
         res = stack.pop()
@@ -118,7 +128,7 @@ def index_resources(resources: list[Any], ctx: Context) -> dict[str, list[JSON]]
                     ref=resource_ref(res),
                 )
                 continue
-        elif not _subject_ok(res, ctx):
+        elif not _subject_ok(res, ctx, own):
             ctx.issue(
                 "other-patient",
                 f"{resource_ref(res)}: belongs to another patient",
@@ -190,33 +200,31 @@ def extract_facts(inp: HookInput, *, now: datetime, params: ClinicalParams) -> C
     baclofen_before = [r for r in before if r.baclofen]
 
     selected = _selected_ids(inp.selections) if inp.hook == "order-select" else None
+    # A draft naming no medication is normal while an order is being built (order-select)
+    # and is no baclofen order either way: not a data issue. A reference we could not
+    # follow may hide baclofen, so that one is reported.
     for d in drafts:
         if selected is not None and d.id not in selected:
             continue
-        if not d.med.present:
-            ctx.issue(
-                "no-medication",
-                f"{d.ref}: draft names no medication",
-                ref=d.ref,
-                order_id=d.id or "",
-            )
-        elif d.med.unresolved_reference and not d.baclofen:
+        if d.med.unresolved_reference and not d.baclofen:
             ctx.issue(
                 "unresolved-medication",
                 f"{d.ref}: medication reference could not be resolved",
                 ref=d.ref,
                 order_id=d.id or "",
             )
-    if inp.hook == "patient-view":
-        checked = [r for r in baclofen_before if r.kind == "request" and r.status == "active"]
-    elif selected is not None:
-        checked = [d for d in baclofen_drafts if d.id in selected]
-    else:
-        checked = baclofen_drafts
     for rec in baclofen_drafts + baclofen_before:
         _check_fields(rec, ctx)
 
     reg = build_regimen(baclofen_before, baclofen_drafts)
+    if inp.hook == "patient-view":
+        checked = [r for r in baclofen_before if r.kind == "request" and r.status == "active"]
+    else:
+        checked = [d for d in baclofen_drafts if selected is None or d.id in selected]
+        # The active orders that go on unchanged after signing are part of the regimen the
+        # A6-A8 rules judge (a draft opioid next to a chronic order, D12); they are facts
+        # with is_draft=False, which the draft-only rules (A1-A5, A9) skip.
+        checked += [r for r in reg.after if r.kind == "request" and not r.is_draft]
     hist = patient_history(reg, ctx)
     obs = read_observations(idx["Observation"], ctx)
     flags = read_conditions(idx["Condition"], idx["Procedure"], idx["ServiceRequest"], ctx)

@@ -112,7 +112,7 @@ class PatientFacts:
     renal_value: float | None = None
     renal_kind: str | None = None  # RenalMeasure.kind
     renal_is_egfr: bool | None = None
-    renal_age_hours: float | None = None  # age of the newest renal result at now
+    renal_age_hours: float | None = None  # age at now of the result renal_value rests on
     egfr_for_beers: float | None = None  # eGFR reported, else CKD-EPI 2021, else CrCl
     renal_needed_missing_height: bool = False  # under 18, creatinine but no height/eGFR
     on_dialysis: bool = False

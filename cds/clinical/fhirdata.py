@@ -77,10 +77,18 @@ def codings(concept: Any) -> list[tuple[str, str, str]]:
         items = [cc]
     out = []
     for c in items:
-        code = as_str(c.get("code"))
-        if code is None:
+        code = c.get("code")
+        if type(code) is not str or not code.strip():
             continue
-        out.append((as_str(c.get("system")) or "", code, as_str(c.get("display")) or ""))
+        system = c.get("system")
+        display = c.get("display")
+        out.append(
+            (
+                system.strip() if type(system) is str else "",
+                code.strip(),
+                display.strip() if type(display) is str else "",
+            )
+        )
     return out
 
 

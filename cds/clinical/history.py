@@ -45,15 +45,15 @@ def continuous_start(
     records: list[MedRecord], now: datetime, *, max_gap: timedelta
 ) -> datetime | None:
     """Start of the unbroken run of spans that reaches now (gaps up to ``max_gap`` joined)."""
-    spans = sorted(s for r in records if (s := span(r, now)) is not None)
+    spans = sorted(sp for r in records if (sp := span(r, now)) is not None)
     if not spans:
         return None
     run_start, run_end = spans[0]
-    for s, e in spans[1:]:
-        if s <= run_end + max_gap:
-            run_end = max(run_end, e)
+    for begin, end in spans[1:]:
+        if begin <= run_end + max_gap:
+            run_end = max(run_end, end)
         else:
-            run_start, run_end = s, e
+            run_start, run_end = begin, end
     return run_start if run_end >= now - max_gap else None
 
 

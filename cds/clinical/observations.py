@@ -91,7 +91,21 @@ def _code_index(term: Terminology) -> dict[tuple[str, str], str]:
 
 
 def _kinds(concept: object, index: dict[tuple[str, str], str]) -> list[str]:
-    return [index[(s, c)] for s, c, _ in codings(concept) if (s, c) in index]
+    """Kinds of an observation code; reads raw codings directly (the hottest loop)."""
+    if type(concept) is not dict:
+        return []
+    items = concept.get("coding")
+    if type(items) is not list:
+        return [index[(s, c)] for s, c, _ in codings(concept) if (s, c) in index]
+    out = []
+    for c in items:
+        if type(c) is dict:
+            system, code = c.get("system"), c.get("code")
+            if type(system) is str and type(code) is str:
+                kind = index.get((system.strip(), code.strip()))
+                if kind is not None:
+                    out.append(kind)
+    return out
 
 
 def _when(obs: JSON, ctx: Context) -> datetime | None:
@@ -178,8 +192,8 @@ def read_observations(resources: list[JSON], ctx: Context) -> dict[str, list[Obs
         status = (as_str(res.get("status")) or "").lower()
         if status in _IGNORED_STATUS:
             continue
-        ref = resource_ref(res)
         when = _when(res, ctx)
+        ref = resource_ref(res)
         if when is None:
             ctx.issue("unusable-resource", f"{ref}: no readable effective time", ref=ref)
             continue

@@ -80,12 +80,17 @@ def _effect_time(rec: MedRecord, now: datetime) -> datetime:
 
 
 def _bolus_time(rec: MedRecord, now: datetime) -> datetime:
-    return rec.event or rec.authored or now
+    """When a bolus is (to be) given: its timing.event; a draft without one is given now,
+    a past order without one at its authoredOn (date-only values are midnight)."""
+    if rec.event is not None:
+        return rec.event
+    if rec.is_draft:
+        return now
+    return rec.authored or now
 
 
 def _adverse(rec: MedRecord, ctx: Context) -> bool:
-    vs = ctx.term.vs("adverse-stop-reasons")
-    return vs.match_codings(rec.reason_codings) or vs.match_text(rec.reason_texts)
+    return "adverse-stop-reasons" in ctx.term.hits(rec.reason_codings, rec.reason_texts)
 
 
 def build_order_facts(
@@ -169,7 +174,7 @@ def build_order_facts(
     elif o.current_daily is None:
         o.change = "new"
     elif complete:
-        o.change = compare(after.first_daily, o.current_daily)  # type: ignore[assignment]
+        o.change = compare(after.first_daily, o.current_daily)
     o.prior_daily = o.current_daily
     o.after_daily = after.first_daily if complete or not after.records else None
     if o.after_daily is not None and o.prior_daily:

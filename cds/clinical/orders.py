@@ -108,14 +108,10 @@ def route_given(dosages: list[JSON], ctx: Context) -> str | None:
         route = as_dict(d.get("route"))
         if route is None:
             continue
-        items = codings(route)
-        texts = concept_texts(route)
-        for kind, vs_id in _ROUTE_VALUESETS:
-            if ctx.term.vs(vs_id).match_codings(items):
-                return kind
-        for kind, vs_id in _ROUTE_VALUESETS:
-            if ctx.term.vs(vs_id).match_text(texts):
-                return kind
+        for hits in (ctx.term.code_hits(codings(route)), ctx.term.text_hits(concept_texts(route))):
+            for kind, vs_id in _ROUTE_VALUESETS:
+                if vs_id in hits:
+                    return kind
         return "other"
     return None
 
@@ -165,22 +161,30 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
     tz = ctx.tz
     rec.baclofen = baclofen_identity(med, ctx.term) if med.present else None
     if kind == "request":
+        rec.prior_id = ref_id(resource.get("priorPrescription"), "MedicationRequest")
+    else:
+        for key in ("basedOn", "derivedFrom", "partOf"):
+            for r in as_list(resource.get(key)):
+                target = ref_id(r, "MedicationRequest")
+                if target and not target.startswith("#"):
+                    rec.based_on.add(target)
+    if rec.baclofen is None:
+        # Other drugs only need identity and links (interactions, anticonvulsant).
+        if med.present:
+            rec.classes = drug_classes(med, ctx.term)
+            rec.anticonvulsant = is_anticonvulsant(med, ctx.term)
+        return rec
+    if kind == "request":
         rec.authored = parse_datetime(resource.get("authoredOn"), tz)
         dispense = as_dict(resource.get("dispenseRequest"))
         if dispense is not None:
             _, rec.validity_end = period_bounds(dispense.get("validityPeriod"), tz)
-        rec.prior_id = ref_id(resource.get("priorPrescription"), "MedicationRequest")
         dosages = as_dicts(resource.get("dosageInstruction"))
     else:
         start, end = period_bounds(resource.get("effectivePeriod"), tz)
         rec.start = start or parse_datetime(resource.get("effectiveDateTime"), tz)
         rec.end = end
         rec.authored = parse_datetime(resource.get("dateAsserted"), tz)
-        for key in ("basedOn", "derivedFrom", "partOf"):
-            for r in as_list(resource.get(key)):
-                target = ref_id(r, "MedicationRequest")
-                if target and not target.startswith("#"):
-                    rec.based_on.add(target)
         dosages = as_dicts(resource.get("dosage")) or as_dicts(resource.get("dosageInstruction"))
     rec.reason_codings, rec.reason_texts = _reasons(resource)
     for d in dosages:
@@ -188,11 +192,6 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
         if timing is not None and rec.event is None:
             events = [parse_datetime(e, tz) for e in as_list(timing.get("event"))]
             rec.event = min((e for e in events if e is not None), default=None)
-    if rec.baclofen is None:
-        if med.present:
-            rec.classes = drug_classes(med, ctx.term)
-            rec.anticonvulsant = is_anticonvulsant(med, ctx.term)
-        return rec
     product = product_of(med, ctx.term)
     rec.product_kind = product_kind(med, product, ctx.term)
     rec.route_given = route_given(dosages, ctx)

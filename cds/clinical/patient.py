@@ -12,7 +12,9 @@ the Encounter, the observation series and the condition flags into :class:`Patie
 - Vitals: the newest value within ``vitals_window_hours``; GCS drop = the previous value
   within ``gcs_previous_window_hours`` before the newest, minus the newest; temperature: the
   maximum within ``temperature_window_hours``.
-- Pregnancy trimester from the newest gestational age, projected to now.
+- Pregnancy: an active pregnancy Condition, or a gestational age projected to now that is
+  still plausible (not past ``gestation_max_weeks``, not followed by a pregnancy Condition
+  that ended); the trimester comes from that gestational age.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ def _pregnancy(facts: PatientFacts, series: list[Obs], flags: ConditionFlags, ct
     p = ctx.params
     ga = _newest(series)
     weeks = None
-    if ga is not None and ga.value is not None:
+    ended = flags.pregnancy_ended
+    if ga is not None and ga.value is not None and (ended is None or ended < ga.when):
         weeks = ga.value + (ctx.now - ga.when) / timedelta(weeks=1)
         if weeks > p.gestation_max_weeks:
             weeks = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from cds.clinical.orders import STOP_STATUSES, MedRecord
 
@@ -110,7 +111,7 @@ def daily_at(records: list[MedRecord], when: datetime) -> tuple[float, bool]:
     return total, complete
 
 
-def compare(after: float, prior: float) -> str:
+def compare(after: float, prior: float) -> Literal["same", "increase", "decrease"]:
     """ "same", "increase" or "decrease" with a relative tolerance for float noise."""
     if abs(after - prior) <= _REL_TOL * max(abs(after), abs(prior), 1.0):
         return "same"

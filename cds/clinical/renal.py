@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from cds.clinical.facts import RenalMeasure
 from cds.clinical.observations import Obs
@@ -53,7 +54,7 @@ def devine_ibw(height_cm: float, sex: str) -> float:
 
 def dosing_weight(
     actual_kg: float, height_cm: float | None, sex: str, params: ClinicalParams
-) -> tuple[float, str]:
+) -> tuple[float, Literal["actual", "adjusted"]]:
     """(weight, "actual"|"adjusted") for Cockcroft-Gault (A5 policy)."""
     if height_cm is None:
         return actual_kg, "actual"
@@ -87,9 +88,15 @@ def bedside_schwartz(height_cm: float, scr_mg_dl: float) -> float:
     return SCHWARTZ_K * height_cm / scr_mg_dl
 
 
-def _sexes(sex: str) -> tuple[list[str], str]:
-    if sex in ("male", "female"):
-        return [sex], sex
+SexUsed = Literal["male", "female", "lower-of-both"]
+ReportedKind = Literal["crcl_measured", "egfr_reported"]
+
+
+def _sexes(sex: str) -> tuple[list[str], SexUsed]:
+    if sex == "male":
+        return ["male"], "male"
+    if sex == "female":
+        return ["female"], "female"
     return ["male", "female"], "lower-of-both"
 
 
@@ -123,7 +130,7 @@ def _cg(
 ) -> RenalMeasure:
     assert inp.age is not None and scr.value is not None and weight.value is not None
     sexes, label = _sexes(inp.sex)
-    best: tuple[float, float, str] | None = None
+    best: tuple[float, float, Literal["actual", "adjusted"]] | None = None
     for sex in sexes:
         w, kind = dosing_weight(weight.value, height.value if height else None, sex, params)
         value = cockcroft_gault(inp.age, w, scr.value, sex)
@@ -137,9 +144,9 @@ def _cg(
         unit="mL/min",
         effective=scr.when,
         weight_kg=best[1],
-        weight_kind=best[2],  # type: ignore[arg-type]
+        weight_kind=best[2],
         creatinine_mg_dl=scr.value,
-        sex_used=label,  # type: ignore[arg-type]
+        sex_used=label,
         source_ids=ids,
     )
 
@@ -155,17 +162,17 @@ def _ckd_epi(inp: RenalInputs, scr: Obs) -> RenalMeasure:
         effective=scr.when,
         creatinine_mg_dl=scr.value,
         sex_used=label,
-        source_ids=[scr.id],  # type: ignore[arg-type]
+        source_ids=[scr.id],
     )
 
 
-def _reported(kind: str, obs: Obs, unit: str) -> RenalMeasure:
+def _reported(kind: ReportedKind, obs: Obs, unit: str) -> RenalMeasure:
     assert obs.value is not None
     return RenalMeasure(
         kind=kind,
         value=obs.value,
         unit=unit,
-        effective=obs.when,  # type: ignore[arg-type]
+        effective=obs.when,
         source_ids=[obs.id],
     )
 

@@ -74,7 +74,7 @@ class ValueSet:
         if key in self.codes:
             return True
         pre = self.prefixes.get(system)
-        return bool(pre) and key[1].startswith(pre)
+        return pre is not None and key[1].startswith(pre)
 
     def match_codings(self, items: list[tuple[str, str, str]]) -> bool:
         return any(self.has_code(s, c) for s, c, _ in items)
@@ -101,15 +101,67 @@ class Product:
     strength: Strength | None
 
 
+_MEMO_MAX = 50_000  # bound on memoised codes/texts (junk input must not grow memory)
+_EMPTY: frozenset[str] = frozenset()
+
+
 @dataclass(eq=False)  # hashable by identity: derived indexes are cached per instance
 class Terminology:
+    """All ValueSets plus memoised reverse lookups.
+
+    ``code_hits``/``text_hits`` answer "which ValueSets contain any of these codes / words"
+    with one dict lookup per coding or text after the first time a code is seen, which keeps
+    classifying a request's few dozen concepts against ~40 ValueSets cheap.
+    """
+
     valuesets: dict[str, ValueSet]
     timing_per_day: dict[str, float]  # upper-case abbreviation -> administrations per day
     timing_systems: frozenset[str]
     products: dict[tuple[str, str], Product]
+    _code_memo: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict, repr=False)
+    _text_memo: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def vs(self, vs_id: str) -> ValueSet:
         return self.valuesets[vs_id]
+
+    def _code(self, system: str, code: str) -> frozenset[str]:
+        key = (system, code)
+        hit = self._code_memo.get(key)
+        if hit is None:
+            hit = frozenset(v.id for v in self.valuesets.values() if v.has_code(system, code))
+            if len(self._code_memo) >= _MEMO_MAX:
+                self._code_memo.clear()
+            self._code_memo[key] = hit
+        return hit
+
+    def _text(self, text: str) -> frozenset[str]:
+        hit = self._text_memo.get(text)
+        if hit is None:
+            hit = frozenset(v.id for v in self.valuesets.values() if v.match_text([text]))
+            if len(self._text_memo) >= _MEMO_MAX:
+                self._text_memo.clear()
+            self._text_memo[text] = hit
+        return hit
+
+    def code_hits(self, items: list[tuple[str, str, str]]) -> frozenset[str]:
+        """Ids of the ValueSets that contain any of the codings."""
+        if not items:
+            return _EMPTY
+        if len(items) == 1:
+            return self._code(items[0][0], items[0][1])
+        return frozenset().union(*(self._code(s, c) for s, c, _ in items))
+
+    def text_hits(self, texts: list[str]) -> frozenset[str]:
+        """Ids of the ValueSets whose text patterns match any of the texts."""
+        if not texts:
+            return _EMPTY
+        if len(texts) == 1:
+            return self._text(texts[0])
+        return frozenset().union(*(self._text(t) for t in texts))
+
+    def hits(self, items: list[tuple[str, str, str]], texts: list[str]) -> frozenset[str]:
+        """Code hits, plus text hits (for sets that allow words)."""
+        return self.code_hits(items) | self.text_hits(texts)
 
 
 def _pattern(words: list[str]) -> re.Pattern[str] | None:

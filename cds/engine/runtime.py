@@ -26,7 +26,7 @@ here, and has a test in ``tests/engine/test_runtime.py``:
 * Messages are de-duplicated by a 32-bit FNV-1a hash of their ``id`` text, so two equal facts
   without ids (or ids ``"2"`` and ``2``) are "already observed", and a hash collision between two
   ids would silently drop a fact. Facts get ids ``0..n-1`` and the state fact the constant id
-  ``_STATE_ID``; the hashes of all of them are checked distinct at import (up to ``MAX_FACTS``).
+  ``_STATE_ID``, whose hashes are all distinct up to ``MAX_FACTS`` (checked by a test).
 * Sessions are looked up by the hash of the sid alone, and at most 1,024 may be live per
   ruleset. One process-wide lock means at most one live session exists at any time, and it is
   always deleted (``finally``); ``get_state`` on a deleted session raises
@@ -77,21 +77,29 @@ import durable_rules_engine as _dre
 
 from cds.errors import EngineError, PackError
 
-__all__ = ["MAX_FACT_KEYS", "MAX_FACTS", "Match", "RuleRuntime", "default_runtime",
-           "normalise_fact"]
+__all__ = [
+    "MAX_FACT_KEYS",
+    "MAX_FACTS",
+    "Match",
+    "RuleRuntime",
+    "default_runtime",
+    "normalise_fact",
+]
 
 MAX_FACT_KEYS = 200
 """User keys per fact; the engine's hard limit is 255 properties (incl. ``sid`` and ``id``)."""
 
 MAX_FACTS = 10_000
-"""Facts per evaluation; ids ``0..MAX_FACTS-1`` are checked hash-distinct at import."""
+"""Facts per evaluation; the ids ``0..MAX_FACTS-1`` and ``_STATE_ID`` have distinct FNV-1a
+hashes (checked by a test), so durable never takes two of our facts for one."""
 
 _INT64 = 2**63
-_SENTINEL = "s"
+_SENTINEL = "s"  # user rules are r0, r1, ...
+_SENTINEL_TEXT = '{"s":'  # how an action of the sentinel starts
 _SENTINEL_PRI = 65535  # priorities are unsigned short; lower fires first
 _CAP = 65535  # ``cap`` is unsigned short too
 _STATE_ID = "$state"
-# The fact ids as they appear at the start of each fact's JSON text (see ``_encode``).
+# The fact ids as they appear at the start of each fact's JSON text (see ``evaluate``).
 _FACT_ID = re.compile(r'\{"id": (\d+), "sid": "')
 # Numbers outside strings whose mantissa has no "." (json.dumps writes 1e-05, 1e+20): the
 # engine's parser only takes an exponent after a fraction. Strings are matched first so digits
@@ -101,29 +109,18 @@ _RESERVED_KEYS = frozenset({"sid", "id"})
 _RULE_KEYS = frozenset({"all", "any"})
 
 
-def _fnv1a32(text: str) -> int:
-    """The engine's message-id hash (``fnv1Hash32``, which is FNV-1a)."""
-    h = 0x811C9DC5
-    for byte in text.encode():
-        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
-    return h
-
-
-def _check_id_hashes() -> None:
-    hashes = {_fnv1a32(str(i)) for i in range(MAX_FACTS)}
-    if len(hashes) != MAX_FACTS or _fnv1a32(_STATE_ID) in hashes:  # pragma: no cover
-        raise RuntimeError("fact ids collide in durable_rules' message hash")
-
-
-_check_id_hashes()
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     """One rule that fired for one fact."""
 
     rule_id: str
     fact: dict[str, Any]  # the fact as asserted (normalised), without the internal sid/id keys
+    # Matches of the same fact share one dict (made by normalise_fact, not the caller's).
+
+
+def _action(text: str) -> str:
+    """The action name in an action's text, which is ``{"<action>": <frames>}``."""
+    return text[2 : text.index('"', 2)]
 
 
 def _exponent_fix(match: re.Match[str]) -> str:
@@ -143,26 +140,29 @@ def _normalise(fact: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     out: dict[str, Any] = {}
     exponent = False
     for key, value in fact.items():
-        if value is None:
-            continue
-        if not isinstance(key, str) or not key:
-            raise EngineError(f"fact keys must be non-empty strings, got {key!r}")
-        if key in _RESERVED_KEYS or key[0] == "$":
-            raise EngineError(f"fact key {key!r} is reserved for the engine")
-        if isinstance(value, str | bool):
+        if not isinstance(key, str) or not key or key[0] == "$" or key in _RESERVED_KEYS:
+            raise EngineError(
+                f"fact key {key!r}: keys are non-empty strings; sid, id and $... are the engine's"
+            )
+        kind = type(value)  # exact types first: this loop runs for every key of every fact
+        if kind is str or kind is bool:
             out[key] = value
-        elif isinstance(value, int):
-            if not -_INT64 <= value < _INT64:
-                raise EngineError(f"fact {key!r}: integer {value} is outside the engine's int64")
-            out[key] = int(value)
-        elif isinstance(value, float):
+        elif kind is float or isinstance(value, float):
             if not math.isfinite(value):
                 raise EngineError(f"fact {key!r}: {value} is not a finite number")
             value = round(value, 9)
-            if abs(value) < 1e-9:
+            if -1e-9 < value < 1e-9:
                 value = 0.0  # also turns -0.0 into 0.0
-            elif abs(value) < 1e-4 or abs(value) >= 1e16:
-                exponent = True  # repr() uses exponent notation in exactly these ranges
+            elif not 1e-4 <= abs(value) < 1e16:
+                exponent = True  # repr() uses exponent notation exactly outside this range
+            out[key] = value
+        elif kind is int or isinstance(value, int):
+            if not -_INT64 <= value < _INT64:
+                raise EngineError(f"fact {key!r}: integer {value} is outside the engine's int64")
+            out[key] = value
+        elif value is None:
+            continue
+        elif isinstance(value, str):
             out[key] = value
         else:
             raise EngineError(
@@ -187,25 +187,122 @@ def normalise_fact(fact: Mapping[str, Any]) -> dict[str, Any]:
     return _normalise(fact)[0]
 
 
-class _Host:
-    """Stands in for ``durable.engine.Host`` should anything ask it for an action by name."""
-
-    def get_action(self, action_name: str) -> Callable[[Any], None]:
-        raise EngineError(f"durable_rules asked for unknown action {action_name!r}")
-
-
 @dataclass(frozen=True)
 class _Compiled:
     name: str
     handle: int
     rule_ids: dict[str, str]  # internal action name -> rule_id
+    field_kinds: dict[str, str]  # field -> "str" | "num", as the rules compare it
 
 
-def _definition(rules: Mapping[str, Mapping[str, Any]], priorities: Mapping[str, int],
-                name: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+_LEAF_OPS = frozenset({"$eq", "$neq", "$gt", "$gte", "$lt", "$lte", "$mt", "$imt", "$ex", "$nex"})
+_MAX_FANOUT = 500
+"""Tests hanging off one node of the alpha network. durable_rules keeps a node's children in a
+512-slot open-addressed table and its compiler loops forever looking for a free slot once the
+table is full (measured: 512 equality tests on one field compile in 20 ms, 513 never return)."""
+
+
+class _Shape:
+    """Checks a ruleset before durable_rules sees it (the compiler cannot be interrupted).
+
+    Mirrors how ``rete.c`` builds the alpha network: ``$and`` chains its items, ``$or`` hangs
+    each item off the parent and joins them in a new forward node, equal tests under the same
+    parent share a node. Also records which fields are compared with strings and which with
+    numbers (``_field_kinds``), because the engine compares a string with a number by printing
+    the number and comparing text: ``"9" > 10`` and ``"2" == 2.5`` are both true.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.nodes: dict[tuple[Any, ...], int] = {}
+        self.children: dict[int, int] = {}
+        self.kinds: dict[str, str] = {}
+
+    def _error(self, message: str, rule_id: str | None) -> PackError:
+        return PackError(f"ruleset {self.name!r}: {message}", rule=rule_id)
+
+    def _child(self, parent: int, key: tuple[Any, ...], rule_id: str | None) -> int:
+        node = self.nodes.get((parent, key))
+        if node is None:
+            node = self.nodes[(parent, key)] = len(self.nodes) + 1
+            if key[0] != "$nex":  # $nex children live in a separate list
+                count = self.children[parent] = self.children.get(parent, 0) + 1
+                if count > _MAX_FANOUT:
+                    raise self._error(
+                        f"more than {_MAX_FANOUT} different tests at one point of the rule "
+                        "network (durable_rules' compiler hangs past 512); split the ruleset",
+                        rule_id,
+                    )
+        return node
+
+    def expression(self, expr: Any, parent: int, rule_id: str | None) -> int:
+        if not isinstance(expr, Mapping) or len(expr) != 1:
+            raise self._error(
+                f"a test must be an object with exactly one key (durable_rules silently ignores "
+                f"all but the first; combine tests with $and), got {expr!r}",
+                rule_id,
+            )
+        ((key, value),) = expr.items()
+        if key in ("$and", "$or"):
+            if not isinstance(value, list | tuple) or not value:
+                raise self._error(f"{key} needs a non-empty list", rule_id)
+            if key == "$and":
+                for item in value:
+                    parent = self.expression(item, parent, rule_id)
+                return parent
+            forward = self.nodes[("$or", len(self.nodes))] = len(self.nodes) + 1
+            for item in value:
+                end = self.expression(item, parent, rule_id)
+                self._child(end, ("$forward", forward), rule_id)
+            return forward
+        if key in _LEAF_OPS:
+            if not isinstance(value, Mapping) or len(value) != 1:
+                raise self._error(f"{key} takes exactly one field, got {value!r}", rule_id)
+            ((field, const),) = value.items()
+            op = key
+        elif key.startswith("$"):
+            hint = " (there is no $in: use $or of equalities)" if key in ("$in", "$nin") else ""
+            raise self._error(f"unsupported operator {key}{hint}", rule_id)
+        else:
+            op, field, const = "$eq", key, value
+        if const is None or isinstance(const, list | tuple):
+            raise self._error(f"{field!r}: {const!r} is not a value to compare with", rule_id)
+        if op not in ("$ex", "$nex"):
+            kind = "str" if op in ("$mt", "$imt") else _kind(const)
+            if kind is not None and self.kinds.setdefault(field, kind) != kind:
+                raise self._error(
+                    f"field {field!r} is compared with both strings and numbers", rule_id
+                )
+        return self._child(parent, (op, field, json.dumps(const, sort_keys=True)), rule_id)
+
+    def rule(self, conditions: Sequence[Any], rule_id: str | None) -> None:
+        for condition in conditions:
+            if not isinstance(condition, Mapping) or len(condition) != 1:
+                raise self._error("each condition is one {alias: test} object", rule_id)
+            ((alias, expr),) = condition.items()
+            if not isinstance(alias, str) or not alias or "$" in alias:
+                raise self._error(f"unsupported condition alias {alias!r}", rule_id)
+            self.expression(expr, 0, rule_id)
+
+
+def _kind(value: Any) -> str | None:
+    """How the engine compares a value: as text or as a number (bools count as 0/1)."""
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, int | float):
+        return "num"
+    return None  # a reference to another fact's field: not checked
+
+
+def _definition(
+    name: str, rules: Mapping[str, Mapping[str, Any]], priorities: Mapping[str, int]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, str]]:
+    """The durable_rules definition, action name -> rule_id, and field -> "str"/"num"."""
     unknown = set(priorities) - set(rules)
     if unknown:
         raise PackError(f"ruleset {name!r}: priorities for unknown rules {sorted(unknown)}")
+    shape = _Shape(name)
+    shape._child(0, ("$eq", "$s", "1"), None)  # the sentinel's test is in the network too
     definition: dict[str, dict[str, Any]] = {}
     rule_ids: dict[str, str] = {}
     for index, (rule_id, rule) in enumerate(rules.items()):
@@ -217,17 +314,26 @@ def _definition(rules: Mapping[str, Mapping[str, Any]], priorities: Mapping[str,
                 rule=rule_id,
             )
         ((kind, conditions),) = rule.items()
-        if not isinstance(conditions, Sequence) or isinstance(conditions, str) or not conditions:
+        if not isinstance(conditions, list | tuple) or not conditions:
             raise PackError(f"ruleset {name!r}: {kind!r} needs a non-empty list", rule=rule_id)
+        shape.rule(conditions, rule_id)
         pri = priorities.get(rule_id, 0)
         if isinstance(pri, bool) or not isinstance(pri, int) or not 0 <= pri < _SENTINEL_PRI:
-            raise PackError(f"ruleset {name!r}: priority must be an int in 0..65534",
-                            rule=rule_id)
+            raise PackError(f"ruleset {name!r}: priority must be an int in 0..65534", rule=rule_id)
         action = f"r{index}"
         definition[action] = {kind: list(conditions), "pri": pri, "cap": _CAP}
         rule_ids[action] = rule_id
     definition[_SENTINEL] = {"all": [{"m": {"$s": 1}}], "pri": _SENTINEL_PRI}
-    return definition, rule_ids
+    return definition, rule_ids, shape.kinds
+
+
+_COMPILE_ERRORS = {
+    106: "too many tests at one point of the rule network",
+    107: "more than 128 $nex tests at one point of the rule network",
+    108: "more than 256 rules end at one point of the rule network",
+    501: "invalid regular expression",
+    508: "invalid regular expression",
+}
 
 
 def _compile(name: str, definition: Mapping[str, Any]) -> int:
@@ -238,7 +344,11 @@ def _compile(name: str, definition: Mapping[str, Any]) -> int:
     try:
         return int(_dre.create_ruleset(name, text))
     except _dre.error as e:
-        raise PackError(f"ruleset {name!r}: durable_rules rejected it ({e})") from e
+        code = re.search(r"error code: (\d+)", str(e))
+        why = _COMPILE_ERRORS.get(int(code.group(1)), "") if code else ""
+        raise PackError(
+            f"ruleset {name!r}: durable_rules rejected it ({e}{'; ' if why else ''}{why})"
+        ) from e
 
 
 class RuleRuntime:
@@ -250,8 +360,13 @@ class RuleRuntime:
         # Test hook: called with (rule_id, action text) for every firing; may raise.
         self._on_fire: Callable[[str, str], None] | None = None
 
-    def install(self, name: str, rules: Mapping[str, Mapping[str, Any]], *,
-                priorities: Mapping[str, int] | None = None) -> None:
+    def install(
+        self,
+        name: str,
+        rules: Mapping[str, Mapping[str, Any]],
+        *,
+        priorities: Mapping[str, int] | None = None,
+    ) -> None:
         """Compile ``rules`` (rule_id -> ``{"all": [...]}``/``{"any": [...]}``) as ruleset ``name``.
 
         durable_rules cannot replace a ruleset, so a name is installed once (``PackError`` on a
@@ -262,7 +377,7 @@ class RuleRuntime:
         """
         if not isinstance(name, str) or not name:
             raise PackError("a ruleset needs a non-empty name")
-        definition, rule_ids = _definition(rules, priorities or {}, name)
+        definition, rule_ids, kinds = _definition(name, rules, priorities or {})
         with _ENGINE_LOCK:
             if name in self._rulesets:
                 raise PackError(f"ruleset {name!r} is already installed")
@@ -270,18 +385,21 @@ class RuleRuntime:
                 handle = _compile(name, definition)
             except PackError as e:
                 raise self._blame(name, definition, rule_ids) or e from e.__cause__
-            self._rulesets[name] = _Compiled(name, handle, rule_ids)
+            self._rulesets[name] = _Compiled(name, handle, rule_ids, kinds)
 
     @staticmethod
-    def _blame(name: str, definition: Mapping[str, Any],
-               rule_ids: Mapping[str, str]) -> PackError | None:
+    def _blame(
+        name: str, definition: Mapping[str, Any], rule_ids: Mapping[str, str]
+    ) -> PackError | None:
         """Compile each rule alone to name the one durable_rules rejects (caller holds lock)."""
         for action, rule_id in rule_ids.items():
             try:
                 handle = _compile(f"{name}?{action}", {action: definition[action]})
             except PackError as e:
-                return PackError(f"ruleset {name!r}: durable_rules rejected this rule "
-                                 f"({e.__cause__ or e})", rule=rule_id)
+                return PackError(
+                    f"ruleset {name!r}: durable_rules rejected this rule ({e.__cause__ or e})",
+                    rule=rule_id,
+                )
             _dre.delete_ruleset(handle)
         return None
 
@@ -302,31 +420,46 @@ class RuleRuntime:
             raise EngineError(f"{len(facts)} facts in one evaluation; the limit is {MAX_FACTS}")
         normalised: list[dict[str, Any]] = []
         exponent = False
+        kinds = compiled.field_kinds
         for fact in facts:
             clean, exp = _normalise(fact)
+            for key in kinds.keys() & clean.keys() if kinds else ():
+                if kinds[key] != ("str" if isinstance(clean[key], str) else "num"):
+                    raise EngineError(
+                        f"fact {key!r} is {clean[key]!r} but ruleset {name!r} compares it with "
+                        f"{'strings' if kinds[key] == 'str' else 'numbers'} (durable_rules "
+                        "would compare the text of the number)"
+                    )
             normalised.append(clean)
             exponent |= exp
         if not normalised:
             return []
+        sid = self._new_sid()
+        # "id" then "sid" first in every fact: _FACT_ID finds them in the action text.
+        payload = json.dumps([{"id": i, "sid": sid, **f} for i, f in enumerate(normalised)])
+        if exponent:
+            payload = _BARE_EXPONENT.sub(_exponent_fix, payload)
         with _ENGINE_LOCK:
-            sid = self._new_sid()
-            # "id" then "sid" first in every fact: _FACT_ID finds them in the action text.
-            payload = json.dumps([{"id": i, "sid": sid, **f} for i, f in enumerate(normalised)])
-            if exponent:
-                payload = _BARE_EXPONENT.sub(_exponent_fix, payload)
-            fired = self._run(compiled, sid, payload)
-        rule_ids = compiled.rule_ids
+            texts = self._run(compiled, sid, payload)
+        fired: dict[str, set[int]] = {}  # rule_id -> fact positions: at most once each
+        for text in texts:
+            rule_id = compiled.rule_ids[_action(text)]
+            fired.setdefault(rule_id, set()).update(map(int, _FACT_ID.findall(text)))
         return [
-            Match(rule_ids[action], dict(normalised[position]))
-            for action, position in sorted(fired, key=lambda ap: (rule_ids[ap[0]], ap[1]))
+            Match(rule_id, normalised[i])
+            for rule_id in sorted(fired)
+            for i in sorted(fired[rule_id])
         ]
 
-    def _run(self, compiled: _Compiled, sid: str, payload: str) -> set[tuple[str, int]]:
-        """One session: state fact, facts, every action, then delete. Caller holds the lock."""
+    def _run(self, compiled: _Compiled, sid: str, payload: str) -> list[str]:
+        """One session: state fact, facts, every action, then delete. Caller holds the lock.
+
+        Returns the text of every action but the sentinel's (parsed after the lock is released).
+        """
         handle = compiled.handle
         state: int | None = None
         started = False
-        fired: set[tuple[str, int]] = set()
+        texts: list[str] = []
         try:
             state = _dre.update_state(handle, f'{{"sid": "{sid}", "id": "{_STATE_ID}", "$s": 1}}')
             code, _ = _dre.assert_facts(handle, payload)
@@ -337,13 +470,12 @@ class RuleRuntime:
                 raise EngineError("durable_rules started no action (sentinel missing)")
             started = True
             text: str | None = result[1]
-            rule_ids, on_fire, fact_id = compiled.rule_ids, self._on_fire, _FACT_ID
+            on_fire = self._on_fire
             while text is not None:
-                action = text[2 : text.index('"', 2)]  # text is {"<action>": ...}
-                if action != _SENTINEL:
+                if not text.startswith(_SENTINEL_TEXT):
                     if on_fire is not None:
-                        on_fire(rule_ids[action], text)
-                    fired.update((action, int(i)) for i in fact_id.findall(text))
+                        on_fire(compiled.rule_ids[_action(text)], text)
+                    texts.append(text)
                 text = _dre.complete_and_start_action(handle, state)
         except EngineError:
             raise
@@ -351,7 +483,7 @@ class RuleRuntime:
             raise EngineError(f"durable_rules failed in {compiled.name!r}: {e!r}") from e
         finally:
             _delete_session(handle, sid, state, started)
-        return fired
+        return texts
 
     def _state(self, name: str, sid: str) -> dict[str, Any] | None:
         """The live state of session ``sid`` (tests): ``None`` once it was deleted."""
@@ -383,7 +515,7 @@ def _delete_session(handle: int, sid: str, state: int | None, started: bool) -> 
         raise EngineError(f"durable_rules could not delete session {sid}: {e}") from e
 
 
-_ENGINE_LOCK = threading.Lock()
+_ENGINE_LOCK = threading.RLock()  # re-entrant only so test hooks may call _state
 _DEFAULT: RuleRuntime | None = None
 _DEFAULT_LOCK = threading.Lock()
 

@@ -182,6 +182,16 @@ def _has_next_page(value: Mapping[str, Any]) -> bool:
     )
 
 
+def _why_missing(given: Mapping[str, Any], key: str) -> str:
+    """How a key came to need fetching, for the 412 or the problem note."""
+    if key not in given:
+        return "not prefetched"
+    value = given[key]
+    if isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome":
+        return "the EHR's prefetch failed"
+    return "prefetch value is not a FHIR resource"
+
+
 async def resolve_prefetch(
     *,
     keys: Mapping[str, PrefetchKey],
@@ -199,7 +209,10 @@ async def resolve_prefetch(
     Keys the request did not answer usefully are fetched in parallel from ``fhir_server``
     (only if it is allowlisted) under one deadline. Raises ``PrefetchUnavailable`` naming the
     first required key that could not be obtained; optional failures become ``no_data`` and a
-    ``problems`` note. Keys in ``prefetch`` that the service did not declare are ignored.
+    ``problems`` note. A ``null`` value is no data even for a required key (the EHR looked
+    and found nothing: whether the rules can run without it is theirs to say). Keys in
+    ``prefetch`` that the service did not declare are ignored. A template with an unknown
+    token raises ``ValueError``: that is a bug in the service, not in the request.
     """
     limits = limits or FetchLimits()
     given = prefetch or {}
@@ -218,15 +231,7 @@ async def resolve_prefetch(
             if _has_next_page(value):
                 data.problems.append(f"{key}: prefetched Bundle has more pages (not followed)")
             continue
-        why_missing = (
-            "the EHR's prefetch failed"
-            if key in given
-            and isinstance(value, Mapping)
-            and value.get("resourceType") == "OperationOutcome"
-            else "prefetch value is not a FHIR resource"
-            if key in given
-            else "not prefetched"
-        )
+        why_missing = _why_missing(given, key)
         try:
             query = _render(spec.template, context, now=now)
         except _Missing as missing:

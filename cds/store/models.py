@@ -88,11 +88,12 @@ class Card(Base):
         Index("ix_cards_patient_created", "patient_ref", "created_at"),
         Index("ix_cards_pack_created", "pack_version", "created_at"),
         # Review console (migration 0002): covering indexes so the counts and the rules
-        # dashboard read narrow index entries, never the card JSON in the table rows.
+        # dashboard read narrow index entries, never the card JSON in the table rows;
+        # "stats" groups without a sort, "period" serves a bounded date range.
         Index("ix_cards_stats", "primary_rule", "category", "indicator", "pack_version",
               "review_status", "feedback_outcome", "created_at", "id"),
-        Index("ix_cards_day", "created_at", "indicator"),
-        Index("ix_cards_id_rule", "id", "primary_rule", "created_at"),
+        Index("ix_cards_period", "created_at", "indicator", "primary_rule", "category",
+              "pack_version", "review_status", "feedback_outcome", "id"),
     )
 
 

@@ -92,9 +92,15 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _info(u: User) -> UserInfo:
-    return UserInfo(id=u.id, username=u.username, role=u.role, disabled=u.disabled,
-                    failed_attempts=u.failed_attempts, locked_until=_aware(u.locked_until),
-                    created_at=_aware(u.created_at) or u.created_at)
+    return UserInfo(
+        id=u.id,
+        username=u.username,
+        role=u.role,
+        disabled=u.disabled,
+        failed_attempts=u.failed_attempts,
+        locked_until=_aware(u.locked_until),
+        created_at=_aware(u.created_at) or u.created_at,
+    )
 
 
 def hash_password(password: str) -> str:
@@ -106,8 +112,9 @@ def check_password_policy(password: str) -> None:
         raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
 
 
-def create_user(*, session: Session, username: str, password: str, role: str,
-                now: datetime | None = None) -> UserInfo:
+def create_user(
+    *, session: Session, username: str, password: str, role: str, now: datetime | None = None
+) -> UserInfo:
     """Add an account; raises ``UserError`` on a bad role, short password or taken name."""
     username = username.strip()
     if not username:
@@ -115,9 +122,15 @@ def create_user(*, session: Session, username: str, password: str, role: str,
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     check_password_policy(password)
-    user = User(username=username, password_hash=hash_password(password), role=role,
-                disabled=False, failed_attempts=0, locked_until=None,
-                created_at=now or utcnow())
+    user = User(
+        username=username,
+        password_hash=hash_password(password),
+        role=role,
+        disabled=False,
+        failed_attempts=0,
+        locked_until=None,
+        created_at=now or utcnow(),
+    )
     session.add(user)
     try:
         session.flush()
@@ -130,8 +143,9 @@ def list_users(*, session: Session) -> list[UserInfo]:
     return [_info(u) for u in session.scalars(select(User).order_by(User.username))]
 
 
-def set_disabled(*, session: Session, username: str, disabled: bool,
-                 now: datetime | None = None) -> UserInfo:
+def set_disabled(
+    *, session: Session, username: str, disabled: bool, now: datetime | None = None
+) -> UserInfo:
     """Disable (and sign out everywhere) or re-enable an account."""
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
@@ -145,16 +159,18 @@ def set_disabled(*, session: Session, username: str, disabled: bool,
     return _info(user)
 
 
-def set_disabled_by_id(*, session: Session, user_id: int, disabled: bool,
-                       now: datetime | None = None) -> UserInfo:
+def set_disabled_by_id(
+    *, session: Session, user_id: int, disabled: bool, now: datetime | None = None
+) -> UserInfo:
     user = session.get(User, user_id)
     if user is None:
         raise UserError(f"no user with id {user_id}")
     return set_disabled(session=session, username=user.username, disabled=disabled, now=now)
 
 
-def authenticate(*, session: Session, username: str, password: str,
-                 now: datetime | None = None) -> LoginResult:
+def authenticate(
+    *, session: Session, username: str, password: str, now: datetime | None = None
+) -> LoginResult:
     """Check a sign-in attempt and update the failure counter and lock atomically."""
     now = now or utcnow()
     user = session.scalar(select(User).where(User.username == username.strip()))
@@ -169,8 +185,9 @@ def authenticate(*, session: Session, username: str, password: str,
         return LoginResult("locked")
     if not valid:
         # Atomic increment: parallel guesses cannot lose counts.
-        session.execute(update(User).where(User.id == user.id)
-                        .values(failed_attempts=User.failed_attempts + 1))
+        session.execute(
+            update(User).where(User.id == user.id).values(failed_attempts=User.failed_attempts + 1)
+        )
         session.refresh(user)
         if user.failed_attempts >= MAX_FAILURES:
             user.failed_attempts, user.locked_until = 0, now + LOCK_DURATION
@@ -191,19 +208,28 @@ def create_session(*, session: Session, user_id: int, now: datetime | None = Non
     """Start a session; returns the token for the cookie (never stored in clear)."""
     now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    session.add(ConsoleSession(id=_token_id(token), user_id=user_id,
-                               csrf_token=secrets.token_urlsafe(32), created_at=now,
-                               last_seen_at=now, expires_at=now + SESSION_MAX))
+    session.add(
+        ConsoleSession(
+            id=_token_id(token),
+            user_id=user_id,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + SESSION_MAX,
+        )
+    )
     session.flush()
     return token
 
 
-def load_session(*, session: Session, token: str,
-                 now: datetime | None = None) -> SessionUser | None:
+def load_session(
+    *, session: Session, token: str, now: datetime | None = None
+) -> SessionUser | None:
     """The user behind ``token`` if the session is live and the account enabled."""
     now = now or utcnow()
     row = session.execute(
-        select(ConsoleSession, User).join(User, User.id == ConsoleSession.user_id)
+        select(ConsoleSession, User)
+        .join(User, User.id == ConsoleSession.user_id)
         .where(ConsoleSession.id == _token_id(token))
     ).first()
     if row is None:
@@ -211,23 +237,36 @@ def load_session(*, session: Session, token: str,
     cs, user = row
     last_seen = _aware(cs.last_seen_at) or now
     expires = _aware(cs.expires_at) or now
-    if cs.revoked_at is not None or user.disabled or expires <= now \
-            or now - last_seen > SESSION_IDLE:
+    if (
+        cs.revoked_at is not None
+        or user.disabled
+        or expires <= now
+        or now - last_seen > SESSION_IDLE
+    ):
         return None
     if now - last_seen > _TOUCH_EVERY:
         cs.last_seen_at = now
         session.flush()
-    return SessionUser(session_id=cs.id, user_id=user.id, username=user.username,
-                       role=user.role, csrf_token=cs.csrf_token)
+    return SessionUser(
+        session_id=cs.id,
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        csrf_token=cs.csrf_token,
+    )
 
 
 def revoke_session(*, session: Session, session_id: str, now: datetime | None = None) -> None:
-    session.execute(update(ConsoleSession).where(ConsoleSession.id == session_id,
-                                                 ConsoleSession.revoked_at.is_(None))
-                    .values(revoked_at=now or utcnow()))
+    session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.id == session_id, ConsoleSession.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
 
 
 def revoke_user_sessions(*, session: Session, user_id: int, now: datetime | None = None) -> None:
-    session.execute(update(ConsoleSession).where(ConsoleSession.user_id == user_id,
-                                                 ConsoleSession.revoked_at.is_(None))
-                    .values(revoked_at=now or utcnow()))
+    session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.user_id == user_id, ConsoleSession.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )

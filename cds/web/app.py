@@ -25,8 +25,12 @@ from cds.settings import Settings
 from cds.store.db import make_engine, make_sessionmaker
 from cds.web.errors import OperationOutcome, install_error_handlers
 from cds.web.hooks_api import router as hooks_router
+from cds.web.reload import start_reload
 
 log = logging.getLogger("cds.web")
+# httpx logs every request URL (with patient ids) at INFO: keep PHI out of the logs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 DEV_WARNING = (
     "\n" + "!" * 78 + "\n"
@@ -51,14 +55,15 @@ def make_verifier(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings | None = None, *, registry: PackRegistry | None = None,
-               clock: Callable[[], datetime] | None = None, maker: Any = None) -> FastAPI:
+               clock: Callable[[], datetime] | None = None, maker: Any = None,
+               announce_dev_mode: bool = True) -> FastAPI:
     settings = settings or Settings()
     if registry is None:
         registry = PackRegistry(rules_dir=settings.rules_dir or data_dir("rules"),
                                 pack_ids=settings.pack_ids, profile=settings.profile)
         registry.load()
     verifier = make_verifier(settings)
-    if verifier is None:
+    if verifier is None and announce_dev_mode:
         log.warning(DEV_WARNING)
     engine = None
     if maker is None:
@@ -68,9 +73,11 @@ def create_app(settings: Settings | None = None, *, registry: PackRegistry | Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.http = httpx.AsyncClient(follow_redirects=False)
+        reloader = start_reload(app.state.registry, settings.redis_url)
         try:
             yield
         finally:
+            reloader.stop()
             await app.state.http.aclose()
             if engine is not None:
                 engine.dispose()

@@ -277,7 +277,7 @@ def test_intrathecal_bolus_and_interval() -> None:
     )
     o = facts_for([draft], [given]).orders[0]
     assert o.bolus_ug == 75 and o.single_max == 75
-    assert o.bolus_interval_hours == 24
+    assert o.bolus_interval_hours == 28  # the draft is given now, 12:00 next day
     assert o.regimen_daily == 0  # boluses never enter the pump regimen
     first = facts_for([draft]).orders[0]
     assert first.bolus_interval_hours is None and first.itb_first_order

@@ -29,11 +29,17 @@ def classes(f):
 
 
 def test_d12_chronic_baclofen_plus_draft_oxycodone() -> None:
+    """D12: the chronic order continues after signing: a fact (not a draft) paired with
+    the draft opioid."""
     f = facts_for(
         [drug("oxy", "7804", "oxycodone", status="draft")], [baclofen()], hook="order-sign"
     )
-    # order-sign checks baclofen *drafts*: none here, so no order facts and no pairs
-    assert f.orders == [] and f.interactions == []
+    assert [(o.order_id, o.is_draft, o.change) for o in f.orders] == [("bac", False, "same")]
+    i = classes(f)[("bac", "opioid")]
+    assert i.pair_has_draft and i.drug_names == "oxycodone" and i.other_ids == ["oxy"]
+
+
+def test_renewal_pairs_with_draft_opioid() -> None:
     f = facts_for(
         [
             drug("oxy", "7804", "oxycodone", status="draft"),
@@ -41,8 +47,8 @@ def test_d12_chronic_baclofen_plus_draft_oxycodone() -> None:
         ],
         [baclofen()],
     )
-    i = classes(f)[("renew", "opioid")]
-    assert i.pair_has_draft and i.drug_names == "oxycodone" and i.other_ids == ["oxy"]
+    assert [o.order_id for o in f.orders] == ["renew"]  # the renewed order is replaced
+    assert classes(f)[("renew", "opioid")].pair_has_draft
 
 
 def test_established_pair_on_patient_view_has_no_draft() -> None:

@@ -175,6 +175,9 @@ def test_pregnancy_trimester() -> None:
     assert p.pregnant and p.pregnancy_trimester is None
     assert pf([observation("ga", "11884-4", 100, "d")]).pregnancy_trimester == 2
     assert not pf([observation("ga", "11884-4", 30, "wk", when=days_ago(200))]).pregnant
+    ended = condition("p", "77386006", status="resolved")
+    ended["abatementDateTime"] = days_ago(3)
+    assert not pf([ended, observation("ga", "11884-4", 36, "wk", when=days_ago(20))]).pregnant
 
 
 def test_itb_withdrawal_sign() -> None:

@@ -42,8 +42,7 @@ def test_order_select_draft_without_medication() -> None:
         hook="order-select",
         selections=["MedicationRequest/x"],
     )
-    assert f.orders == []
-    assert [i.issue for i in f.issues] == ["no-medication"]
+    assert f.orders == [] and f.issues == []
 
 
 def test_stu3_order_shapes() -> None:

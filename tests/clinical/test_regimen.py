@@ -254,6 +254,14 @@ def test_order_select_checks_selected_only_but_counts_all_drafts() -> None:
     assert [o.order_id for o in f.orders] == ["a", "b"]
 
 
+def test_order_sign_also_checks_continuing_active_orders() -> None:
+    cur = active("cur", dosage(10, freq=3))
+    other = active("other", dosage(5, freq=1))
+    f = facts_for([med_request("d", dosage(10, freq=3), prior="cur")], [cur, other])
+    assert [(o.order_id, o.is_draft) for o in f.orders] == [("d", True), ("other", False)]
+    assert all(o.regimen_daily == 35 for o in f.orders)
+
+
 def test_patient_view_checks_active_orders_only() -> None:
     f = facts_for(
         [],

@@ -63,8 +63,7 @@ def maker(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 @pytest.fixture
 def console_settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, secure_cookies=False, session_secret=SECRET,
-                    auth="off")
+    return Settings(database_url=db_url, secure_cookies=False, session_secret=SECRET, auth="off")
 
 
 @pytest.fixture
@@ -79,8 +78,9 @@ class Account:
     role: str
 
 
-def make_user(maker: sessionmaker[Session], username: str, password: str = PASSWORD,
-              role: str = "pharmacist") -> Account:
+def make_user(
+    maker: sessionmaker[Session], username: str, password: str = PASSWORD, role: str = "pharmacist"
+) -> Account:
     with maker.begin() as s:
         store_users.create_user(session=s, username=username, password=password, role=role)
     return Account(username, password, role)
@@ -111,13 +111,20 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
-def login(client: TestClient, account: Account, password: str | None = None,
-          next_path: str = "") -> object:
+def login(
+    client: TestClient, account: Account, password: str | None = None, next_path: str = ""
+) -> object:
     """Sign in through the real form (GET for the token and cookie, then POST)."""
     page = client.get("/review/login")
-    return client.post("/review/login", data={
-        "username": account.username, "password": password or account.password,
-        "csrf_token": csrf_from(page.text), "next": next_path})
+    return client.post(
+        "/review/login",
+        data={
+            "username": account.username,
+            "password": password or account.password,
+            "csrf_token": csrf_from(page.text),
+            "next": next_path,
+        },
+    )
 
 
 @pytest.fixture

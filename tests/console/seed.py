@@ -60,10 +60,12 @@ OVERRIDE_REASONS = (
     ("will-monitor", "Will monitor closely"),
 )
 CATEGORY_SYSTEM = "https://cds.example.org/fhir/CodeSystem/alert-category"
+OVERRIDE_SYSTEM = "https://cds.example.org/override"
 
 
-def _medication_request(order_id: str, patient: str, daily: float, per_day: int,
-                        route: str = "oral") -> dict[str, Any]:
+def _medication_request(
+    order_id: str, patient: str, daily: float, per_day: int, route: str = "oral"
+) -> dict[str, Any]:
     dose = round(daily / per_day, 1)
     return {
         "resourceType": "MedicationRequest",
@@ -72,24 +74,48 @@ def _medication_request(order_id: str, patient: str, daily: float, per_day: int,
         "intent": "order",
         "subject": {"reference": patient},
         "medicationCodeableConcept": {
-            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                        "code": "1292", "display": "baclofen"}],
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "1292",
+                    "display": "baclofen",
+                }
+            ],
             "text": f"Baclofen {'10 mg tablet' if route == 'oral' else 'intrathecal'}",
         },
-        "dosageInstruction": [{
-            "text": f"{dose:g} mg {per_day} times a day",
-            "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
-            "route": {"text": route},
-            "doseAndRate": [{"doseQuantity": {"value": dose, "unit": "mg",
-                                              "system": "http://unitsofmeasure.org",
-                                              "code": "mg"}}],
-        }],
+        "dosageInstruction": [
+            {
+                "text": f"{dose:g} mg {per_day} times a day",
+                "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
+                "route": {"text": route},
+                "doseAndRate": [
+                    {
+                        "doseQuantity": {
+                            "value": dose,
+                            "unit": "mg",
+                            "system": "http://unitsofmeasure.org",
+                            "code": "mg",
+                        }
+                    }
+                ],
+            }
+        ],
     }
 
 
-def build_card(*, rule: RuleSpec, card_id: str, order_id: str, patient: str, daily: float,
-               egfr: float, age: int, weight: float, pack_version: str,
-               when: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_card(
+    *,
+    rule: RuleSpec,
+    card_id: str,
+    order_id: str,
+    patient: str,
+    daily: float,
+    egfr: float,
+    age: int,
+    weight: float,
+    pack_version: str,
+    when: datetime,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A card as the service would issue it, and the facts it used."""
     limit = 80.0 if rule.category == "dose-ceiling" else 30.0 if egfr < 30 else 60.0
     summary = {
@@ -101,46 +127,92 @@ def build_card(*, rule: RuleSpec, card_id: str, order_id: str, patient: str, dai
         "interaction": "Baclofen with an opioid: additive CNS depression",
         "data-quality": f"Renal result for baclofen dosing is {age % 9 + 4} days old",
     }[rule.category]
+    # The shape the hook route stores: the flat engine fact plus display facts.
     facts: dict[str, Any] = {
-        "order": {"order_id": order_id, "route": "oral", "daily_mg": daily,
-                  "admin_per_day": 3, "is_draft": True, "change": "increase"},
-        "patient": {"age": age, "sex": "female" if age % 2 else "male", "weight_kg": weight,
-                    "weight_effective": (when - timedelta(days=3)).date().isoformat()},
-        "renal": {"kind": "egfr_reported", "value": egfr, "unit": "mL/min/1.73m2",
-                  "effective": (when - timedelta(days=age % 9 + 1)).isoformat()},
-        "limit_applied": {"daily_max_mg": limit, "source": "BNF; Lioresal SmPC 4.2"},
+        "kind": "interaction" if rule.category == "interaction" else "order",
+        "hook": "order-sign",
+        "age": age,
+        "sex": "female" if age % 2 else "male",
+        "weight_kg": weight,
+        "inpatient": bool(age % 3),
+        "renal_value": egfr,
+        "renal_kind": "egfr_reported",
+        "renal_is_egfr": True,
+        "renal_age_hours": float(24 * (age % 9 + 1)),
+        "order_id": order_id,
+        "route": "oral",
+        "status": "draft",
+        "is_draft": True,
+        "daily": daily,
+        "admin_per_day": 3,
+        "regimen_daily": daily,
+        "change": "increase",
+        "renal_measure": {
+            "kind": "egfr_reported",
+            "value": egfr,
+            "unit": "mL/min/1.73m2",
+            "date": (when - timedelta(days=age % 9 + 1)).isoformat(),
+        },
+        "weight_date": (when - timedelta(days=3)).isoformat(),
+        "medication_text": "Baclofen 10 mg tablet",
     }
     if rule.category == "interaction":
-        facts["interactions"] = [{"drug_class": "opioid", "drug_names": "oxycodone 10 mg"}]
+        facts.update(drug_class="opioid", drug_names="oxycodone 10 mg", pair_has_draft=True)
     if rule.category == "side-effect":
-        facts["observations"] = {"resp_rate": 10, "spo2": 91, "rass": -2}
+        facts.update(resp_rate=10.0, spo2=91.0, rass=-2.0)
     suggested = min(daily, limit)
     card: dict[str, Any] = {
         "uuid": card_id,
         "summary": summary[:139],
         "indicator": rule.indicator,
-        "detail": (f"**{summary}.**\n\n"
-                   f"| Fact | Value |\n|---|---|\n| Daily dose | {daily:g} mg |\n"
-                   f"| eGFR | {egfr:g} mL/min/1.73m2 |\n| Age | {age} |\n\n"
-                   f"Limit applied: {limit:g} mg/day. Evidence: BNF baclofen, "
-                   "*Renal impairment*; Lioresal SmPC section 4.2."),
-        "source": {"label": f"Baclofen rule pack {pack_version}",
-                   "topic": {"system": CATEGORY_SYSTEM, "code": rule.category,
-                             "display": rule.category.replace("-", " ")}},
-        "extension": {"ruleId": rule.id, "packId": PACK_ID, "packVersion": pack_version,
-                      "orderId": order_id},
+        "detail": (
+            f"**Why**\n\n- **{rule.indicator}**: {summary}; limit applied "
+            f"{limit:g} mg/day (rule `{rule.id}`)\n\n"
+            f"**Facts used**\n\n- Order {order_id}: Baclofen 10 mg tablet, oral, "
+            f"{daily:g} mg/day, status draft\n- Patient: {age} years, {weight:g} kg\n"
+            f"- Renal: eGFR {egfr:g} mL/min/1.73m2\n\n"
+            "**Evidence**\n\n- [BNF: baclofen, renal impairment]"
+            "(https://bnf.nice.org.uk/drugs/baclofen/)\n- Lioresal SmPC section 4.2"
+        ),
+        "source": {
+            "label": f"Baclofen rule pack {pack_version}",
+            "topic": {
+                "system": CATEGORY_SYSTEM,
+                "code": rule.category,
+                "display": rule.category.replace("-", " "),
+            },
+        },
+        "extension": {
+            "cds-baclofen": {
+                "ruleIds": [rule.id],
+                "severityRule": rule.id,
+                "packId": PACK_ID,
+                "packVersion": pack_version,
+                "profile": "US",
+                "category": rule.category,
+                "orderId": order_id,
+            }
+        },
     }
     if rule.indicator != "info":
-        card["overrideReasons"] = [{"code": c, "system": "https://cds.example.org/override",
-                                    "display": d} for c, d in OVERRIDE_REASONS]
+        card["overrideReasons"] = [
+            {"code": c, "system": OVERRIDE_SYSTEM, "display": d} for c, d in OVERRIDE_REASONS[:3]
+        ]
     if rule.category in {"dose-ceiling", "renal-adjustment", "titration-rate"}:
-        card["suggestions"] = [{
-            "label": f"Change to {suggested:g} mg/day",
-            "uuid": str(uuid.UUID(int=random.getrandbits(128))),
-            "isRecommended": True,
-            "actions": [{"type": "update", "description": f"Reduce to {suggested:g} mg/day",
-                         "resource": _medication_request(order_id, patient, suggested, 3)}],
-        }]
+        card["suggestions"] = [
+            {
+                "label": f"Change to {suggested:g} mg/day",
+                "uuid": str(uuid.UUID(int=random.getrandbits(128))),
+                "isRecommended": True,
+                "actions": [
+                    {
+                        "type": "update",
+                        "description": f"Reduce to {suggested:g} mg/day",
+                        "resource": _medication_request(order_id, patient, suggested, 3),
+                    }
+                ],
+            }
+        ]
         card["selectionBehavior"] = "at-most-one"
     return card, facts
 
@@ -156,12 +228,19 @@ class SeedSummary:
 
 def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
     for i in range(0, len(rows), size):
-        yield rows[i:i + size]
+        yield rows[i : i + size]
 
 
-def seed_cards(maker: sessionmaker[Session], n_cards: int, *, end: datetime | None = None,
-               days: int = 90, seed: int = 7, feedback_share: float = 0.65,
-               patients: int = 5000) -> SeedSummary:
+def seed_cards(
+    maker: sessionmaker[Session],
+    n_cards: int,
+    *,
+    end: datetime | None = None,
+    days: int = 90,
+    seed: int = 7,
+    feedback_share: float = 0.65,
+    patients: int = 5000,
+) -> SeedSummary:
     """Bulk-insert ``n_cards`` cards spread over ``days`` days ending at ``end``."""
     rng = random.Random(seed)
     random.seed(seed)  # suggestion uuids in build_card
@@ -178,101 +257,185 @@ def seed_cards(maker: sessionmaker[Session], n_cards: int, *, end: datetime | No
         patient = f"Patient/p{rng.randrange(patients):05d}"
         version = PACK_VERSIONS[min(2, int((1 - (end - when).total_seconds() / span) * 3))]
         count = min(n_cards - len(cards), rng.choice((1, 1, 1, 2, 2, 3)))
-        invocations.append({
-            "id": inv_id, "hook_instance": str(uuid.UUID(int=rng.getrandbits(128))),
-            "service_id": "baclofen-order-sign", "hook": "order-sign", "patient_ref": patient,
-            "user_ref": f"Practitioner/dr{rng.randrange(300):03d}", "encounter_ref": None,
-            "issuer": "https://ehr.example.org", "tenant": None, "received_at": when,
-            "evaluated_at": when + timedelta(milliseconds=40), "duration_ms": 38.5,
-            "timings": {"parse_ms": 4.1, "facts_ms": 6.3, "engine_ms": 21.7, "store_ms": 6.4},
-            "status": "ok", "pack_id": PACK_ID, "pack_version": version, "card_count": count,
-            "fetched_keys": [],
-        })
+        invocations.append(
+            {
+                "id": inv_id,
+                "hook_instance": str(uuid.UUID(int=rng.getrandbits(128))),
+                "service_id": "baclofen-order-sign",
+                "hook": "order-sign",
+                "patient_ref": patient,
+                "user_ref": f"Practitioner/dr{rng.randrange(300):03d}",
+                "encounter_ref": None,
+                "issuer": "https://ehr.example.org",
+                "tenant": None,
+                "received_at": when,
+                "evaluated_at": when + timedelta(milliseconds=40),
+                "duration_ms": 38.5,
+                "timings": {"parse_ms": 4.1, "facts_ms": 6.3, "engine_ms": 21.7, "store_ms": 6.4},
+                "status": "ok",
+                "pack_id": PACK_ID,
+                "pack_version": version,
+                "card_count": count,
+                "fetched_keys": [],
+            }
+        )
         for k in range(count):
             rule = rng.choices(RULES, weights)[0]
             card_id = str(uuid.UUID(int=rng.getrandbits(128)))
             order_id = f"mr-{inv_id[:8]}-{k}"
             card, facts = build_card(
-                rule=rule, card_id=card_id, order_id=order_id, patient=patient,
+                rule=rule,
+                card_id=card_id,
+                order_id=order_id,
+                patient=patient,
                 daily=float(rng.choice((30, 45, 60, 75, 90, 100, 120))),
-                egfr=float(rng.randrange(12, 95)), age=rng.randrange(18, 95),
-                weight=float(rng.randrange(45, 120)), pack_version=version, when=when)
+                egfr=float(rng.randrange(12, 95)),
+                age=rng.randrange(18, 95),
+                weight=float(rng.randrange(45, 120)),
+                pack_version=version,
+                when=when,
+            )
             outcome = None
             if rng.random() < feedback_share:
                 outcome = "overridden" if rng.random() < rule.override_p else "accepted"
-            cards.append({
-                "id": card_id, "invocation_id": inv_id, "created_at": when,
-                "service_id": "baclofen-order-sign", "hook": "order-sign",
-                "patient_ref": patient, "order_id": order_id, "category": rule.category,
-                "indicator": rule.indicator, "severity_rank": SEVERITY_RANK[rule.indicator],
-                "summary": card["summary"], "primary_rule": rule.id, "pack_id": PACK_ID,
-                "pack_version": version, "facts": facts, "card_json": card,
-                "review_status": rng.choice(("unreviewed",) * 6 + ("acknowledged", "resolved")),
-                "feedback_outcome": outcome,
-            })
-            card_rules.append({"card_id": card_id, "rule_id": rule.id,
-                               "severity": rule.indicator, "sets_severity": True})
+            cards.append(
+                {
+                    "id": card_id,
+                    "invocation_id": inv_id,
+                    "created_at": when,
+                    "service_id": "baclofen-order-sign",
+                    "hook": "order-sign",
+                    "patient_ref": patient,
+                    "order_id": order_id,
+                    "category": rule.category,
+                    "indicator": rule.indicator,
+                    "severity_rank": SEVERITY_RANK[rule.indicator],
+                    "summary": card["summary"],
+                    "primary_rule": rule.id,
+                    "pack_id": PACK_ID,
+                    "pack_version": version,
+                    "facts": facts,
+                    "card_json": card,
+                    "review_status": rng.choice(("unreviewed",) * 6 + ("acknowledged", "resolved")),
+                    "feedback_outcome": outcome,
+                }
+            )
+            card_rules.append(
+                {
+                    "card_id": card_id,
+                    "rule_id": rule.id,
+                    "severity": rule.indicator,
+                    "sets_severity": True,
+                }
+            )
             if outcome is not None:
                 code, display = rng.choice(OVERRIDE_REASONS)
                 over = outcome == "overridden"
                 suggestions = card.get("suggestions", [])
-                feedback.append({
-                    "dedupe_key": uuid.UUID(int=rng.getrandbits(128)).hex + "0" * 32,
-                    "card_id": card_id, "service_id": "baclofen-order-sign",
-                    "outcome": outcome,
-                    "accepted_suggestions": [] if over or not suggestions
-                    else [suggestions[0]["uuid"]],
-                    "override_code": code if over else None,
-                    "override_system": "https://cds.example.org/override" if over else None,
-                    "override_display": display if over else None,
-                    "override_comment": None, "outcome_timestamp": when + timedelta(minutes=1),
-                    "received_at": when + timedelta(minutes=1),
-                })
+                feedback.append(
+                    {
+                        "dedupe_key": uuid.UUID(int=rng.getrandbits(128)).hex + "0" * 32,
+                        "card_id": card_id,
+                        "service_id": "baclofen-order-sign",
+                        "outcome": outcome,
+                        "accepted_suggestions": []
+                        if over or not suggestions
+                        else [suggestions[0]["uuid"]],
+                        "override_code": code if over else None,
+                        "override_system": OVERRIDE_SYSTEM if over else None,
+                        "override_display": display if over else None,
+                        "override_comment": None,
+                        "outcome_timestamp": when + timedelta(minutes=1),
+                        "received_at": when + timedelta(minutes=1),
+                    }
+                )
     with maker.begin() as s:
         if s.get_bind().dialect.name == "sqlite":
             # Random uuid keys land all over the indexes: a bigger page cache for this
             # connection keeps them in memory while seeding (2 MB by default).
             s.execute(text("PRAGMA cache_size=-262144"))
-        for model, rows in ((Invocation, invocations), (Card, cards), (CardRule, card_rules),
-                            (Feedback, feedback)):
+        for model, rows in (
+            (Invocation, invocations),
+            (Card, cards),
+            (CardRule, card_rules),
+            (Feedback, feedback),
+        ):
             # The table, not the ORM class: the ORM's bulk path splits rows into small
             # batches whenever the set of NULL columns changes (slow); Core sends one
             # executemany per chunk.
             for chunk in _chunks(rows, 5000):
                 s.execute(insert(model.__table__), chunk)
     times = [c["created_at"] for c in cards]
-    return SeedSummary(cards=len(cards), invocations=len(invocations), feedback=len(feedback),
-                       newest=max(times), oldest=min(times))
+    return SeedSummary(
+        cards=len(cards),
+        invocations=len(invocations),
+        feedback=len(feedback),
+        newest=max(times),
+        oldest=min(times),
+    )
 
 
-def add_card(maker: sessionmaker[Session], *, rule_id: str = "baclofen-renal-egfr-below-30",
-             category: str = "renal-adjustment", indicator: str = "critical",
-             summary: str | None = None, detail: str | None = None,
-             when: datetime | None = None, patient: str = "Patient/critical-1",
-             pack_version: str = "1.2.0", extra_rules: Sequence[tuple[str, str]] = (),
-             ) -> str:
+def add_card(
+    maker: sessionmaker[Session],
+    *,
+    rule_id: str = "baclofen-renal-egfr-below-30",
+    category: str = "renal-adjustment",
+    indicator: str = "critical",
+    summary: str | None = None,
+    detail: str | None = None,
+    when: datetime | None = None,
+    patient: str = "Patient/critical-1",
+    pack_version: str = "1.2.0",
+    extra_rules: Sequence[tuple[str, str]] = (),
+) -> str:
     """One card through the real audit write path; returns its id."""
     when = when or datetime.now(UTC).replace(microsecond=0)
     spec = RuleSpec(rule_id, category, indicator, 1, 0.0)
     card_id = str(uuid.uuid4())
     order_id = f"mr-{card_id[:8]}"
-    card, facts = build_card(rule=spec, card_id=card_id, order_id=order_id, patient=patient,
-                             daily=60.0, egfr=24.0, age=71, weight=68.0,
-                             pack_version=pack_version, when=when)
+    card, facts = build_card(
+        rule=spec,
+        card_id=card_id,
+        order_id=order_id,
+        patient=patient,
+        daily=60.0,
+        egfr=24.0,
+        age=71,
+        weight=68.0,
+        pack_version=pack_version,
+        when=when,
+    )
     if summary is not None:
         card["summary"] = summary
     if detail is not None:
         card["detail"] = detail
     inv = InvocationRecord(
-        id=str(uuid.uuid4()), hook_instance=str(uuid.uuid4()), service_id="baclofen-order-sign",
-        hook="order-sign", patient_ref=patient, user_ref="Practitioner/dr-test",
-        encounter_ref="Encounter/e1", issuer="https://ehr.example.org", tenant=None,
-        received_at=when, evaluated_at=when + timedelta(milliseconds=35), duration_ms=35.2,
-        timings={"parse_ms": 3.0, "engine_ms": 20.0, "store_ms": 5.0}, pack_id=PACK_ID,
-        pack_version=pack_version)
-    issued = IssuedCard(card=card, order_id=order_id, category=category, primary_rule=rule_id,
-                        rules=[(rule_id, indicator), *extra_rules], pack_id=PACK_ID,
-                        pack_version=pack_version, facts=facts)
+        id=str(uuid.uuid4()),
+        hook_instance=str(uuid.uuid4()),
+        service_id="baclofen-order-sign",
+        hook="order-sign",
+        patient_ref=patient,
+        user_ref="Practitioner/dr-test",
+        encounter_ref="Encounter/e1",
+        issuer="https://ehr.example.org",
+        tenant=None,
+        received_at=when,
+        evaluated_at=when + timedelta(milliseconds=35),
+        duration_ms=35.2,
+        timings={"parse_ms": 3.0, "engine_ms": 20.0, "store_ms": 5.0},
+        pack_id=PACK_ID,
+        pack_version=pack_version,
+    )
+    issued = IssuedCard(
+        card=card,
+        order_id=order_id,
+        category=category,
+        primary_rule=rule_id,
+        rules=[(rule_id, indicator), *extra_rules],
+        pack_id=PACK_ID,
+        pack_version=pack_version,
+        facts=facts,
+    )
     with maker.begin() as s:
         record_invocation(session=s, invocation=inv, cards=[issued])
     return card_id

@@ -82,7 +82,7 @@ def _ensure_installed() -> None:
         return
     npm = shutil.which("npm")
     if npm is None:
-        raise ServerUnavailable(f"npm is not installed; {INSTALL_HINT}")
+        raise ServerUnavailable("npm is not installed")
     with open(HERE / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (HERE / "node_modules" / "@medplum" / "fhir-router").is_dir():
@@ -101,7 +101,7 @@ def _ensure_installed() -> None:
 def _start() -> FhirTestServer:
     node = shutil.which("node")
     if node is None:
-        raise ServerUnavailable(f"node is not installed; {INSTALL_HINT}")
+        raise ServerUnavailable("node is not installed")
     _ensure_installed()
     process = subprocess.Popen(
         [node, "server.mjs", "0"],
@@ -153,7 +153,7 @@ def fhir_server() -> Iterator[FhirTestServer]:
     try:
         server = _start()
     except (ServerUnavailable, OSError, subprocess.TimeoutExpired) as exc:
-        message = f"test FHIR server unavailable: {exc}. To enable: {INSTALL_HINT}"
+        message = f"test FHIR server unavailable ({exc}); to enable it, {INSTALL_HINT}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

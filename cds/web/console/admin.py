@@ -17,16 +17,17 @@ router = APIRouter(route_class=ConsoleRoute)
 
 
 @router.get("/users", name="console_users")
-def users(request: Request, user: AdminUser, maker: Maker,
-          done: str | None = None) -> Response:
+def users(request: Request, user: AdminUser, maker: Maker, done: str | None = None) -> Response:
     with maker() as s:
         accounts = store_users.list_users(session=s)
-    return render(request, "users.html", accounts=accounts, done=done,
-                  now=store_users.utcnow(), nav="users")
+    return render(
+        request, "users.html", accounts=accounts, done=done, now=store_users.utcnow(), nav="users"
+    )
 
 
-def _set(request: Request, user: store_users.SessionUser, maker: Maker, user_id: int,
-         disabled: bool) -> Response:
+def _set(
+    request: Request, user: store_users.SessionUser, maker: Maker, user_id: int, disabled: bool
+) -> Response:
     if disabled and user_id == user.user_id:
         raise ConsoleError(400, "Not allowed", "You cannot disable your own account.")
     try:
@@ -35,8 +36,7 @@ def _set(request: Request, user: store_users.SessionUser, maker: Maker, user_id:
     except store_users.UserError as exc:
         raise ConsoleError(404, "No such account", str(exc)) from exc
     url = str(request.url_for("console_users").path)
-    return RedirectResponse(f"{url}?done={'disabled' if disabled else 'enabled'}",
-                            status_code=303)
+    return RedirectResponse(f"{url}?done={'disabled' if disabled else 'enabled'}", status_code=303)
 
 
 @router.post("/users/{user_id}/disable", name="console_user_disable")

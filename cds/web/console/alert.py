@@ -20,31 +20,59 @@ from cds.web.console.templates import render
 
 router = APIRouter(route_class=ConsoleRoute)
 
-ACTION_LABELS = {"acknowledge": "Acknowledged", "escalate": "Escalated",
-                 "resolve": "Resolved", "annotate": "Note added"}
+ACTION_LABELS = {
+    "acknowledge": "Acknowledged",
+    "escalate": "Escalated",
+    "resolve": "Resolved",
+    "annotate": "Note added",
+}
 
 
 def _feedback_rows(detail: CardDetail, labels: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
     for f in detail.feedback:
         accepted = [labels.get(u, u) for u in f.accepted_suggestions or []]
-        rows.append({"outcome": f.outcome, "when": f.outcome_timestamp, "accepted": accepted,
-                     "reason": f.override_display or f.override_code,
-                     "reason_code": f.override_code, "comment": f.override_comment})
+        rows.append(
+            {
+                "outcome": f.outcome,
+                "when": f.outcome_timestamp,
+                "accepted": accepted,
+                "reason": f.override_display or f.override_code,
+                "reason_code": f.override_code,
+                "comment": f.override_comment,
+            }
+        )
     return rows
 
 
-def _page(request: Request, detail: CardDetail, *, status: int = 200,
-          error: str | None = None, done: str | None = None,
-          note: str = "") -> Response:
+def _page(
+    request: Request,
+    detail: CardDetail,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    done: str | None = None,
+    note: str = "",
+) -> Response:
     view = card_view(detail.card.card_json or {})
     labels = {s.uuid: s.label for s in view.suggestions}
-    return render(request, "alert.html", status=status, card=detail.card, view=view,
-                  invocation=detail.invocation, rules=detail.rules,
-                  facts=fact_sections(detail.card.facts),
-                  feedback=_feedback_rows(detail, labels), reviews=detail.reviews,
-                  action_labels=ACTION_LABELS, error=error,
-                  done=ACTION_LABELS.get(done or ""), note=note, nav="queue")
+    return render(
+        request,
+        "alert.html",
+        status=status,
+        card=detail.card,
+        view=view,
+        invocation=detail.invocation,
+        rules=detail.rules,
+        facts=fact_sections(detail.card.facts),
+        feedback=_feedback_rows(detail, labels),
+        reviews=detail.reviews,
+        action_labels=ACTION_LABELS,
+        error=error,
+        done=ACTION_LABELS.get(done or ""),
+        note=note,
+        nav="queue",
+    )
 
 
 def _load(maker: Maker, card_id: str) -> CardDetail:
@@ -56,8 +84,9 @@ def _load(maker: Maker, card_id: str) -> CardDetail:
 
 
 @router.get("/alerts/{card_id}", name="console_alert")
-def alert(request: Request, card_id: str, user: CurrentUser, maker: Maker,
-          done: str | None = None) -> Response:
+def alert(
+    request: Request, card_id: str, user: CurrentUser, maker: Maker, done: str | None = None
+) -> Response:
     return _page(request, _load(maker, card_id), done=done)
 
 
@@ -68,12 +97,17 @@ def review(request: Request, card_id: str, user: CurrentUser, maker: Maker) -> R
     note = str(form.get("note") or "")
     try:
         with maker.begin() as s:
-            found = store.add_review(session=s, card_id=card_id[:64], action=action,
-                                     note=note, reviewer_id=user.user_id,
-                                     now=datetime.now(UTC))
+            found = store.add_review(
+                session=s,
+                card_id=card_id[:64],
+                action=action,
+                note=note,
+                reviewer_id=user.user_id,
+                now=datetime.now(UTC),
+            )
     except store.ReviewError as exc:
         return _page(request, _load(maker, card_id), status=400, error=str(exc), note=note)
     if not found:
         raise ConsoleError(404, "Alert not found", "No card with this id was issued.")
     url = str(request.url_for("console_alert", card_id=card_id).path)
-    return RedirectResponse(f"{url}?done={action}#history", status_code=303)
+    return RedirectResponse(f"{url}?done={action}", status_code=303)

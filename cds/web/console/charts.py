@@ -34,8 +34,10 @@ def _nice_max(value: int) -> int:
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {_FONT} {extra}>'
-            f"{escape(text)}</text>")
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {_FONT} {extra}>'
+        f"{escape(text)}</text>"
+    )
 
 
 def daily_severity_svg(daily: Sequence[tuple[str, str, int]], start: date, end: date) -> Markup:
@@ -51,40 +53,53 @@ def daily_severity_svg(daily: Sequence[tuple[str, str, int]], start: date, end: 
             continue
         if start <= d <= end:
             counts[buckets[(d - start).days // step]][indicator] += n
-    width, height, left, right, top, bottom = 760, 260, 48, 12, 28, 44
+    width, height, left, right, top, bottom = 1000, 280, 48, 12, 28, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     top_value = _nice_max(max((sum(counts[b].values()) for b in buckets), default=0))
     bar_w = plot_w / len(buckets)
     unit = "week" if step == 7 else "day"
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-labelledby="daily-title" class="chart">',
-             f'<title id="daily-title">Cards per {unit} by severity, {start} to {end}</title>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-labelledby="daily-title" class="chart">',
+        f'<title id="daily-title">Cards per {unit} by severity, {start} to {end}</title>',
+    ]
     for i in range(5):
         value = top_value * i / 4
         y = top + plot_h - plot_h * i / 4
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
-                     f'stroke="#e3e7eb" stroke-width="1"/>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="#e3e7eb" stroke-width="1"/>'
+        )
         parts.append(_text(left - 6, y + 4, f"{value:,.0f}", "end"))
     label_every = max(1, math.ceil(len(buckets) / 10))
     for i, b in enumerate(buckets):
         x = left + i * bar_w
         y = top + plot_h
         label = f"{b.isoformat()}" + (" (week)" if step == 7 else "")
-        tip = escape(label + ": " + ", ".join(
-            f"{counts[b].get(name, 0)} {name}" for name, _ in reversed(SEVERITY_COLOURS)))
+        tip = escape(
+            label
+            + ": "
+            + ", ".join(
+                f"{counts[b].get(name, 0)} {name}" for name, _ in reversed(SEVERITY_COLOURS)
+            )
+        )
         for name, colour in SEVERITY_COLOURS:
             n = counts[b].get(name, 0)
             if not n:
                 continue
             h = plot_h * n / top_value
             y -= h
-            parts.append(f'<rect x="{x + bar_w * 0.1:.1f}" y="{y:.1f}" '
-                         f'width="{max(bar_w * 0.8, 1):.1f}" height="{h:.1f}" fill="{colour}">'
-                         f"<title>{tip}</title></rect>")
+            parts.append(
+                f'<rect x="{x + bar_w * 0.1:.1f}" y="{y:.1f}" '
+                f'width="{max(bar_w * 0.8, 1):.1f}" height="{h:.1f}" fill="{colour}">'
+                f"<title>{tip}</title></rect>"
+            )
         if i % label_every == 0:
             parts.append(_text(x + bar_w / 2, top + plot_h + 16, b.strftime("%m-%d"), "middle"))
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" '
-                 f'y2="{top + plot_h}" stroke="#9aa5b1" stroke-width="1"/>')
+    parts.append(
+        f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" '
+        f'y2="{top + plot_h}" stroke="#9aa5b1" stroke-width="1"/>'
+    )
     lx = width - right - 250
     for j, (name, colour) in enumerate(reversed(SEVERITY_COLOURS)):
         parts.append(f'<rect x="{lx + j * 84}" y="6" width="12" height="12" fill="{colour}"/>')
@@ -94,22 +109,28 @@ def daily_severity_svg(daily: Sequence[tuple[str, str, int]], start: date, end: 
     return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
 
 
-def override_rate_svg(rules: Sequence[RuleStat], threshold: float, min_cards: int,
-                      limit: int = 25) -> Markup:
+def override_rate_svg(
+    rules: Sequence[RuleStat], threshold: float, min_cards: int, limit: int = 25
+) -> Markup:
     """Override rate per rule (among cards with feedback), the threshold as a dashed line."""
-    shown = sorted((r for r in rules if r.with_feedback),
-                   key=lambda r: (-(r.override_rate or 0), r.key))[:limit]
-    row_h, left, right, top = 22, 290, 110, 30
-    width = 760
+    shown = sorted(
+        (r for r in rules if r.with_feedback), key=lambda r: (-(r.override_rate or 0), r.key)
+    )[:limit]
+    row_h, left, right, top = 22, 300, 120, 30
+    width = 1000
     plot_w = width - left - right
     height = top + row_h * max(1, len(shown)) + 24
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-labelledby="rate-title" class="chart">',
-             '<title id="rate-title">Override rate per rule</title>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-labelledby="rate-title" class="chart">',
+        '<title id="rate-title">Override rate per rule</title>',
+    ]
     for pct in (0, 25, 50, 75, 100):
         x = left + plot_w * pct / 100
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - 20}" '
-                     f'stroke="#e3e7eb" stroke-width="1"/>')
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - 20}" '
+            f'stroke="#e3e7eb" stroke-width="1"/>'
+        )
         parts.append(_text(x, height - 6, f"{pct}%", "middle"))
     if not shown:
         parts.append(_text(left, top + 14, "No feedback in this period."))
@@ -117,20 +138,27 @@ def override_rate_svg(rules: Sequence[RuleStat], threshold: float, min_cards: in
         y = top + i * row_h
         rate = r.override_rate or 0.0
         flagged = rate > threshold and r.with_feedback >= min_cards
-        colour = "#c8372d" if flagged else ("#b8c2cc" if r.with_feedback < min_cards
-                                            else "#3b8a7e")
+        colour = "#c8372d" if flagged else ("#b8c2cc" if r.with_feedback < min_cards else "#3b8a7e")
         label = r.key if len(r.key) <= 44 else r.key[:43] + "…"
         parts.append(_text(left - 8, y + 14, label, "end"))
-        parts.append(f'<rect x="{left}" y="{y + 3}" width="{max(plot_w * rate, 1):.1f}" '
-                     f'height="{row_h - 8}" fill="{colour}"><title>'
-                     f"{escape(f'{r.key}: {rate:.0%} of {r.with_feedback} cards with feedback')}"
-                     "</title></rect>")
-        parts.append(_text(left + plot_w + 8, y + 14,
-                           f"{rate:.0%} of {r.with_feedback:,}" + (" ⚑" if flagged else "")))
+        parts.append(
+            f'<rect x="{left}" y="{y + 3}" width="{max(plot_w * rate, 1):.1f}" '
+            f'height="{row_h - 8}" fill="{colour}"><title>'
+            f"{escape(f'{r.key}: {rate:.0%} of {r.with_feedback} cards with feedback')}"
+            "</title></rect>"
+        )
+        parts.append(
+            _text(
+                left + plot_w + 8,
+                y + 14,
+                f"{rate:.0%} of {r.with_feedback:,}" + (" ⚑" if flagged else ""),
+            )
+        )
     tx = left + plot_w * threshold
-    parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 8}" y2="{height - 20}" '
-                 f'stroke="#1f2933" stroke-width="1.5" stroke-dasharray="4 3"/>')
-    parts.append(_text(tx, top - 12, f"threshold {threshold:.0%}", "middle",
-                       'font-weight="600"'))
+    parts.append(
+        f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 8}" y2="{height - 20}" '
+        f'stroke="#1f2933" stroke-width="1.5" stroke-dasharray="4 3"/>'
+    )
+    parts.append(_text(tx, top - 12, f"threshold {threshold:.0%}", "middle", 'font-weight="600"'))
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text above went through escape()

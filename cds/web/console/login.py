@@ -20,9 +20,11 @@ from cds.web.console.templates import render
 
 router = APIRouter(route_class=ConsoleRoute)
 
-FAILED = ("Sign-in failed. Check your username and password. "
-          f"After {store_users.MAX_FAILURES} failed attempts an account is locked for "
-          f"{int(store_users.LOCK_DURATION.total_seconds() // 60)} minutes.")
+FAILED = (
+    "Sign-in failed. Check your username and password. "
+    f"After {store_users.MAX_FAILURES} failed attempts an account is locked for "
+    f"{int(store_users.LOCK_DURATION.total_seconds() // 60)} minutes."
+)
 
 
 def _safe_next(request: Request, target: str | None) -> str:
@@ -32,32 +34,58 @@ def _safe_next(request: Request, target: str | None) -> str:
         return home
     parts = urlsplit(target)
     base = security.cookie_path(request)
-    if parts.scheme or parts.netloc or not target.startswith(base) or "\\" in target \
-            or target.startswith("//"):
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith(base)
+        or "\\" in target
+        or target.startswith("//")
+    ):
         return home
     return target
 
 
-def _login_form(request: Request, *, status: int = 200, error: str | None = None,
-                username: str = "", next_path: str | None = None,
-                notice: str | None = None) -> Response:
+def _login_form(
+    request: Request,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    username: str = "",
+    next_path: str | None = None,
+    notice: str | None = None,
+) -> Response:
     key = security.session_secret(request)
     nonce = security.new_nonce()
-    response = render(request, "login.html", status=status, error=error, notice=notice,
-                      username=username, next_path=next_path or "",
-                      login_token=security.login_csrf_token(nonce, key))
-    security.set_cookie(request, response, security.LOGIN_COOKIE,
-                        security.sign(nonce, key, "login"),
-                        max_age=security.LOGIN_COOKIE_MAX_AGE)
+    response = render(
+        request,
+        "login.html",
+        status=status,
+        error=error,
+        notice=notice,
+        username=username,
+        next_path=next_path or "",
+        login_token=security.login_csrf_token(nonce, key),
+    )
+    security.set_cookie(
+        request,
+        response,
+        security.LOGIN_COOKIE,
+        security.sign(nonce, key, "login"),
+        max_age=security.LOGIN_COOKIE_MAX_AGE,
+    )
     return response
 
 
 @router.get("/login", name="console_login")
 @public
-def login_page(request: Request, next: str | None = None,
-               signed_out: str | None = None) -> Response:
-    return _login_form(request, next_path=_safe_next(request, next) if next else None,
-                       notice="You are signed out." if signed_out else None)
+def login_page(
+    request: Request, next: str | None = None, signed_out: str | None = None
+) -> Response:
+    return _login_form(
+        request,
+        next_path=_safe_next(request, next) if next else None,
+        notice="You are signed out." if signed_out else None,
+    )
 
 
 @router.post("/login", name="console_login_submit")
@@ -68,8 +96,9 @@ def login_submit(request: Request, maker: Maker) -> Response:
     password = str(form.get("password") or "")[:1024]
     next_path = _safe_next(request, str(form.get("next") or "") or None)
     if not username or not password:
-        return _login_form(request, status=401, error=FAILED, username=username,
-                           next_path=next_path)
+        return _login_form(
+            request, status=401, error=FAILED, username=username, next_path=next_path
+        )
     key = security.session_secret(request)
     previous = security.unsign(request.cookies.get(security.SESSION_COOKIE), key, "session")
     with maker.begin() as s:
@@ -82,11 +111,13 @@ def login_submit(request: Request, maker: Maker) -> Response:
                     store_users.revoke_session(session=s, session_id=old.session_id)
             token = store_users.create_session(session=s, user_id=result.user_id)
     if token is None:
-        return _login_form(request, status=401, error=FAILED, username=username,
-                           next_path=next_path)
+        return _login_form(
+            request, status=401, error=FAILED, username=username, next_path=next_path
+        )
     response = RedirectResponse(next_path, status_code=303)
-    security.set_cookie(request, response, security.SESSION_COOKIE,
-                        security.sign(token, key, "session"))
+    security.set_cookie(
+        request, response, security.SESSION_COOKIE, security.sign(token, key, "session")
+    )
     security.clear_cookie(request, response, security.LOGIN_COOKIE)
     return response
 

@@ -17,8 +17,16 @@ from cds.store.console import INDICATORS, REVIEW_STATUSES, QueueFilter
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 _MAX_TEXT = 128
-FILTER_KEYS = ("indicator", "category", "rule", "pack_version", "review_status", "since",
-               "until", "patient")
+FILTER_KEYS = (
+    "indicator",
+    "category",
+    "rule",
+    "pack_version",
+    "review_status",
+    "since",
+    "until",
+    "patient",
+)
 
 
 @dataclass
@@ -69,22 +77,31 @@ def parse_queue(params: Mapping[str, str]) -> Parsed:
         notices.append("The 'from' date is after the 'to' date; swapped them.")
         since, until = until, since
     f = QueueFilter(
-        indicator=indicator, category=_text(params, "category"), rule=_text(params, "rule"),
-        pack_version=_text(params, "pack_version"), review_status=status,
+        indicator=indicator,
+        category=_text(params, "category"),
+        rule=_text(params, "rule"),
+        pack_version=_text(params, "pack_version"),
+        review_status=status,
         since=day_start(since) if since else None,
         until=day_start(until + timedelta(days=1)) if until else None,  # 'to' is inclusive
-        patient=_text(params, "patient"))
+        patient=_text(params, "patient"),
+    )
     return Parsed(filter=f, since_day=since, until_day=until, notices=notices)
 
 
 def filter_query(parsed: Parsed) -> dict[str, Any]:
     """The filter as query parameters (for pagination, export and facet links)."""
     f = parsed.filter
-    return {"indicator": f.indicator, "category": f.category, "rule": f.rule,
-            "pack_version": f.pack_version, "review_status": f.review_status,
-            "since": parsed.since_day.isoformat() if parsed.since_day else None,
-            "until": parsed.until_day.isoformat() if parsed.until_day else None,
-            "patient": f.patient}
+    return {
+        "indicator": f.indicator,
+        "category": f.category,
+        "rule": f.rule,
+        "pack_version": f.pack_version,
+        "review_status": f.review_status,
+        "since": parsed.since_day.isoformat() if parsed.since_day else None,
+        "until": parsed.until_day.isoformat() if parsed.until_day else None,
+        "patient": f.patient,
+    }
 
 
 def parse_int(text: str | None, default: int, lo: int, hi: int) -> int:

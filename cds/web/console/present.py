@@ -8,17 +8,22 @@ requires a field: known fields get good labels and units, anything else is still
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-_md = (MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-       .enable(["table", "strikethrough"]).disable("image"))
+_md = (
+    MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    .enable(["table", "strikethrough"])
+    .disable("image")
+)
 
 
 def render_markdown(text: str | None) -> Markup:
@@ -53,19 +58,58 @@ def fmt_num(value: Any) -> str:
 
 
 _WORDS = {
-    "egfr": "eGFR", "crcl": "CrCl", "spo2": "SpO2", "gcs": "GCS", "rass": "RASS",
-    "itb": "ITB", "prn": "PRN", "id": "ID", "ids": "IDs", "mg": "mg", "kg": "kg", "ug": "µg",
-    "ml": "mL", "dl": "dL", "bmi": "BMI", "aki": "AKI", "sbp": "SBP", "cns": "CNS",
+    "egfr": "eGFR",
+    "crcl": "CrCl",
+    "spo2": "SpO2",
+    "gcs": "GCS",
+    "rass": "RASS",
+    "itb": "ITB",
+    "prn": "PRN",
+    "id": "ID",
+    "ids": "IDs",
+    "mg": "mg",
+    "kg": "kg",
+    "ug": "µg",
+    "ml": "mL",
+    "dl": "dL",
+    "bmi": "BMI",
+    "aki": "AKI",
+    "sbp": "SBP",
+    "cns": "CNS",
 }
 # Suffixes that are units: ``weight_kg`` reads "Weight (kg)".
 _UNIT_SUFFIX = {
-    "_mg": "mg", "_ug": "µg", "_kg": "kg", "_cm": "cm", "_mg_dl": "mg/dL", "_ms": "ms",
-    "_days": "days", "_hours": "h", "_h": "h", "_c": "°C", "_pct": "%",
+    "_mg": "mg",
+    "_ug": "µg",
+    "_kg": "kg",
+    "_cm": "cm",
+    "_mg_dl": "mg/dL",
+    "_ms": "ms",
+    "_days": "days",
+    "_hours": "h",
+    "_h": "h",
+    "_c": "°C",
+    "_pct": "%",
+}
+
+
+_LABELS = {
+    "daily": "Daily dose (highest step)",
+    "first_step_daily": "Daily dose (first step)",
+    "regimen_daily": "Regimen daily dose after signing",
+    "current_daily": "Current daily dose",
+    "admin_per_day": "Administrations per day",
+    "prior_daily": "Daily dose before change",
+    "after_daily": "Daily dose after change",
+    "renal_value": "Renal value",
+    "hookInstance": "hookInstance",
 }
 
 
 def humanize(key: str) -> str:
     """``weight_kg`` -> ``Weight (kg)``, ``hookInstance`` -> ``Hook instance``."""
+    if key in _LABELS:
+        return _LABELS[key]
     unit = ""
     for suffix, label in sorted(_UNIT_SUFFIX.items(), key=lambda kv: -len(kv[0])):
         if key.endswith(suffix) and len(key) > len(suffix):
@@ -110,22 +154,91 @@ def _flatten(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
         rows.append((prefix, _scalar(value)))
 
 
+_OBSERVATIONS = frozenset(
+    {"resp_rate", "spo2", "gcs", "gcs_drop_48h", "rass", "sbp", "temp_max_24h_c"}
+)
+_CONTEXT = frozenset({"kind", "hook"})
+
+
+def _is_renal(key: str) -> bool:
+    return key.startswith(("renal", "creatinine", "egfr")) or key == "on_dialysis"
+
+
+@cache
+def _fact_groups() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
+    """Field names of the facts contract: (order, patient, interaction, data issue).
+
+    Read from ``cds.clinical.facts`` so a field added there lands in the right section
+    without a change here; if that module cannot be imported the page still renders
+    (everything under "Other facts").
+    """
+    try:
+        from cds.clinical import facts as contract
+    except Exception:  # noqa: BLE001 - presentation must not depend on it loading
+        return frozenset(), frozenset(), frozenset(), frozenset()
+
+    def names(cls: Any) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+    return (
+        names(contract.OrderFacts) | {"medication_text"},
+        names(contract.PatientFacts) | {"weight_date"},
+        names(contract.InteractionFacts) - {"order_id"},
+        names(contract.DataIssue) - {"order_id"},
+    )
+
+
+def _section_of(key: str, value: Any) -> str:
+    order, patient, interaction, issue = _fact_groups()
+    if key in _CONTEXT:
+        return "Context"
+    if _is_renal(key):
+        return "Renal function"
+    if key in _OBSERVATIONS:
+        return "Observations"
+    if key in interaction:
+        return "Interaction"
+    if key in issue:
+        return "Data problem"
+    if key in order:
+        return "Order"
+    if key in patient:
+        return "Conditions" if isinstance(value, bool) and key not in {"inpatient"} else "Patient"
+    return "Other facts"
+
+
+_SECTION_ORDER = (
+    "Order",
+    "Patient",
+    "Renal function",
+    "Observations",
+    "Interaction",
+    "Conditions",
+    "Data problem",
+    "Other facts",
+    "Context",
+)
+
+
 def fact_sections(facts: dict[str, Any] | None) -> list[Section]:
-    """Facts as titled tables: nested objects get a section each, scalars go first."""
+    """The facts a card used, as titled tables a pharmacist can scan.
+
+    Flat engine facts are grouped by the facts contract (order, patient, renal...);
+    nested objects (the renal measure with its value and date, lists of interacting
+    drugs) are flattened into labelled rows of their section.
+    """
     if not facts:
         return []
-    general = Section("Context")
-    sections: list[Section] = []
+    sections: dict[str, Section] = {}
     for key, value in facts.items():
-        nested = (isinstance(value, dict) and value) or (
-            isinstance(value, list) and any(isinstance(v, dict) for v in value))
-        if nested:
-            sec = Section(humanize(key))
-            _flatten("", value, sec.rows)
-            sections.append(sec)
-        else:
-            general.rows.append((humanize(key), _scalar(value)))
-    return ([general] if general.rows else []) + sections
+        title = _section_of(key, value)
+        if isinstance(value, dict) and title == "Other facts":
+            title = humanize(key)
+        sec = sections.setdefault(title, Section(title))
+        _flatten(humanize(key), value, sec.rows)
+    main = [sections.pop(t) for t in _SECTION_ORDER if t != "Context" and t in sections]
+    context = [sections.pop("Context")] if "Context" in sections else []
+    return main + list(sections.values()) + context
 
 
 def _quantity(q: dict[str, Any] | None) -> str | None:
@@ -140,8 +253,10 @@ def _timing(t: dict[str, Any] | None) -> str | None:
         return None
     out = []
     if rep.get("frequency") is not None and rep.get("period") is not None:
-        out.append(f"{fmt_num(rep['frequency'])} × per {fmt_num(rep['period'])} "
-                   f"{rep.get('periodUnit', '')}".strip())
+        out.append(
+            f"{fmt_num(rep['frequency'])} × per {fmt_num(rep['period'])} "
+            f"{rep.get('periodUnit', '')}".strip()
+        )
     if rep.get("boundsPeriod"):
         b = rep["boundsPeriod"]
         out.append(f"from {b.get('start', '?')} to {b.get('end', '…')}")
@@ -156,16 +271,23 @@ def _concept(c: Any) -> str | None:
     if c.get("text"):
         return str(c["text"])
     codings = c.get("coding") or []
-    return ", ".join(str(x.get("display") or x.get("code")) for x in codings
-                     if isinstance(x, dict)) or None
+    return (
+        ", ".join(str(x.get("display") or x.get("code")) for x in codings if isinstance(x, dict))
+        or None
+    )
 
 
 def resource_lines(resource: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The lines of a suggested resource a pharmacist checks: drug, dose, timing."""
     if not isinstance(resource, dict):
         return []
-    lines: list[tuple[str, str]] = [("Resource", f"{resource.get('resourceType', '?')}"
-                                     + (f"/{resource['id']}" if resource.get("id") else ""))]
+    lines: list[tuple[str, str]] = [
+        (
+            "Resource",
+            f"{resource.get('resourceType', '?')}"
+            + (f"/{resource['id']}" if resource.get("id") else ""),
+        )
+    ]
     med = _concept(resource.get("medicationCodeableConcept"))
     if med:
         lines.append(("Medication", med))
@@ -190,6 +312,8 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False, default=str)
 
 
+# Extension keys the alert page already shows from the card row (pack, version, rule).
+_SHOWN_ELSEWHERE = frozenset({"packId", "packVersion", "severityRule"})
 _SAFE_URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
@@ -232,20 +356,38 @@ def card_view(card: dict[str, Any]) -> CardView:
     for s in card.get("suggestions") or []:
         if not isinstance(s, dict):
             continue
-        actions = [ActionView(type=str(a.get("type", "")), description=str(a.get("description", "")),
-                              lines=resource_lines(a.get("resource")),
-                              json=pretty_json(a["resource"]) if a.get("resource") else None)
-                   for a in s.get("actions") or [] if isinstance(a, dict)]
-        suggestions.append(SuggestionView(uuid=str(s.get("uuid", "")),
-                                          label=str(s.get("label", "")),
-                                          recommended=bool(s.get("isRecommended")),
-                                          actions=actions))
-    links = [(str(x.get("label", x.get("url"))), str(x["url"]))
-             for x in card.get("links") or []
-             if isinstance(x, dict) and isinstance(x.get("url"), str) and _SAFE_URL.match(x["url"])]
+        actions = [
+            ActionView(
+                type=str(a.get("type", "")),
+                description=str(a.get("description", "")),
+                lines=resource_lines(a.get("resource")),
+                json=pretty_json(a["resource"]) if a.get("resource") else None,
+            )
+            for a in s.get("actions") or []
+            if isinstance(a, dict)
+        ]
+        suggestions.append(
+            SuggestionView(
+                uuid=str(s.get("uuid", "")),
+                label=str(s.get("label", "")),
+                recommended=bool(s.get("isRecommended")),
+                actions=actions,
+            )
+        )
+    links = [
+        (str(x.get("label", x.get("url"))), str(x["url"]))
+        for x in card.get("links") or []
+        if isinstance(x, dict) and isinstance(x.get("url"), str) and _SAFE_URL.match(x["url"])
+    ]
     ext_rows: list[tuple[str, str]] = []
-    if card.get("extension") is not None:
-        _flatten("", card["extension"], ext_rows)
+    ext = card.get("extension")
+    # ``{"cds-baclofen": {...}}``: the namespace says nothing to a pharmacist.
+    if isinstance(ext, dict) and len(ext) == 1 and isinstance(next(iter(ext.values())), dict):
+        ext = next(iter(ext.values()))
+    if isinstance(ext, dict):
+        ext = {k: v for k, v in ext.items() if k not in _SHOWN_ELSEWHERE}
+    if ext:
+        _flatten("", ext, ext_rows)
     return CardView(
         summary=str(card.get("summary", "")),
         indicator=str(card.get("indicator", "")),
@@ -253,8 +395,11 @@ def card_view(card: dict[str, Any]) -> CardView:
         topic=str(topic.get("display") or topic.get("code") or ""),
         detail_html=render_markdown(card.get("detail")),
         suggestions=suggestions,
-        override_reasons=[str(r.get("display") or r.get("code"))
-                          for r in card.get("overrideReasons") or [] if isinstance(r, dict)],
+        override_reasons=[
+            str(r.get("display") or r.get("code"))
+            for r in card.get("overrideReasons") or []
+            if isinstance(r, dict)
+        ],
         links=links,
         selection_behavior=card.get("selectionBehavior"),
         extension=ext_rows,

@@ -12,6 +12,7 @@ here, because the app's own handlers answer with OperationOutcome JSON meant for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -28,6 +29,8 @@ from cds.store import users as store_users
 from cds.web.console import security
 from cds.web.console.templates import render
 
+log = logging.getLogger("cds.console")
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Every console response: no caching of patient data, no framing, no inline script.
 SECURITY_HEADERS = {
@@ -35,8 +38,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,8 +67,9 @@ def maker_of(request: Request) -> sessionmaker[Session]:
 
 
 def _load_user(request: Request) -> store_users.SessionUser | None:
-    token = security.unsign(request.cookies.get(security.SESSION_COOKIE),
-                            security.session_secret(request), "session")
+    token = security.unsign(
+        request.cookies.get(security.SESSION_COOKIE), security.session_secret(request), "session"
+    )
     if token is None:
         return None
     with maker_of(request).begin() as s:
@@ -89,7 +95,8 @@ async def _login_csrf_ok(request: Request, form: FormData) -> bool:
     key = security.session_secret(request)
     nonce = security.unsign(request.cookies.get(security.LOGIN_COOKIE), key, "login")
     return nonce is not None and security.tokens_equal(
-        form.get(security.CSRF_FIELD), security.login_csrf_token(nonce, key))
+        form.get(security.CSRF_FIELD), security.login_csrf_token(nonce, key)
+    )
 
 
 async def _guard(request: Request, is_public: bool) -> Response | None:
@@ -100,24 +107,28 @@ async def _guard(request: Request, is_public: bool) -> Response | None:
         request.state.console_form = form
     if is_public:
         if form is not None and not await _login_csrf_ok(request, form):
-            raise ConsoleError(403, "Sign-in form expired",
-                               "Reload the sign-in page and try again.")
+            raise ConsoleError(
+                403, "Sign-in form expired", "Reload the sign-in page and try again."
+            )
         return None
     user = await run_in_threadpool(_load_user, request)
     if user is None:
         return _login_redirect(request)
     request.state.console_user = user
-    if form is not None and not security.tokens_equal(form.get(security.CSRF_FIELD),
-                                                      user.csrf_token):
-        raise ConsoleError(403, "Request refused",
-                           "The form's security token is missing or out of date. "
-                           "Go back, reload the page and try again.")
+    if form is not None and not security.tokens_equal(
+        form.get(security.CSRF_FIELD), user.csrf_token
+    ):
+        raise ConsoleError(
+            403,
+            "Request refused",
+            "The form's security token is missing or out of date. "
+            "Go back, reload the page and try again.",
+        )
     return None
 
 
 def error_page(request: Request, status: int, title: str, message: str) -> Response:
-    return render(request, "error.html", status=status, code=status, title=title,
-                  message=message)
+    return render(request, "error.html", status=status, code=status, title=title, message=message)
 
 
 class ConsoleRoute(APIRoute):
@@ -133,8 +144,23 @@ class ConsoleRoute(APIRoute):
             except ConsoleError as exc:
                 response = error_page(request, exc.status, exc.title, exc.message)
             except RequestValidationError:
-                response = error_page(request, 400, "Request not understood",
-                                      "Check the address or the form and try again.")
+                response = error_page(
+                    request,
+                    400,
+                    "Request not understood",
+                    "Check the address or the form and try again.",
+                )
+            except Exception:
+                # Logged here (with the path, never the form: it may hold a password),
+                # then a plain HTML page rather than the EHR-facing OperationOutcome.
+                log.exception("console error on %s %s", request.method, request.url.path)
+                response = error_page(
+                    request,
+                    500,
+                    "Something went wrong",
+                    "The error was logged. Try again, or tell the "
+                    "service's administrators if it keeps happening.",
+                )
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response
@@ -148,16 +174,18 @@ async def _current_user(request: Request) -> store_users.SessionUser:
     return user
 
 
-async def _admin_user(user: Annotated[store_users.SessionUser, Depends(_current_user)],
-                ) -> store_users.SessionUser:
+async def _admin_user(
+    user: Annotated[store_users.SessionUser, Depends(_current_user)],
+) -> store_users.SessionUser:
     if user.role != "admin":
-        raise ConsoleError(403, "Administrators only",
-                           "This page is for console administrators.")
+        raise ConsoleError(403, "Administrators only", "This page is for console administrators.")
     return user
 
 
 CurrentUser = Annotated[store_users.SessionUser, Depends(_current_user)]
 AdminUser = Annotated[store_users.SessionUser, Depends(_admin_user)]
+
+
 async def _maker(request: Request) -> sessionmaker[Session]:
     return maker_of(request)
 

@@ -42,18 +42,37 @@ def rules(request: Request, user: CurrentUser, maker: Maker) -> Response:
             since_day = None
             bounds = store.period_bounds(session=s)
             chart_start = bounds[0].date() if bounds else chart_start
+        # A period running to today is left open-ended: a one-sided date range lets the
+        # database stream the counts from ix_cards_stats instead of sorting the range.
         board = store.dashboard(
-            session=s, since=day_start(since_day) if since_day else None,
-            until=day_start(until_day + timedelta(days=1)))
+            session=s,
+            since=day_start(since_day) if since_day else None,
+            until=None if until_day >= today else day_start(until_day + timedelta(days=1)),
+        )
     start: date = since_day or chart_start
     threshold = threshold_pct / 100
-    flagged = [r for r in board.rules if r.override_rate is not None
-               and r.override_rate > threshold and r.with_feedback >= min_cards]
+    flagged = [
+        r
+        for r in board.rules
+        if r.override_rate is not None
+        and r.override_rate > threshold
+        and r.with_feedback >= min_cards
+    ]
     return render(
-        request, "rules.html", board=board, flagged={r.key for r in flagged},
-        flagged_rules=flagged, threshold_pct=threshold_pct, threshold=threshold,
-        min_cards=min_cards, since_day=since_day, until_day=until_day, all_time=all_time,
+        request,
+        "rules.html",
+        board=board,
+        flagged={r.key for r in flagged},
+        flagged_rules=flagged,
+        threshold_pct=threshold_pct,
+        threshold=threshold,
+        min_cards=min_cards,
+        since_day=since_day,
+        until_day=until_day,
+        all_time=all_time,
         presets=[(d, (today - timedelta(days=d - 1)).isoformat()) for d in PRESETS],
         daily_chart=daily_severity_svg(board.daily, start, until_day),
         rate_chart=override_rate_svg(board.rules, threshold, min_cards),
-        issued=sum(r.issued for r in board.rules), nav="rules")
+        issued=sum(r.issued for r in board.rules),
+        nav="rules",
+    )

@@ -52,13 +52,17 @@ def session_secret(request: Request) -> bytes:
     # create_app keeps one generated secret per app when none is configured.
     configured = configured or getattr(state, "session_secret", None)
     if configured and not getattr(settings, "session_secret", None):
-        log.warning("CDS_SESSION_SECRET is not set: console sessions end when this process "
-                    "restarts and are not shared between workers (set it in production)")
+        log.warning(
+            "CDS_SESSION_SECRET is not set: console sessions end when this process "
+            "restarts and are not shared between workers (set it in production)"
+        )
     if configured:
         key = hashlib.sha256(str(configured).encode()).digest()
     else:
-        log.warning("CDS_SESSION_SECRET is not set: console sessions use a random key and "
-                    "end when this process restarts (set it in production)")
+        log.warning(
+            "CDS_SESSION_SECRET is not set: console sessions use a random key and "
+            "end when this process restarts (set it in production)"
+        )
         key = secrets.token_bytes(32)
     state.console_secret = key
     return key
@@ -95,15 +99,24 @@ def _secure(request: Request) -> bool:
     return bool(getattr(settings, "secure_cookies", True))
 
 
-def set_cookie(request: Request, response: Response, name: str, value: str,
-               max_age: int | None = None) -> None:
-    response.set_cookie(name, value, max_age=max_age, path=cookie_path(request),
-                        secure=_secure(request), httponly=True, samesite="lax")
+def set_cookie(
+    request: Request, response: Response, name: str, value: str, max_age: int | None = None
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=cookie_path(request),
+        secure=_secure(request),
+        httponly=True,
+        samesite="lax",
+    )
 
 
 def clear_cookie(request: Request, response: Response, name: str) -> None:
-    response.delete_cookie(name, path=cookie_path(request), secure=_secure(request),
-                           httponly=True, samesite="lax")
+    response.delete_cookie(
+        name, path=cookie_path(request), secure=_secure(request), httponly=True, samesite="lax"
+    )
 
 
 def new_nonce() -> str:

@@ -7,7 +7,6 @@ as ``Markup`` (rendered markdown, SVG charts) was escaped by the code that built
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -40,8 +39,7 @@ def _pct(value: float | None) -> str:
 _env.filters["pct"] = _pct
 
 
-def render(request: Request, template: str, *, status: int = 200,
-           **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
     """Render ``template`` with the signed-in user, CSRF token and URL helpers."""
     user = getattr(request.state, "console_user", None)
     root = request.scope.get("root_path", "").rstrip("/")
@@ -58,7 +56,6 @@ def render(request: Request, template: str, *, status: int = 200,
         csrf_token=user.csrf_token if user is not None else "",
         url=url,
         static=lambda name: f"{root}/review/static/{name}",
-        now=datetime.now(),
         **context,
     )
     return HTMLResponse(html, status_code=status)
