@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +57,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "nproc": os.cpu_count(),
-            "cpu": cpu, "python": platform.python_version()}
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+    }
 
 
 def rss_kib(pid: int) -> int:
@@ -73,10 +77,8 @@ def tree_rss_kib(pid: int) -> int:
     """RSS of a process and its children (uvicorn --workers forks workers)."""
     total = 0
     for p in [pid, *children(pid)]:
-        try:
+        with suppress(OSError):
             total += rss_kib(p)
-        except OSError:
-            pass
     return total
 
 
@@ -159,36 +161,82 @@ def python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def start_cds(*, port: int, workers: int, env: dict[str, str], log: Path,
-              wait_path: str = "/cds-services", headers: dict[str, str] | None = None,
-              timeout: float = 90) -> Server:
+def start_cds(
+    *,
+    port: int,
+    workers: int,
+    env: dict[str, str],
+    log: Path,
+    wait_path: str = "/cds-services",
+    headers: dict[str, str] | None = None,
+    timeout: float = 90,
+) -> Server:
     """``cds serve`` (uvicorn, production settings from ``env``) on 127.0.0.1:port."""
-    cmd = [python(), "-m", "cds.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers)]
+    cmd = [
+        python(),
+        "-m",
+        "cds.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     return _start(cmd, port, env, log, wait_path, headers, timeout, workers)
 
 
 def start_bare(*, port: int, workers: int, log: Path, timeout: float = 60) -> Server:
-    cmd = [python(), "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port",
-           str(port), "--workers", str(workers), "--log-level", "info", "--no-access-log"]
+    cmd = [
+        python(),
+        "-m",
+        "uvicorn",
+        "bench.bare_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "info",
+        "--no-access-log",
+    ]
     return _start(cmd, port, {}, log, "/health", None, timeout, workers)
 
 
-def _start(cmd: list[str], port: int, env: dict[str, str], log: Path, wait_path: str,
-           headers: dict[str, str] | None, timeout: float, workers: int) -> Server:
+def _start(
+    cmd: list[str],
+    port: int,
+    env: dict[str, str],
+    log: Path,
+    wait_path: str,
+    headers: dict[str, str] | None,
+    timeout: float,
+    workers: int,
+) -> Server:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     full_env.update(env)
     full_env["PYTHONPATH"] = str(REPO)
     log.parent.mkdir(parents=True, exist_ok=True)
     fh = log.open("wb")
-    proc = subprocess.Popen(cmd, cwd=str(REPO), env=full_env, stdout=fh, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=str(REPO),
+        env=full_env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     server = Server(proc, port, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}); see {log}:\n"
-                               + log.read_text(errors="replace")[-3000:])
+            raise RuntimeError(
+                f"server exited ({proc.returncode}); see {log}:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
         # every uvicorn worker logs this once its lifespan (pack compile) is done
         if log.read_text(errors="replace").count("Application startup complete") >= workers:
             try:

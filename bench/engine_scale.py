@@ -41,12 +41,27 @@ def hook_input(req: dict[str, Any], now: datetime) -> HookInput:
     """The pipeline's input for a request, through the same validation and prefetch code."""
     svc = SERVICES[f"baclofen-{req['hook']}"]
     call = parse_hook_call(req, expected_hook=svc.hook)
-    resolved = asyncio.run(resolve_prefetch(
-        keys=svc.prefetch, prefetch=call.prefetch, context=call.context, fhir_server=None,
-        access_token=None, allowlist=[], now=now, limits=FetchLimits(), client=None))
-    return HookInput(hook=call.hook, patient_id=call.patient_id,
-                     encounter_id=call.encounter_id, draft_orders=call.draft_orders,
-                     selections=call.selections, resources=resolved.resources)
+    resolved = asyncio.run(
+        resolve_prefetch(
+            keys=svc.prefetch,
+            prefetch=call.prefetch,
+            context=call.context,
+            fhir_server=None,
+            access_token=None,
+            allowlist=[],
+            now=now,
+            limits=FetchLimits(),
+            client=None,
+        )
+    )
+    return HookInput(
+        hook=call.hook,
+        patient_id=call.patient_id,
+        encounter_id=call.encounter_id,
+        draft_orders=call.draft_orders,
+        selections=call.selections,
+        resources=resolved.resources,
+    )
 
 
 def run(n: int, pipeline: bool, kinds: tuple[str, ...]) -> dict[str, Any]:
@@ -57,11 +72,13 @@ def run(n: int, pipeline: bool, kinds: tuple[str, ...]) -> dict[str, Any]:
     inputs = [hook_input(load_request_or_build(k, now), now) for k in kinds]
     facts = [extract_facts(i, now=now, params=pack.clinical) for i in inputs]
     findings_per_kind = [len(pack.evaluate(f)) for f in facts]
-    checkpoints = sorted({max(1, n // 100), n // 10, n // 5, n // 2, n} | {
-        n * k // 10 for k in range(1, 11)})
+    checkpoints = sorted(
+        {max(1, n // 100), n // 10, n // 5, n // 2, n} | {n * k // 10 for k in range(1, 11)}
+    )
     gc.collect()
-    rows: list[dict[str, Any]] = [{"evaluations": 0, "rss_kib": rss_kib(os.getpid()),
-                                   "seconds": 0.0}]
+    rows: list[dict[str, Any]] = [
+        {"evaluations": 0, "rss_kib": rss_kib(os.getpid()), "seconds": 0.0}
+    ]
     t_start = time.perf_counter()
     window_t, window_i = t_start, 0
     k = len(kinds)
@@ -73,19 +90,34 @@ def run(n: int, pipeline: bool, kinds: tuple[str, ...]) -> dict[str, Any]:
             pack.evaluate(facts[j])
         if i in checkpoints:
             t = time.perf_counter()
-            rows.append({"evaluations": i, "rss_kib": rss_kib(os.getpid()),
-                         "seconds": round(t - t_start, 2),
-                         "per_second_window": round((i - window_i) / (t - window_t), 1)})
+            rows.append(
+                {
+                    "evaluations": i,
+                    "rss_kib": rss_kib(os.getpid()),
+                    "seconds": round(t - t_start, 2),
+                    "per_second_window": round((i - window_i) / (t - window_t), 1),
+                }
+            )
             window_t, window_i = t, i
-            print(f"{i:>9,} evaluations  {rows[-1]['rss_kib'] / 1024:8.1f} MiB  "
-                  f"{rows[-1]['per_second_window']:>9,.0f}/s", flush=True)
+            print(
+                f"{i:>9,} evaluations  {rows[-1]['rss_kib'] / 1024:8.1f} MiB  "
+                f"{rows[-1]['per_second_window']:>9,.0f}/s",
+                flush=True,
+            )
     total = time.perf_counter() - t_start
     tenth = next(r for r in rows if r["evaluations"] == n // 10)
     growth = (rows[-1]["rss_kib"] - tenth["rss_kib"]) / tenth["rss_kib"] * 100
-    return {"machine": machine(), "n": n, "mode": "pipeline" if pipeline else "engine",
-            "kinds": list(kinds), "findings_per_kind": findings_per_kind,
-            "per_second": round(n / total, 1), "seconds": round(total, 1),
-            "rss_growth_pct_from_10pct": round(growth, 2), "rows": rows}
+    return {
+        "machine": machine(),
+        "n": n,
+        "mode": "pipeline" if pipeline else "engine",
+        "kinds": list(kinds),
+        "findings_per_kind": findings_per_kind,
+        "per_second": round(n / total, 1),
+        "seconds": round(total, 1),
+        "rss_growth_pct_from_10pct": round(growth, 2),
+        "rows": rows,
+    }
 
 
 def load_request_or_build(kind: str, now: datetime) -> dict[str, Any]:
@@ -99,16 +131,22 @@ def main() -> None:
     ap.add_argument("--pipeline", action="store_true", help="the whole pipeline, not the engine")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--max-growth", type=float, default=None,
-                    help="exit 1 when RSS grows more than this %% after the 10%% checkpoint")
+    ap.add_argument(
+        "--max-growth",
+        type=float,
+        default=None,
+        help="exit 1 when RSS grows more than this %% after the 10%% checkpoint",
+    )
     args = ap.parse_args()
     report = run(args.n, args.pipeline, tuple(args.kinds.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"engine-scale-{report['mode']}-{args.n}.json"
     (args.out / name).write_text(json.dumps(report, indent=2))
-    print(f"{report['mode']}: {report['per_second']:,.0f} evaluations/s over {args.n:,}; "
-          f"RSS {report['rows'][-1]['rss_kib'] / 1024:.1f} MiB; growth after 10%: "
-          f"{report['rss_growth_pct_from_10pct']:+.2f}%")
+    print(
+        f"{report['mode']}: {report['per_second']:,.0f} evaluations/s over {args.n:,}; "
+        f"RSS {report['rows'][-1]['rss_kib'] / 1024:.1f} MiB; growth after 10%: "
+        f"{report['rss_growth_pct_from_10pct']:+.2f}%"
+    )
     if args.max_growth is not None and report["rss_growth_pct_from_10pct"] > args.max_growth:
         raise SystemExit(1)
 

@@ -37,38 +37,63 @@ SERVICE = {
 }
 # Everyday co-medications that no baclofen rule is about (RxNorm ingredient, name).
 COMEDS: list[tuple[str, str]] = [
-    ("6809", "metformin"), ("83367", "atorvastatin"), ("29046", "lisinopril"),
-    ("17767", "amlodipine"), ("7646", "omeprazole"), ("1191", "aspirin"),
-    ("5640", "ibuprofen"), ("161", "acetaminophen"), ("36567", "simvastatin"),
-    ("4603", "furosemide"), ("8123", "prednisone"), ("10582", "levothyroxine"),
-    ("6918", "metoprolol"), ("32968", "clopidogrel"), ("11289", "warfarin"),
-    ("3443", "diltiazem"), ("5487", "hydrochlorothiazide"), ("8787", "propranolol"),
-    ("41493", "meloxicam"), ("2551", "ciprofloxacin"),
+    ("6809", "metformin"),
+    ("83367", "atorvastatin"),
+    ("29046", "lisinopril"),
+    ("17767", "amlodipine"),
+    ("7646", "omeprazole"),
+    ("1191", "aspirin"),
+    ("5640", "ibuprofen"),
+    ("161", "acetaminophen"),
+    ("36567", "simvastatin"),
+    ("4603", "furosemide"),
+    ("8123", "prednisone"),
+    ("10582", "levothyroxine"),
+    ("6918", "metoprolol"),
+    ("32968", "clopidogrel"),
+    ("11289", "warfarin"),
+    ("3443", "diltiazem"),
+    ("5487", "hydrochlorothiazide"),
+    ("8787", "propranolol"),
+    ("41493", "meloxicam"),
+    ("2551", "ciprofloxacin"),
 ]
 
 
 def comed(i: int, now: datetime, rng: random.Random, pid: str) -> dict[str, Any]:
     code, name = COMEDS[i % len(COMEDS)]
     res = b.medication_request(
-        rid=f"med-{i}", status="active", pid=pid,
+        rid=f"med-{i}",
+        status="active",
+        pid=pid,
         dosages=[b.dosage(dose=rng.choice([5, 10, 20, 40, 81, 500]), frequency=1)],
         authored=now - timedelta(days=rng.randint(10, 900)),
     )
-    res["medicationCodeableConcept"] = {
-        "coding": [b.coding(b.RXNORM, code, name)], "text": name}
+    res["medicationCodeableConcept"] = {"coding": [b.coding(b.RXNORM, code, name)], "text": name}
     return res
 
 
 def baclofen_active(now: datetime, pid: str) -> dict[str, Any]:
     return b.medication_request(
-        rid="rx-current", status="active", product="tab10", pid=pid,
-        dosages=[b.dosage(dose=10, frequency=3)], authored=now - timedelta(days=120))
+        rid="rx-current",
+        status="active",
+        product="tab10",
+        pid=pid,
+        dosages=[b.dosage(dose=10, frequency=3)],
+        authored=now - timedelta(days=120),
+    )
 
 
 def baclofen_draft(now: datetime, pid: str, rid: str = "draft-1") -> dict[str, Any]:
     return b.medication_request(
-        rid=rid, status="draft", product="tab20", pid=pid,
-        dosages=[b.dosage(dose=20, frequency=3)], authored=now, prior="rx-current")
+        rid=rid,
+        status="draft",
+        product="tab20",
+        pid=pid,
+        dosages=[b.dosage(dose=20, frequency=3)],
+        authored=now,
+        prior="rx-current",
+    )
 
 
 def labs(now: datetime, rng: random.Random, pid: str, n: int) -> list[dict[str, Any]]:
@@ -77,8 +102,9 @@ def labs(now: datetime, rng: random.Random, pid: str, n: int) -> list[dict[str, 
     for i in range(n):
         when = now - timedelta(days=2 + 9 * (i // 2), hours=rng.randint(0, 8))
         if i % 2 == 0:
-            out.append(b.creatinine(round(rng.uniform(1.3, 1.7), 2), "mg/dL", when,
-                                    oid=f"cr-{i}", pid=pid))
+            out.append(
+                b.creatinine(round(rng.uniform(1.3, 1.7), 2), "mg/dL", when, oid=f"cr-{i}", pid=pid)
+            )
         else:
             res = b.egfr(round(rng.uniform(38, 52), 1), when, pid=pid)
             res["id"] = f"egfr-{i}"
@@ -97,8 +123,12 @@ def body_obs(now: datetime, pid: str, n: int) -> list[dict[str, Any]]:
 
 def vitals(now: datetime, rng: random.Random, pid: str, n: int) -> list[dict[str, Any]]:
     kinds = ("resp_rate", "spo2", "sbp", "temperature")
-    normal = {"resp_rate": (14, 18), "spo2": (95, 99), "sbp": (118, 138),
-              "temperature": (36.5, 37.2)}
+    normal = {
+        "resp_rate": (14, 18),
+        "spo2": (95, 99),
+        "sbp": (118, 138),
+        "temperature": (36.5, 37.2),
+    }
     out = []
     for i in range(n):
         kind = kinds[i % len(kinds)]
@@ -120,8 +150,11 @@ def build(kind: str, now: datetime, seed: int = 7) -> dict[str, Any]:
     n_meds = 100 if heavy else 7
     meds = [baclofen_active(now, pid)] + [comed(i, now, rng, pid) for i in range(n_meds - 1)]
     if heavy:  # 2,000 observations: 600 renal, 200 body, 1,200 vitals
-        lab, body, vit = labs(now, rng, pid, 600), body_obs(now, pid, 200), vitals(
-            now, rng, pid, 1200)
+        lab, body, vit = (
+            labs(now, rng, pid, 600),
+            body_obs(now, pid, 200),
+            vitals(now, rng, pid, 1200),
+        )
     else:  # 1 + 7 + 12 + 4 + 12 + 2 + 1 = 39 prefetch resources
         lab, body, vit = labs(now, rng, pid, 12), body_obs(now, pid, 4), vitals(now, rng, pid, 12)
     drafts: list[dict[str, Any]] = []
@@ -133,10 +166,19 @@ def build(kind: str, now: datetime, seed: int = 7) -> dict[str, Any]:
         other.update(id="draft-2", status="draft")
         drafts.append(other)
     req = b.hook_request(
-        hook=hook, now=now, patient_res=pat, drafts=drafts,
+        hook=hook,
+        now=now,
+        patient_res=pat,
+        drafts=drafts,
         selections=["MedicationRequest/draft-1"] if hook == "order-select" else None,
-        medications=meds, labs=lab, body=body, vitals=vit, conditions=conds,
-        encounter_res=enc, hook_instance=f"00000000-0000-4000-8000-{seed:012d}")
+        medications=meds,
+        labs=lab,
+        body=body,
+        vitals=vit,
+        conditions=conds,
+        encounter_res=enc,
+        hook_instance=f"00000000-0000-4000-8000-{seed:012d}",
+    )
     return req
 
 
@@ -171,10 +213,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     now = parse_now(args.now)
-    for kind, p in write_all(args.out, now, args.seed).items():
+    for _kind, p in write_all(args.out, now, args.seed).items():
         req = json.loads(p.read_text())
-        print(f"{p}  {p.stat().st_size:>9,} bytes  prefetch resources: {prefetch_count(req)}"
-              f"  drafts: {len(req['context'].get('draftOrders', {}).get('entry', []))}")
+        print(
+            f"{p}  {p.stat().st_size:>9,} bytes  prefetch resources: {prefetch_count(req)}"
+            f"  drafts: {len(req['context'].get('draftOrders', {}).get('entry', []))}"
+        )
 
 
 if __name__ == "__main__":

@@ -61,12 +61,27 @@ def mint_tokens(issuer: Any, aud: str, n: int, path: Path) -> Path:
     return path
 
 
-def run_wrk(port: int, path: str, body: Path, conns: int, seconds: float,
-            tokens: Path | None) -> dict[str, Any]:
-    env = dict(os.environ, BENCH_BODY=str(body), BENCH_PATH=path,
-               BENCH_TOKENS=str(tokens or ""), BENCH_THREADS="1")
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(LUA),
-           f"http://127.0.0.1:{port}{path}"]
+def run_wrk(
+    port: int, path: str, body: Path, conns: int, seconds: float, tokens: Path | None
+) -> dict[str, Any]:
+    env = dict(
+        os.environ,
+        BENCH_BODY=str(body),
+        BENCH_PATH=path,
+        BENCH_TOKENS=str(tokens or ""),
+        BENCH_THREADS="1",
+    )
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}{path}",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("JSON ")), None)
     if line is None:
@@ -74,31 +89,48 @@ def run_wrk(port: int, path: str, body: Path, conns: int, seconds: float,
     r = json.loads(line[5:])
     secs = r["duration_us"] / 1e6
     errors = r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"]
-    return {"requests": r["requests"], "rps": round(r["requests"] / secs, 1),
-            "p50_ms": r["p50_us"] / 1000, "p95_ms": r["p95_us"] / 1000,
-            "p99_ms": r["p99_us"] / 1000, "max_ms": r["max_us"] / 1000,
-            "non2xx": r["non2xx"], "socket_errors": errors,
-            "tokens_exhausted": r["tokens_exhausted"]}
+    return {
+        "requests": r["requests"],
+        "rps": round(r["requests"] / secs, 1),
+        "p50_ms": r["p50_us"] / 1000,
+        "p95_ms": r["p95_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "max_ms": r["max_us"] / 1000,
+        "non2xx": r["non2xx"],
+        "socket_errors": errors,
+        "tokens_exhausted": r["tokens_exhausted"],
+    }
 
 
-def _loadgen_child(port: int, path: str, body: bytes, conns: int, seconds: float,
-                   tokens: list[str] | None) -> dict[str, Any]:
+def _loadgen_child(
+    port: int, path: str, body: bytes, conns: int, seconds: float, tokens: list[str] | None
+) -> dict[str, Any]:
     it = iter(tokens) if tokens else None
     token_for = (lambda _p: next(it)) if it is not None else None  # noqa: E731
-    return run_load(port, [Target(path, body)], connections=conns, seconds=seconds,
-                    token_for=token_for)
+    return run_load(
+        port, [Target(path, body)], connections=conns, seconds=seconds, token_for=token_for
+    )
 
 
-def run_python(port: int, path: str, body: Path, conns: int, seconds: float,
-               tokens: Path | None) -> dict[str, Any]:
+def run_python(
+    port: int, path: str, body: Path, conns: int, seconds: float, tokens: Path | None
+) -> dict[str, Any]:
     toks = tokens.read_text().split() if tokens else None
     with ProcessPoolExecutor(1) as pool:
-        r = pool.submit(_loadgen_child, port, path, body.read_bytes(), conns, seconds,
-                        toks).result()
-    return {"requests": r["requests"], "rps": r["rps"], "p50_ms": r["p50_ms"],
-            "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"], "max_ms": r["max_ms"],
-            "non2xx": r["non2xx"], "socket_errors": sum(r["errors"].values()),
-            "tokens_exhausted": 0}
+        r = pool.submit(
+            _loadgen_child, port, path, body.read_bytes(), conns, seconds, toks
+        ).result()
+    return {
+        "requests": r["requests"],
+        "rps": r["rps"],
+        "p50_ms": r["p50_ms"],
+        "p95_ms": r["p95_ms"],
+        "p99_ms": r["p99_ms"],
+        "max_ms": r["max_ms"],
+        "non2xx": r["non2xx"],
+        "socket_errors": sum(r["errors"].values()),
+        "tokens_exhausted": 0,
+    }
 
 
 class Bench:
@@ -113,8 +145,9 @@ class Bench:
         self.issuer = TestIssuer(work / "issuer")
         self.est_rps: dict[tuple[Any, ...], float] = {}
 
-    def load(self, server: Server, kind: str, conns: int, seconds: float,
-             auth: str, est: float | None) -> dict[str, Any]:
+    def load(
+        self, server: Server, kind: str, conns: int, seconds: float, auth: str, est: float | None
+    ) -> dict[str, Any]:
         path = f"/cds-services/{SERVICE[kind]}"
         tokens = None
         if auth == "jwt":
@@ -123,8 +156,9 @@ class Bench:
         runner = run_wrk if self.tool == "wrk" else run_python
         return runner(server.port, path, self.paths[kind], conns, seconds, tokens)
 
-    def measure(self, server: Server, label: dict[str, Any], kind: str, conns: int,
-                db_url: str | None) -> dict[str, Any]:
+    def measure(
+        self, server: Server, label: dict[str, Any], kind: str, conns: int, db_url: str | None
+    ) -> dict[str, Any]:
         auth = label.get("auth", "off")
         key = (label.get("target"), label.get("db"), label.get("workers"), kind, conns)
         est = self.est_rps.get(key)
@@ -147,10 +181,19 @@ class Bench:
                 env["CDS_TRUSTED_ISSUERS"] = str(self.issuer.issuers_path)
             if workers > 1 or self.args.redis_always:
                 env["CDS_REDIS_URL"] = REDIS_URL
-            server = start_cds(port=free_port(), workers=workers, env=env,
-                               log=self.work / f"cds-{db}-{workers}-{auth}.log")
-            label = {"target": "cds", "db": db, "workers": workers, "auth": auth,
-                     "replay_cache": "redis" if "CDS_REDIS_URL" in env else "memory"}
+            server = start_cds(
+                port=free_port(),
+                workers=workers,
+                env=env,
+                log=self.work / f"cds-{db}-{workers}-{auth}.log",
+            )
+            label = {
+                "target": "cds",
+                "db": db,
+                "workers": workers,
+                "auth": auth,
+                "replay_cache": "redis" if "CDS_REDIS_URL" in env else "memory",
+            }
             try:
                 for conns in self.args.conns:
                     self.measure(server, label, "order-sign-typical", conns, url)
@@ -161,13 +204,24 @@ class Bench:
                 server.stop()
 
     def bare(self, workers: int) -> None:
-        server = start_bare(port=free_port(), workers=workers,
-                            log=self.work / f"bare-{workers}.log")
+        server = start_bare(
+            port=free_port(), workers=workers, log=self.work / f"bare-{workers}.log"
+        )
         try:
             for conns in self.args.conns:
-                self.measure(server, {"target": "bare", "db": "-", "workers": workers,
-                                      "auth": "off", "replay_cache": "-"},
-                             "order-sign-typical", conns, None)
+                self.measure(
+                    server,
+                    {
+                        "target": "bare",
+                        "db": "-",
+                        "workers": workers,
+                        "auth": "off",
+                        "replay_cache": "-",
+                    },
+                    "order-sign-typical",
+                    conns,
+                    None,
+                )
         finally:
             server.stop()
 
@@ -194,8 +248,9 @@ def server_side(db_url: str, since: datetime) -> dict[str, Any]:
     engine = make_engine(db_url)
     try:
         with make_sessionmaker(engine)() as s:
-            rows = s.execute(select(Invocation.received_at, Invocation.duration_ms,
-                                    Invocation.timings)).all()
+            rows = s.execute(
+                select(Invocation.received_at, Invocation.duration_ms, Invocation.timings)
+            ).all()
     finally:
         engine.dispose()
     vals = []
@@ -203,8 +258,11 @@ def server_side(db_url: str, since: datetime) -> dict[str, Any]:
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
         if at >= since:
             vals.append(float(dur) + float((timings or {}).get("store", 0.0)))
-    return {"server_n": len(vals), "server_p50_ms": round(percentile(vals, 50), 2),
-            "server_p99_ms": round(percentile(vals, 99), 2)}
+    return {
+        "server_n": len(vals),
+        "server_p50_ms": round(percentile(vals, 50), 2),
+        "server_p99_ms": round(percentile(vals, 99), 2),
+    }
 
 
 def main() -> None:
@@ -215,10 +273,16 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--auth", default="off,jwt")
     ap.add_argument("--conns", default="1,16,64")
-    ap.add_argument("--kind-workers", default="1",
-                    help="worker counts for which the other request kinds run (at 16)")
-    ap.add_argument("--scale-workers", default="4",
-                    help="extra worker counts (PostgreSQL, 64 connections, typical)")
+    ap.add_argument(
+        "--kind-workers",
+        default="1",
+        help="worker counts for which the other request kinds run (at 16)",
+    )
+    ap.add_argument(
+        "--scale-workers",
+        default="4",
+        help="extra worker counts (PostgreSQL, 64 connections, typical)",
+    )
     ap.add_argument("--no-bare", action="store_true")
     ap.add_argument("--redis-always", action="store_true")
     ap.add_argument("--python-loadgen", action="store_true", help="not wrk")
@@ -245,9 +309,14 @@ def main() -> None:
                 for auth in args.auth.split(","):
                     bench.cds("postgresql" if "postgresql" in args.db else "sqlite", w, auth)
             args.conns, args.kind_workers = saved
-        report = {"machine": machine(), "tool": bench.tool, "duration_s": args.duration,
-                  "command": "python -m bench.http_bench " + " ".join(sys.argv[1:]),
-                  "elapsed_s": round(time.monotonic() - t0), "rows": bench.rows}
+        report = {
+            "machine": machine(),
+            "tool": bench.tool,
+            "duration_s": args.duration,
+            "command": "python -m bench.http_bench " + " ".join(sys.argv[1:]),
+            "elapsed_s": round(time.monotonic() - t0),
+            "rows": bench.rows,
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     from bench.report import http_tables

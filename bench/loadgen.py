@@ -36,13 +36,17 @@ class Stats:
         n = len(self.latencies_ms)
         non2xx = sum(c for s, c in self.statuses.items() if not 200 <= s < 300)
         return {
-            "requests": n, "seconds": round(seconds, 2), "rps": round(n / seconds, 1),
+            "requests": n,
+            "seconds": round(seconds, 2),
+            "rps": round(n / seconds, 1),
             "p50_ms": round(percentile(self.latencies_ms, 50), 2),
             "p95_ms": round(percentile(self.latencies_ms, 95), 2),
             "p99_ms": round(percentile(self.latencies_ms, 99), 2),
             "max_ms": round(max(self.latencies_ms, default=0.0), 2),
-            "non2xx": non2xx, "statuses": dict(self.statuses),
-            "errors": dict(self.errors), "bad_samples": self.bad_samples[:5],
+            "non2xx": non2xx,
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors),
+            "bad_samples": self.bad_samples[:5],
         }
 
 
@@ -61,7 +65,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
             chunked = True
     if not chunked:
         return status, await reader.readexactly(length)
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
         if size == 0:
@@ -71,8 +75,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         await reader.readexactly(2)
 
 
-async def _client(port: int, targets: Iterator[Target], token_for: Callable[[str], str] | None,
-                  deadline: float, stats: Stats, record: bool) -> None:
+async def _client(
+    port: int,
+    targets: Iterator[Target],
+    token_for: Callable[[str], str] | None,
+    deadline: float,
+    stats: Stats,
+    record: bool,
+) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     while time.monotonic() < deadline:
@@ -86,15 +96,17 @@ async def _client(port: int, targets: Iterator[Target], token_for: Callable[[str
         assert reader is not None
         t = next(targets)
         auth = f"Authorization: Bearer {token_for(t.path)}\r\n" if token_for else ""
-        head = (f"POST {t.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(t.body)}\r\n"
-                f"{auth}\r\n").encode()
+        head = (
+            f"POST {t.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(t.body)}\r\n"
+            f"{auth}\r\n"
+        ).encode()
         t0 = time.perf_counter()
         try:
             writer.write(head + t.body)
             await writer.drain()
             status, body = await asyncio.wait_for(_read_response(reader), timeout=30)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             stats.errors[type(exc).__name__] += 1
             writer.close()
             writer = None
@@ -108,24 +120,38 @@ async def _client(port: int, targets: Iterator[Target], token_for: Callable[[str
         writer.close()
 
 
-async def _run(port: int, targets: list[Target], connections: int, seconds: float,
-               token_for: Callable[[str], str] | None, warmup: float) -> dict[str, Any]:
+async def _run(
+    port: int,
+    targets: list[Target],
+    connections: int,
+    seconds: float,
+    token_for: Callable[[str], str] | None,
+    warmup: float,
+) -> dict[str, Any]:
     if warmup > 0:
         cyc = itertools.cycle(targets)
         end = time.monotonic() + warmup
-        await asyncio.gather(*(_client(port, cyc, token_for, end, Stats(), False)
-                               for _ in range(connections)))
+        await asyncio.gather(
+            *(_client(port, cyc, token_for, end, Stats(), False) for _ in range(connections))
+        )
     stats = Stats()
     cyc = itertools.cycle(targets)
     t0 = time.monotonic()
-    await asyncio.gather(*(_client(port, cyc, token_for, t0 + seconds, stats, True)
-                           for _ in range(connections)))
+    await asyncio.gather(
+        *(_client(port, cyc, token_for, t0 + seconds, stats, True) for _ in range(connections))
+    )
     return stats.summary(time.monotonic() - t0)
 
 
-def run_load(port: int, targets: list[Target], *, connections: int, seconds: float,
-             token_for: Callable[[str], str] | None = None,
-             warmup: float = 0.0) -> dict[str, Any]:
+def run_load(
+    port: int,
+    targets: list[Target],
+    *,
+    connections: int,
+    seconds: float,
+    token_for: Callable[[str], str] | None = None,
+    warmup: float = 0.0,
+) -> dict[str, Any]:
     """Drive ``targets`` in turn for ``seconds``; latency percentiles, rps and statuses."""
     try:
         import uvloop
@@ -136,11 +162,43 @@ def run_load(port: int, targets: list[Target], *, connections: int, seconds: flo
     return asyncio.run(_run(port, targets, connections, seconds, token_for, warmup))
 
 
-def minter(issuer: Any, base: str, lifetime: int = 600) -> Callable[[str], str]:
-    """A fresh token for each call, with ``aud`` the URL of the path called."""
+@dataclass
+class JwtMinter:
+    """Mints EHR tokens like ``TestIssuer.token`` from its private JWK (picklable, so a
+    load-generator process can mint its own): a fresh ``jti`` each, ``aud`` the URL called.
+    """
 
-    def token_for(path: str) -> str:
-        tok: str = issuer.token(base + path, lifetime=lifetime)
-        return tok
+    jwk: dict[str, Any]
+    iss: str
+    alg: str
+    base: str
+    lifetime: int = 600
+    _key: Any = field(default=None, repr=False, compare=False)
 
-    return token_for
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_key": None}
+
+    @classmethod
+    def of(cls, issuer: Any, base: str) -> JwtMinter:
+        return cls(issuer.key.as_dict(private=True), issuer.iss, issuer.alg, base)
+
+    def __call__(self, path: str) -> str:
+        import uuid
+
+        from joserfc import jwt
+        from joserfc.jwk import ECKey, RSAKey
+
+        if self._key is None:
+            self._key = (ECKey if self.jwk.get("kty") == "EC" else RSAKey).import_key(self.jwk)
+        now = int(time.time())
+        claims = {
+            "iss": self.iss,
+            "sub": "ehr-client",
+            "aud": self.base + path,
+            "iat": now,
+            "exp": now + self.lifetime,
+            "jti": str(uuid.uuid4()),
+        }
+        header = {"alg": self.alg, "typ": "JWT", "kid": self.jwk.get("kid")}
+        token: str = jwt.encode(header, claims, self._key, algorithms=[self.alg])
+        return token

@@ -47,8 +47,9 @@ _LOOP = asyncio.new_event_loop()
 STAGES = ("json", "parse", "prefetch", "facts", "engine", "cards", "store", "encode")
 
 
-def one_call(raw: bytes, service_id: str, registry: PackRegistry, maker: Any,
-             now: datetime) -> dict[str, float]:
+def one_call(
+    raw: bytes, service_id: str, registry: PackRegistry, maker: Any, now: datetime
+) -> dict[str, float]:
     """The handler's stages in order, timed (ms)."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -59,27 +60,62 @@ def one_call(raw: bytes, service_id: str, registry: PackRegistry, maker: Any,
     call = parse_hook_call(body, expected_hook=svc.hook)
     t["parse"] = (time.perf_counter() - t0) * 1000
     t0 = time.perf_counter()
-    resolved = _LOOP.run_until_complete(resolve_prefetch(
-        keys=svc.prefetch, prefetch=call.prefetch, context=call.context, fhir_server=None,
-        access_token=None, allowlist=[], now=now, limits=FetchLimits(), client=None))
+    resolved = _LOOP.run_until_complete(
+        resolve_prefetch(
+            keys=svc.prefetch,
+            prefetch=call.prefetch,
+            context=call.context,
+            fhir_server=None,
+            access_token=None,
+            allowlist=[],
+            now=now,
+            limits=FetchLimits(),
+            client=None,
+        )
+    )
     t["prefetch"] = (time.perf_counter() - t0) * 1000
-    inp = HookInput(hook=call.hook, patient_id=call.patient_id, encounter_id=call.encounter_id,
-                    draft_orders=call.draft_orders, selections=call.selections,
-                    resources=resolved.resources)
+    inp = HookInput(
+        hook=call.hook,
+        patient_id=call.patient_id,
+        encounter_id=call.encounter_id,
+        draft_orders=call.draft_orders,
+        selections=call.selections,
+        resources=resolved.resources,
+    )
     packs = registry.packs()
     result = evaluate(inp, packs, now=now)
     t.update({k: result.timings.get(k, 0.0) for k in ("facts", "engine", "cards")})
     record = InvocationRecord(
-        id=str(uuid.uuid4()), hook_instance=call.hook_instance, service_id=svc.id,
-        hook=call.hook, patient_ref=f"Patient/{call.patient_id}", user_ref=call.user_id,
-        encounter_ref=None, issuer=None, tenant=None, received_at=now, evaluated_at=now,
-        duration_ms=0.0, timings=dict(result.timings), pack_id=packs[0].id,
-        pack_version=packs[0].version, fetched_keys=[])
-    issued = [IssuedCard(card=c.card, order_id=c.order_id, category=c.category,
-                         primary_rule=c.primary.rule_id,
-                         rules=[(f.rule_id, f.severity) for f in c.findings],
-                         pack_id=c.primary.pack_id, pack_version=c.primary.pack_version,
-                         facts=dict(c.facts)) for c in result.cards]
+        id=str(uuid.uuid4()),
+        hook_instance=call.hook_instance,
+        service_id=svc.id,
+        hook=call.hook,
+        patient_ref=f"Patient/{call.patient_id}",
+        user_ref=call.user_id,
+        encounter_ref=None,
+        issuer=None,
+        tenant=None,
+        received_at=now,
+        evaluated_at=now,
+        duration_ms=0.0,
+        timings=dict(result.timings),
+        pack_id=packs[0].id,
+        pack_version=packs[0].version,
+        fetched_keys=[],
+    )
+    issued = [
+        IssuedCard(
+            card=c.card,
+            order_id=c.order_id,
+            category=c.category,
+            primary_rule=c.primary.rule_id,
+            rules=[(f.rule_id, f.severity) for f in c.findings],
+            pack_id=c.primary.pack_id,
+            pack_version=c.primary.pack_version,
+            facts=dict(c.facts),
+        )
+        for c in result.cards
+    ]
     t0 = time.perf_counter()
     save_invocation(maker=maker, invocation=record, cards=issued)
     t["store"] = (time.perf_counter() - t0) * 1000
@@ -99,8 +135,11 @@ def app_caller(db_url: str, registry: PackRegistry) -> Callable[[str, bytes], fl
     def call(service_id: str, raw: bytes) -> float:
         async def go() -> float:
             t0 = time.perf_counter()
-            r = await client.post(f"/cds-services/{service_id}", content=raw,
-                                  headers={"content-type": "application/json"})
+            r = await client.post(
+                f"/cds-services/{service_id}",
+                content=raw,
+                headers={"content-type": "application/json"},
+            )
             if r.status_code != 200:
                 raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
             return (time.perf_counter() - t0) * 1000
@@ -114,8 +153,11 @@ def summarise(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     out = {}
     for k in (*STAGES, "total", "app"):
         vals = [s[k] for s in samples if k in s]
-        out[k] = {"p50": round(percentile(vals, 50), 3), "p95": round(percentile(vals, 95), 3),
-                  "p99": round(percentile(vals, 99), 3)}
+        out[k] = {
+            "p50": round(percentile(vals, 50), 3),
+            "p95": round(percentile(vals, 95), 3),
+            "p99": round(percentile(vals, 99), 3),
+        }
     return out
 
 
@@ -126,8 +168,7 @@ def run(n: int, db_url: str, out: Path, profile_n: int) -> dict[str, Any]:
     registry.load()
     maker = make_sessionmaker(make_engine(db_url))
     call_app = app_caller(db_url, registry)
-    report: dict[str, Any] = {"machine": machine(), "n": n, "db": db_url.split(":")[0],
-                              "kinds": {}}
+    report: dict[str, Any] = {"machine": machine(), "n": n, "db": db_url.split(":")[0], "kinds": {}}
     for kind in KINDS:
         raw = paths[kind].read_bytes()
         sid = SERVICE[kind]
@@ -141,8 +182,12 @@ def run(n: int, db_url: str, out: Path, profile_n: int) -> dict[str, Any]:
             s["total"] = sum(s[k] for k in STAGES)
             s["app"] = call_app(sid, raw)
             samples.append(s)
-        report["kinds"][kind] = {"reps": reps, "bytes": len(raw),
-                                 "n_cards": int(samples[0]["n_cards"]), **summarise(samples)}
+        report["kinds"][kind] = {
+            "reps": reps,
+            "bytes": len(raw),
+            "n_cards": int(samples[0]["n_cards"]),
+            **summarise(samples),
+        }
     # cProfile of the typical request's stages (the app runs them in a worker thread, which
     # cProfile would not see through the ASGI app)
     raw = paths["order-sign-typical"].read_bytes()
@@ -160,14 +205,20 @@ def run(n: int, db_url: str, out: Path, profile_n: int) -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["| kind | cards | " + " | ".join(STAGES) + " | sum | app (whole call) |",
-             "|---|---:|" + "---:|" * (len(STAGES) + 2)]
+    lines = [
+        "| kind | cards | " + " | ".join(STAGES) + " | sum | app (whole call) |",
+        "|---|---:|" + "---:|" * (len(STAGES) + 2),
+    ]
     for kind, r in report["kinds"].items():
         cells = [f"{r[k]['p50']:.2f}" for k in (*STAGES, "total", "app")]
         lines.append(f"| {kind} | {r['n_cards']} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("p99 (ms): " + "; ".join(
-        f"{kind} whole call {r['app']['p99']:.1f}" for kind, r in report["kinds"].items()))
+    lines.append(
+        "p99 (ms): "
+        + "; ".join(
+            f"{kind} whole call {r['app']['p99']:.1f}" for kind, r in report["kinds"].items()
+        )
+    )
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Markdown tables from the benchmark JSON (``bench/results/*.json``).
 
-    python -m bench.report bench/results/http.json
+python -m bench.report bench/results/http.json
 """
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ from typing import Any
 
 
 def _bare(rows: list[dict[str, Any]], workers: int, conns: int) -> dict[str, Any] | None:
-    return next((r for r in rows if r["target"] == "bare" and r["workers"] == workers
-                 and r["conns"] == conns), None)
+    return next(
+        (
+            r
+            for r in rows
+            if r["target"] == "bare" and r["workers"] == workers and r["conns"] == conns
+        ),
+        None,
+    )
 
 
 def _valid(r: dict[str, Any]) -> str:
@@ -24,33 +30,52 @@ def _valid(r: dict[str, Any]) -> str:
 def http_tables(report: dict[str, Any]) -> str:
     rows = report["rows"]
     m = report["machine"]
-    out = [f"{m['date']}, {m['nproc']} cores, {m['cpu']}, Python {m['python']}; load: "
-           f"{report['tool']}, {report['duration_s']:g} s per cell; `{report['command']}`", ""]
-    out += ["| target | db | workers | auth (replay cache) | conns | req/s | p50 ms | p95 ms "
-            "| p99 ms | server p50 / p99 ms | ours/bare |",
-            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        f"{m['date']}, {m['nproc']} cores, {m['cpu']}, Python {m['python']}; load: "
+        f"{report['tool']}, {report['duration_s']:g} s per cell; `{report['command']}`",
+        "",
+    ]
+    out += [
+        "| target | db | workers | auth (replay cache) | conns | req/s | p50 ms | p95 ms "
+        "| p99 ms | server p50 / p99 ms | ours/bare |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     typical = [r for r in rows if r["kind"] == "order-sign-typical"]
-    for r in sorted(typical, key=lambda r: (r["workers"], r["target"] != "bare", r["db"],
-                                            r["auth"], r["conns"])):
+    for r in sorted(
+        typical, key=lambda r: (r["workers"], r["target"] != "bare", r["db"], r["auth"], r["conns"])
+    ):
         bare = _bare(rows, r["workers"], r["conns"])
-        ratio = (f"{r['rps'] / bare['rps'] * 100:.1f}%"
-                 if bare and r["target"] == "cds" and bare["rps"] else "")
-        server = (f"{r['server_p50_ms']:.1f} / {r['server_p99_ms']:.1f}"
-                  if "server_p50_ms" in r else "")
+        ratio = (
+            f"{r['rps'] / bare['rps'] * 100:.1f}%"
+            if bare and r["target"] == "cds" and bare["rps"]
+            else ""
+        )
+        server = (
+            f"{r['server_p50_ms']:.1f} / {r['server_p99_ms']:.1f}" if "server_p50_ms" in r else ""
+        )
         auth = r["auth"] + (f" ({r['replay_cache']})" if r["auth"] == "jwt" else "")
-        out.append(f"| {r['target']} | {r['db']} | {r['workers']} | {auth} | {r['conns']} | "
-                   f"{r['rps']:.0f}{_valid(r)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                   f"{r['p99_ms']:.1f} | {server} | {ratio} |")
+        out.append(
+            f"| {r['target']} | {r['db']} | {r['workers']} | {auth} | {r['conns']} | "
+            f"{r['rps']:.0f}{_valid(r)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {server} | {ratio} |"
+        )
     others = [r for r in rows if r["kind"] != "order-sign-typical"]
     if others:
-        out += ["", "Other request kinds, 16 connections:", "",
-                "| kind | db | workers | auth | req/s | p50 ms | p95 ms | p99 ms "
-                "| server p50 / p99 ms |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+        out += [
+            "",
+            "Other request kinds, 16 connections:",
+            "",
+            "| kind | db | workers | auth | req/s | p50 ms | p95 ms | p99 ms "
+            "| server p50 / p99 ms |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
         for r in sorted(others, key=lambda r: (r["kind"], r["db"], r["workers"], r["auth"])):
-            out.append(f"| {r['kind']} | {r['db']} | {r['workers']} | {r['auth']} | "
-                       f"{r['rps']:.0f}{_valid(r)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                       f"{r['p99_ms']:.1f} | {r.get('server_p50_ms', 0):.1f} / "
-                       f"{r.get('server_p99_ms', 0):.1f} |")
+            out.append(
+                f"| {r['kind']} | {r['db']} | {r['workers']} | {r['auth']} | "
+                f"{r['rps']:.0f}{_valid(r)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r.get('server_p50_ms', 0):.1f} / "
+                f"{r.get('server_p99_ms', 0):.1f} |"
+            )
     return "\n".join(out)
 
 

@@ -292,16 +292,33 @@ def taper_for(order: OrderFacts, finding: Finding, *, now: datetime) -> tuple[
 
 
 def describe_taper(steps: list[TaperStep], target: DosePlan | None) -> str:
-    parts = []
-    for s in steps:
-        if s.end is None and target is not None:
-            parts.append(f"then {fmt_dose(target.per_admin)} mg {freq_words(target.admin_per_day)}")
+    """Compact words for a taper, e.g. "15, 10, 5 mg 4x/day, then 5 mg 3x, 2x, 1x/day (3 days
+    each); stop on day 19". The full schedule is in the suggested resource."""
+    timed = [s for s in steps if s.end is not None]
+    seq = [(s.per_admin, s.admin_per_day) for s in timed]
+    described: list[str] = []
+    i = 0
+    while i < len(seq):
+        p, n = seq[i]
+        j = i
+        doses = [fmt_dose(p)]
+        while j + 1 < len(seq) and seq[j + 1][1] == n and abs(seq[j + 1][0] - seq[j][0]) > EPS:
+            j += 1
+            doses.append(fmt_dose(seq[j][0]))
+        if j > i:
+            described.append(f"{', '.join(doses)} mg {n}x/day")
         else:
-            parts.append(f"{fmt_dose(s.per_admin)} mg {freq_words(s.admin_per_day)}")
-    text = ", ".join(parts)
-    if target is None and steps:
-        last = steps[-1].end
-        if last is not None:
-            stop_day = (last - steps[0].start).days + 2
-            text += f", then stop (day {stop_day})"
+            freqs = [f"{n}x"]
+            while j + 1 < len(seq) and abs(seq[j + 1][0] - p) < EPS:
+                j += 1
+                freqs.append(f"{seq[j][1]}x")
+            described.append(f"{fmt_dose(p)} mg {', '.join(freqs)}/day")
+        i = j + 1
+    text = ", then ".join(described)
+    if timed:
+        text += f" ({(timed[0].end - timed[0].start).days + 1} days each)"
+    if target is not None:
+        text += f", then {fmt_dose(target.per_admin)} mg {target.admin_per_day}x/day"
+    elif timed:
+        text += f"; stop on day {(timed[-1].end - timed[0].start).days + 2}"
     return text

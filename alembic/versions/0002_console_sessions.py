@@ -1,4 +1,4 @@
-"""review console: server-side sessions, console indexes
+"""review console: server-side sessions, covering indexes for its queries
 
 Revision ID: 0002
 Revises: 0001
@@ -60,9 +60,17 @@ def upgrade() -> None:
             ],
             unique=False,
         )
+    with op.batch_alter_table("feedback", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_feedback_card_outcome",
+            ["card_id", "outcome", "override_display", "override_code"],
+            unique=False,
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("feedback", schema=None) as batch_op:
+        batch_op.drop_index("ix_feedback_card_outcome")
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.drop_index("ix_cards_period")
         batch_op.drop_index("ix_cards_stats")

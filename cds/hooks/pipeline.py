@@ -142,8 +142,6 @@ def _withdrawal_suggestions(
         resource = taper_resource(order, steps, target)
         if resource is not None:
             label = "Taper: " + describe_taper(steps, target)
-            if len(label) > 120:
-                label = label[:117] + "..."
             out.append(
                 Suggestion(
                     label=label,

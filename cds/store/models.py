@@ -129,6 +129,10 @@ class Feedback(Base):
     outcome_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
+    # Review console (migration 0002): override reasons per rule, read from the index.
+    __table_args__ = (Index("ix_feedback_card_outcome", "card_id", "outcome",
+                            "override_display", "override_code"),)
+
 
 class RejectedRequest(Base):
     """A hook or feedback call refused with a 4xx (reason only; no PHI beyond ids)."""

@@ -18,6 +18,7 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
 V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+LOCAL = "https://cds-baclofen.example.org/fhir/CodeSystem/cds-local"
 
 # product key -> (RxNorm code, display)
 PRODUCTS: dict[str, tuple[str, str]] = {
@@ -61,6 +62,17 @@ CONDITIONS: dict[str, tuple[str, str, str]] = {
     "alcohol-use-disorder": (SNOMED, "7200002", "Alcoholism"),
     "delirium": (SNOMED, "2776000", "Delirium"),
     "pregnancy": (SNOMED, "77386006", "Pregnancy"),
+    "confusion": (SNOMED, "286933003", "Confusional state"),
+    "traumatic-brain-injury": (SNOMED, "127295002", "Traumatic brain injury"),
+    "baclofen-withdrawal-history": (LOCAL, "baclofen-withdrawal-history",
+                                    "History of baclofen withdrawal"),
+    "pruritus": (SNOMED, "418290006", "Itching"),
+    "spasticity-increased": (LOCAL, "spasticity-increased", "Spasticity increased"),
+}
+# procedures / service requests: key -> (system, code, display)
+PROCEDURES: dict[str, tuple[str, str, str]] = {
+    "haemodialysis": (SNOMED, "302497006", "Hemodialysis"),
+    "itb-pump-removal": (LOCAL, "itb-pump-removal", "Removal of intrathecal baclofen pump"),
 }
 VITALS = {
     "resp_rate": ("9279-1", "Respiratory rate", "/min"),
@@ -68,6 +80,14 @@ VITALS = {
     "gcs": ("9269-2", "Glasgow coma score total", "{score}"),
     "sbp": ("8480-6", "Systolic blood pressure", "mm[Hg]"),
     "temperature": ("8310-5", "Body temperature", "Cel"),
+    "gestational_age": ("49051-6", "Gestational age in weeks", "wk"),
+    "crcl": ("2164-2", "Creatinine renal clearance in 24 hour Urine and Serum or Plasma",
+             "mL/min"),
+}
+# observations coded outside LOINC: kind -> (system, code, display, unit)
+OTHER_OBSERVATIONS: dict[str, tuple[str, str, str, str]] = {
+    "rass": (SNOMED, "1345050000", "Richmond Agitation Sedation Scale score", "{score}"),
+    "delirium_screen": (LOCAL, "delirium-screen", "Delirium screen result", ""),
 }
 
 
@@ -113,8 +133,8 @@ def observation(*, loinc: str, display: str, value: float, unit: str, code: str 
     }
 
 
-def weight(kg: float, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
-    return observation(loinc="29463-7", display="Body weight", value=kg, unit="kg", when=when,
+def weight(kg: float, when: datetime, pid: str = "pat-1", unit: str = "kg") -> dict[str, Any]:
+    return observation(loinc="29463-7", display="Body weight", value=kg, unit=unit, when=when,
                        pid=pid, category="vital-signs", oid="wt-1")
 
 
@@ -123,8 +143,13 @@ def height(cm: float, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
                        pid=pid, category="vital-signs", oid="ht-1")
 
 
-def creatinine(value: float, unit: str, when: datetime, oid: str | None = None,
+def creatinine(value: float, unit: str | None, when: datetime, oid: str | None = None,
                pid: str = "pat-1") -> dict[str, Any]:
+    if unit is None:  # a result sent without any unit (A5: never a silent guess)
+        res = observation(loinc="2160-0", display="Creatinine [Mass/volume] in Serum or Plasma",
+                          value=value, unit="", when=when, oid=oid, pid=pid)
+        res["valueQuantity"] = {"value": value}
+        return res
     loinc, display = (("2160-0", "Creatinine [Mass/volume] in Serum or Plasma")
                       if unit == "mg/dL" else
                       ("14682-9", "Creatinine [Moles/volume] in Serum or Plasma"))
@@ -138,10 +163,39 @@ def egfr(value: float, when: datetime, loinc: str = "98979-8",
                        unit="mL/min/{1.73_m2}", when=when, pid=pid)
 
 
-def vital(kind: str, value: float, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
-    loinc, display, unit = VITALS[kind]
-    return observation(loinc=loinc, display=display, value=value, unit=unit, when=when,
-                       pid=pid, category="vital-signs")
+def vital(kind: str, value: float | bool, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
+    """A vital sign or score; ``kind`` is a key of VITALS or OTHER_OBSERVATIONS (a boolean
+    value, e.g. a delirium screen, becomes ``valueBoolean``)."""
+    if kind in VITALS:
+        system = LOINC
+        code, display, unit = VITALS[kind]
+    else:
+        system, code, display, unit = OTHER_OBSERVATIONS[kind]
+    res = observation(loinc=code, display=display, value=value, unit=unit, when=when,
+                      pid=pid, category="vital-signs" if kind != "crcl" else "laboratory",
+                      system=system)
+    if isinstance(value, bool):
+        del res["valueQuantity"]
+        res["valueBoolean"] = value
+    return res
+
+
+def procedure(key: str, *, status: str = "completed", when: datetime | None = None,
+              pid: str = "pat-1", resource_type: str = "Procedure",
+              rid: str | None = None) -> dict[str, Any]:
+    """A Procedure (or, with ``resource_type="ServiceRequest"``, a planned one)."""
+    system, code, display = PROCEDURES[key]
+    res: dict[str, Any] = {
+        "resourceType": resource_type, "id": rid or f"proc-{key}", "status": status,
+        "code": {"coding": [coding(system, code, display)], "text": display},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    if resource_type == "ServiceRequest":
+        res["intent"] = "order"
+    if when is not None:
+        res["performedDateTime" if resource_type == "Procedure" else "occurrenceDateTime"] = (
+            iso(when))
+    return res
 
 
 def condition(key: str, *, pid: str = "pat-1", onset: datetime | None = None,
@@ -170,7 +224,7 @@ def dosage(*, dose: float | None, unit: str = "mg", frequency: float | None = No
            route: str | None = "oral", prn: bool = False, max_per_day: float | None = None,
            sequence: int | None = None, start: datetime | date | None = None,
            end: datetime | date | None = None, rate_per_day: float | None = None,
-           text: str | None = None) -> dict[str, Any]:
+           text: str | None = None, event: datetime | None = None) -> dict[str, Any]:
     d: dict[str, Any] = {}
     if sequence is not None:
         d["sequence"] = sequence
@@ -189,6 +243,8 @@ def dosage(*, dose: float | None, unit: str = "mg", frequency: float | None = No
         if end is not None:
             timing["repeat"]["boundsPeriod"]["end"] = (
                 end.date().isoformat() if isinstance(end, datetime) else str(end))
+    if event is not None:
+        timing["event"] = [iso(event)]
     if timing:
         d["timing"] = timing
     if prn:
@@ -214,13 +270,17 @@ def medication_request(*, rid: str, status: str = "active", product: str = "tab2
                        authored: datetime | date | None = None, pid: str = "pat-1",
                        prior: str | None = None, drug: str | None = None,
                        validity_end: date | None = None, text: str | None = None,
-                       status_reason: tuple[str, str, str] | None = None) -> dict[str, Any]:
+                       status_reason: tuple[str, str, str] | None = None,
+                       coded: bool = True) -> dict[str, Any]:
+    """A MedicationRequest; ``coded=False`` names the medication by its text only."""
     if drug:
         code, name, atc = OTHER_DRUGS[drug]
         med = {"coding": [coding(RXNORM, code, name), coding(ATC, atc, name)], "text": name}
     else:
         code, display = PRODUCTS[product]
         med = {"coding": [coding(RXNORM, code, display)], "text": text or display}
+        if not coded:
+            med = {"text": text or display}
     res: dict[str, Any] = {
         "resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
         "medicationCodeableConcept": med, "subject": {"reference": f"Patient/{pid}"},
@@ -251,7 +311,8 @@ def hook_request(*, hook: str, now: datetime, patient_res: dict[str, Any],
                  labs: list[dict[str, Any]] = (), body: list[dict[str, Any]] = (),
                  vitals: list[dict[str, Any]] = (), conditions: list[dict[str, Any]] = (),
                  encounter_res: dict[str, Any] | None = None,
-                 hook_instance: str | None = None) -> dict[str, Any]:
+                 hook_instance: str | None = None,
+                 procedures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A whole CDS Hooks request with every prefetch key the service asks for."""
     pid = patient_res["id"]
     context: dict[str, Any] = {"userId": "Practitioner/prac-1", "patientId": pid}
@@ -270,7 +331,7 @@ def hook_request(*, hook: str, now: datetime, patient_res: dict[str, Any],
         "weight": bundle(list(body)),
         "vitals": bundle(list(vitals)),
         "conditions": bundle(list(conditions)),
-        "procedures": None,
+        "procedures": bundle(list(procedures)) if procedures is not None else None,
         "encounter": encounter_res,
     }
     return {"hook": hook, "hookInstance": hook_instance or str(uuid.uuid4()),

@@ -85,6 +85,7 @@ settings.register_profile(
     max_examples=25,
     deadline=None,
     derandomize=True,
+    database=None,  # derandomised: nothing to replay, and no .hypothesis/ in the cwd
     suppress_health_check=_HEALTH,
     print_blob=False,
 )
@@ -783,10 +784,13 @@ def creatinines(
     pid: str = PATIENT_ID,
 ) -> SearchStrategy[JSON]:
     """A creatinine in mg/dL or umol/L (serum or blood LOINC), hours before ``now``."""
+    lo, hi = round(min_mg_dl * 10), round(max_mg_dl * 10)
+    mid = min(max(lo, 30), hi)  # most results sit in 0.4-3 mg/dL, where the bands are
+    values = st.one_of(st.integers(lo, mid), st.integers(mid, hi)).map(lambda x: x / 10)
     return st.builds(
         _creatinine,
         now=st.just(now),
-        mg_dl=st.integers(round(min_mg_dl * 10), round(max_mg_dl * 10)).map(lambda x: x / 10),
+        mg_dl=values,
         unit=st.sampled_from(list(units)),
         specimen=st.sampled_from(list(specimens)),
         hours_ago=st.integers(1, max_hours_ago),
@@ -1018,9 +1022,12 @@ def hook_requests(
     min_age: int = 0,
     max_age: int = 100,
     routes: Sequence[str] = ("oral", "oral", "oral", "intrathecal"),
+    min_drafts: int = 0,
     max_drafts: int = 2,
+    min_active: int = 0,
     max_active: int = 2,
     max_others: int = 1,
+    min_labs: int = 0,
     max_labs: int = 3,
     max_vitals: int = 2,
     max_conditions: int = 2,
@@ -1028,12 +1035,15 @@ def hook_requests(
     prefetch_modes: Sequence[str] = ("complete", "complete", "partial", "null", "outcome"),
     damage_required: bool = False,
     draft_mg: SearchStrategy[float] | None = None,
+    labs: SearchStrategy[JSON] | None = None,
 ) -> SearchStrategy[JSON]:
     """A whole CDS Hooks request for one of ``hooks``, every part drawn from the strategies
     above: the patient (with weight, height, pregnancy), active and draft baclofen orders
     (a draft may replace an active one via ``priorPrescription``), home medication, other
     drugs, renal labs, vitals, conditions, an encounter, and the prefetch in one of
-    ``prefetch_modes``. Ids are stable (``rx-draft-1``, ``lab-2``...)."""
+    ``prefetch_modes``. Ids are stable (``rx-draft-1``, ``lab-2``...). ``labs`` replaces
+    the renal-result strategy (e.g. ``creatinines(units=("umol/L",))``); the ``min_*`` and
+    ``max_*`` bounds size each list."""
     draft_statuses = ("draft", "draft", "draft", "active", "stopped", "cancelled", "on-hold")
     drafts = st.tuples(
         baclofen_requests(now=now, statuses=draft_statuses, routes=routes, mg=draft_mg,
@@ -1045,16 +1055,17 @@ def hook_requests(
         routes=routes, started_days_ago=(1, 400), allow_taper=False,
     )
     others = interacting_requests(classes=interacting_classes) if interacting_classes else None
-    labs = st.one_of(creatinines(now=now), egfrs(now=now), crcl_measured(now=now))
+    if labs is None:
+        labs = st.one_of(creatinines(now=now), egfrs(now=now), crcl_measured(now=now))
     return st.builds(
         _assemble,
         hook=st.sampled_from(list(hooks)),
         people=patient_data(now=now, min_age=min_age, max_age=max_age),
-        active=st.lists(active, max_size=max_active),
+        active=st.lists(active, min_size=min_active, max_size=max_active),
         statements=st.lists(baclofen_statements(now=now), max_size=1),
-        drafts=st.lists(drafts, max_size=max_drafts),
+        drafts=st.lists(drafts, min_size=min_drafts, max_size=max_drafts),
         others=st.lists(others, max_size=max_others) if others is not None else st.just([]),
-        labs=st.lists(labs, max_size=max_labs),
+        labs=st.lists(labs, min_size=min_labs, max_size=max_labs),
         obs=st.lists(vitals(now=now), max_size=max_vitals),
         problems=st.lists(conditions(now=now), max_size=max_conditions),
         encounter=st.none() | encounters(),

@@ -34,6 +34,9 @@ class Vignette:
     expect: dict[str, Any]
     part_d: int | None = None
     covers: list[str] = field(default_factory=list)
+    # a known pack or code bug: the expectation is right, the service is not (yet); the
+    # test suite marks it xfail(strict=True) and ``cds rules test`` shows "xfail"
+    xfail: str | None = None
 
 
 @dataclass
@@ -68,6 +71,9 @@ def _dosages(now: datetime, o: dict[str, Any]) -> list[dict[str, Any]]:
         end = None
         if "end_in_days" in d:
             end = now + timedelta(days=float(d["end_in_days"]))
+        event = None  # a one-off administration time (timing.event), e.g. a bolus given
+        if "event_hours_ago" in d:
+            event = now - timedelta(hours=float(d["event_hours_ago"]))
         out.append(b.dosage(
             dose=d.get("dose"), unit=d.get("unit", "mg"), frequency=d.get("frequency"),
             period=d.get("period", 1), period_unit=d.get("period_unit", "d"),
@@ -75,7 +81,7 @@ def _dosages(now: datetime, o: dict[str, Any]) -> list[dict[str, Any]]:
             route=d.get("route", "oral") if "route" in d or "route" not in o else o["route"],
             prn=d.get("prn", False), max_per_day=d.get("max_per_day"),
             sequence=d.get("sequence"), start=start, end=end,
-            rate_per_day=d.get("rate_per_day"), text=d.get("text")))
+            rate_per_day=d.get("rate_per_day"), text=d.get("text"), event=event))
     return out
 
 
@@ -93,7 +99,7 @@ def _order(now: datetime, o: dict[str, Any], default_status: str) -> dict[str, A
         rid=o["id"], status=o.get("status", default_status), product=o.get("product", "tab20"),
         drug=o.get("drug"), dosages=_dosages(now, o) if not o.get("no_dosage") else None,
         authored=authored, prior=o.get("prior"), validity_end=validity_end, text=o.get("text"),
-        status_reason=reason)
+        status_reason=reason, coded=o.get("coded", True))
 
 
 def build_request(spec: dict[str, Any], now: datetime, base: Path) -> dict[str, Any]:
@@ -105,7 +111,8 @@ def build_request(spec: dict[str, Any], now: datetime, base: Path) -> dict[str, 
                     birth_date=p.get("birth_date"))
     body = []
     if "weight" in spec:
-        body.append(b.weight(spec["weight"]["kg"], _when(now, spec["weight"])))
+        body.append(b.weight(spec["weight"]["kg"], _when(now, spec["weight"]),
+                             unit=spec["weight"].get("unit", "kg")))
     if "height" in spec:
         body.append(b.height(spec["height"]["cm"], _when(now, spec["height"])))
     labs = []
@@ -118,13 +125,20 @@ def build_request(spec: dict[str, Any], now: datetime, base: Path) -> dict[str, 
     conditions = [b.condition(c if isinstance(c, str) else c["key"],
                               onset=_when(now, c) if isinstance(c, dict) else None)
                   for c in spec.get("conditions", [])]
+    procedures = None
+    if "procedures" in spec:
+        procedures = [b.procedure(pr["key"], status=pr.get("status", "completed"),
+                                  when=_when(now, pr) if ("days_ago" in pr or "hours_ago" in pr)
+                                  else None,
+                                  resource_type=pr.get("type", "Procedure"))
+                      for pr in spec["procedures"]]
     enc = b.encounter("enc-1", spec["encounter"]) if spec.get("encounter") else None
     meds = [_order(now, o, "active") for o in spec.get("active", [])]
     drafts = [_order(now, o, "draft") for o in spec.get("drafts", [])]
     return b.hook_request(hook=spec.get("hook", "order-sign"), now=now, patient_res=pat,
                           drafts=drafts, selections=spec.get("selections"), medications=meds,
                           labs=labs, body=body, vitals=vitals, conditions=conditions,
-                          encounter_res=enc)
+                          encounter_res=enc, procedures=procedures)
 
 
 def load_vignette(path: Path, repo_root: Path | None = None) -> Vignette:
@@ -134,7 +148,8 @@ def load_vignette(path: Path, repo_root: Path | None = None) -> Vignette:
     return Vignette(id=spec["id"], path=path, description=spec.get("description", ""),
                     now=now, profile=str(spec.get("profile", "US")).upper(),
                     request=build_request(spec, now, base), expect=spec.get("expect", {}),
-                    part_d=spec.get("part_d"), covers=list(spec.get("covers", [])))
+                    part_d=spec.get("part_d"), covers=list(spec.get("covers", [])),
+                    xfail=spec.get("xfail"))
 
 
 def load_vignettes(folder: Path) -> list[Vignette]:
@@ -262,12 +277,25 @@ def run_vignettes_cli(rules_dir: Path, pack_id: str, console: Any) -> bool:
     folder = rules_dir / pack_id / "vignettes"
     vignettes = load_vignettes(folder)
     results = [run_vignette(v, rules_dir, pack_id) for v in vignettes]
-    failed = [r for r in results if not r.ok]
-    table = Table(title=f"{pack_id}: {len(results)} vignettes, {len(failed)} failed")
+    # an xfail vignette (a known bug) is expected to fail; passing is news (strict)
+    failed = [r for r in results if r.ok == bool(r.vignette.xfail)]
+    xfailed = [r for r in results if r.vignette.xfail and not r.ok]
+    title = f"{pack_id}: {len(results)} vignettes, {len(failed)} failed"
+    if xfailed:
+        title += f", {len(xfailed)} xfail"
+    table = Table(title=title)
     table.add_column("vignette")
     table.add_column("result")
     table.add_column("difference")
     for r in results:
+        if r.vignette.xfail:
+            if r.ok:
+                table.add_row(r.vignette.id, "[red]XPASS[/red]",
+                              f"marked xfail ({r.vignette.xfail}) but passes")
+            else:
+                table.add_row(r.vignette.id, "[yellow]xfail[/yellow]",
+                              "\n".join([f"known bug: {r.vignette.xfail}", *r.problems]))
+            continue
         table.add_row(r.vignette.id, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
                       "\n".join(r.problems))
     console.print(table)

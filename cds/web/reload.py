@@ -16,6 +16,7 @@ packs afresh.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -42,8 +43,9 @@ def publish_reload(redis_url: str, *, channel: str = CHANNEL) -> int:
     """Ask every subscribed worker to reload its packs; returns how many received it."""
     client = redis.Redis.from_url(redis_url, socket_timeout=3, socket_connect_timeout=3)
     try:
-        message = json.dumps({"action": "reload", "from": f"{socket.gethostname()}:{os.getpid()}",
-                              "at": time.time()})
+        message = json.dumps(
+            {"action": "reload", "from": f"{socket.gethostname()}:{os.getpid()}", "at": time.time()}
+        )
         receivers = int(client.publish(channel, message))
     finally:
         client.close()
@@ -60,12 +62,21 @@ def reload_packs(registry: Reloadable, reason: str) -> list[Any]:
         return []
     for r in results:
         if getattr(r, "ok", False):
-            log.info("pack reload (%s): %s version %s%s", reason, r.pack_id, r.version,
-                     " (changed)" if r.changed else " (unchanged)")
+            log.info(
+                "pack reload (%s): %s version %s%s",
+                reason,
+                r.pack_id,
+                r.version,
+                " (changed)" if r.changed else " (unchanged)",
+            )
         else:
-            log.error("pack reload (%s): %s FAILED, still serving %s: %s", reason,
-                      getattr(r, "pack_id", "?"), getattr(r, "version", None),
-                      getattr(r, "error", None))
+            log.error(
+                "pack reload (%s): %s FAILED, still serving %s: %s",
+                reason,
+                getattr(r, "pack_id", "?"),
+                getattr(r, "version", None),
+                getattr(r, "error", None),
+            )
     return results
 
 
@@ -99,9 +110,12 @@ class RedisReloadListener:
             client: Any = None
             pubsub: Any = None
             try:
-                client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=3,
-                                              socket_timeout=max(5.0, 4 * self.poll_seconds),
-                                              health_check_interval=15)
+                client = redis.Redis.from_url(
+                    self.redis_url,
+                    socket_connect_timeout=3,
+                    socket_timeout=max(5.0, 4 * self.poll_seconds),
+                    health_check_interval=15,
+                )
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self.subscribed.set()
@@ -119,8 +133,11 @@ class RedisReloadListener:
             except Exception as exc:  # noqa: BLE001 - retry forever, never crash the worker
                 self.subscribed.clear()
                 if not self._stop.is_set():
-                    log.warning("reload channel unavailable (%s); retrying in %.1f s",
-                                type(exc).__name__, backoff)
+                    log.warning(
+                        "reload channel unavailable (%s); retrying in %.1f s",
+                        type(exc).__name__,
+                        backoff,
+                    )
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self.max_backoff_seconds)
             finally:
@@ -152,10 +169,8 @@ class ReloadControl:
         if self.listener is not None:
             self.listener.stop()
         if self.sighup and self.loop is not None:
-            try:
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
                 self.loop.remove_signal_handler(signal.SIGHUP)
-            except (RuntimeError, ValueError, NotImplementedError):
-                pass
 
 
 def start_reload(registry: Reloadable, redis_url: str | None) -> ReloadControl:
@@ -167,7 +182,8 @@ def start_reload(registry: Reloadable, redis_url: str | None) -> ReloadControl:
 
     if redis_url:
         control.listener = RedisReloadListener(
-            redis_url, lambda: reload_now("redis message")).start()
+            redis_url, lambda: reload_now("redis message")
+        ).start()
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

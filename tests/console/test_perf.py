@@ -10,6 +10,7 @@ the target honest.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -145,6 +146,8 @@ def test_pages_at_100k_cards(
                 "cards": N_CARDS,
                 "database": "sqlite",
                 "seed_seconds": float(info["seed_seconds"]),
+                "cpus": os.cpu_count(),
+                "load_average_1m": round(os.getloadavg()[0], 2),
                 "target_ms": TARGET_MS,
                 "pages": results,
                 "downloads_ms": downloads,
@@ -156,7 +159,8 @@ def test_pages_at_100k_cards(
     with capsys.disabled():
         print(
             f"\nconsole timings at {N_CARDS:,} cards (SQLite; seeded in "
-            f"{info['seed_seconds']} s), median / max of 5:"
+            f"{info['seed_seconds']} s; {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}), median / max of 5:"
         )
         for name, r in results.items():
             flag = "" if r["median_ms"] <= TARGET_MS else f"  (over {TARGET_MS} ms target)"

@@ -9,7 +9,13 @@ from sqlalchemy import inspect
 from cds.store.db import downgrade, make_engine, upgrade
 from cds.store.models import Base
 
-MINE = {"console_sessions", "ix_console_sessions_user_id", "ix_cards_stats", "ix_cards_period"}
+MINE = {
+    "console_sessions",
+    "ix_console_sessions_user_id",
+    "ix_cards_stats",
+    "ix_cards_period",
+    "ix_feedback_card_outcome",
+}
 
 
 def _names(diff: object) -> set[str]:
@@ -34,6 +40,9 @@ def test_migration_0002_matches_the_models(db_url: str) -> None:
     assert not (_names(diff) & MINE), diff
     indexes = {i["name"] for i in inspect(engine).get_indexes("cards")}
     assert {"ix_cards_stats", "ix_cards_period"} <= indexes
+    assert "ix_feedback_card_outcome" in {
+        i["name"] for i in inspect(engine).get_indexes("feedback")
+    }
     engine.dispose()
 
 

@@ -51,8 +51,7 @@ def migrated_sqlite(tmp_path: Path) -> str:
 @pytest.fixture
 def offline_client(migrated_sqlite: str) -> Iterator[TestClient]:
     """The app without auth, on a migrated SQLite file, the clock at FIXED_NOW."""
-    app = create_app(Settings(auth="off", database_url=migrated_sqlite),
-                     clock=lambda: FIXED_NOW)
+    app = create_app(Settings(auth="off", database_url=migrated_sqlite), clock=lambda: FIXED_NOW)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -64,6 +63,8 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        skip_or_fail(f"Redis not reachable at {REDIS_URL} ({type(exc).__name__}); start it "
-                     "on 127.0.0.1:6379 to run the scale-out tests")
+        skip_or_fail(
+            f"Redis not reachable at {REDIS_URL} ({type(exc).__name__}); start it "
+            "on 127.0.0.1:6379 to run the scale-out tests"
+        )
     return REDIS_URL

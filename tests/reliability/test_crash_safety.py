@@ -68,8 +68,9 @@ class Poster(threading.Thread):
             card = self.cards[n % len(self.cards)]
             ts = BASE_TS + timedelta(microseconds=n * POSTERS + self.index)
             stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            body = {"feedback": [{"card": card, "outcome": "overridden",
-                                  "outcomeTimestamp": stamp}]}
+            body = {
+                "feedback": [{"card": card, "outcome": "overridden", "outcomeTimestamp": stamp}]
+            }
             try:
                 r = httpx.post(self.base + SIGN + "/feedback", json=body, timeout=10)
             except httpx.HTTPError:
@@ -117,8 +118,7 @@ def run_crash(url: str, tmp_path: Path) -> dict[str, Any]:
         server.stop()
     acked = set().union(*(p.acked for p in posters))
     stored = stored_items(url)
-    return {"acked": acked, "stored": stored,
-            "failed": sum(p.failed for p in posters)}
+    return {"acked": acked, "stored": stored, "failed": sum(p.failed for p in posters)}
 
 
 def test_sqlite_feedback_survives_sigkill(tmp_path: Path) -> None:

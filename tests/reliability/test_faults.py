@@ -30,7 +30,7 @@ from cds.engine.registry import PackRegistry
 from cds.settings import Settings
 from cds.store.db import upgrade
 from cds.web.app import create_app
-from tests.conftest import FIXED_NOW, PG_ADMIN, REPO
+from tests.conftest import FIXED_NOW, REPO
 from tests.reliability.conftest import assert_outcome, typical
 
 SIGN = "/cds-services/baclofen-order-sign"
@@ -89,18 +89,27 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("fault", ["down", "slow", "garbage", "unauthorized", "notfound"])
 def test_fhir_server_faults_give_412_within_the_deadline(
-        migrated_sqlite: str, fhir_server: int, fault: str) -> None:
+    migrated_sqlite: str, fhir_server: int, fault: str
+) -> None:
     port = _closed_port() if fault == "down" else fhir_server
     base = f"http://127.0.0.1:{port}/{fault}"
-    settings = Settings(auth="off", database_url=migrated_sqlite, fhir_allowlist=base,
-                        fetch_deadline_seconds=DEADLINE)
+    settings = Settings(
+        auth="off",
+        database_url=migrated_sqlite,
+        fhir_allowlist=base,
+        fetch_deadline_seconds=DEADLINE,
+    )
     body = typical()
     for key in ("patient", "medications"):  # the required keys: must be fetched
         body["prefetch"].pop(key)
     body["fhirServer"] = base
-    body["fhirAuthorization"] = {"access_token": "secret-token-xyz", "token_type": "Bearer",
-                                 "expires_in": 300, "scope": "patient/*.read",
-                                 "subject": "cds-service"}
+    body["fhirAuthorization"] = {
+        "access_token": "secret-token-xyz",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds-service",
+    }
     app = create_app(settings, clock=lambda: FIXED_NOW)
     with TestClient(app, raise_server_exceptions=False) as client:
         t0 = time.monotonic()
@@ -123,25 +132,37 @@ def _cards(resp: Any) -> list[dict[str, Any]]:
 
 
 def _feedback(card: dict[str, Any]) -> dict[str, Any]:
-    return {"feedback": [{"card": card["uuid"], "outcome": "overridden",
-                          "outcomeTimestamp": "2026-11-20T12:01:00Z"}]}
+    return {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-20T12:01:00Z",
+            }
+        ]
+    }
 
 
 @pytest.mark.postgres
 def test_postgres_dropped_mid_run_gives_503_and_unaudited_opt_in_still_serves(
-        pg_url: str, pg_admin: Any) -> None:
+    pg_url: str, pg_admin: Any
+) -> None:
     upgrade(pg_url)
     strict = create_app(Settings(auth="off", database_url=pg_url), clock=lambda: FIXED_NOW)
-    lenient = create_app(Settings(auth="off", database_url=pg_url, serve_unaudited=True),
-                         clock=lambda: FIXED_NOW)
+    lenient = create_app(
+        Settings(auth="off", database_url=pg_url, serve_unaudited=True), clock=lambda: FIXED_NOW
+    )
     name = pg_url.rsplit("/", 1)[1]
-    with TestClient(strict, raise_server_exceptions=False) as a, \
-            TestClient(lenient, raise_server_exceptions=False) as b:
+    with (
+        TestClient(strict, raise_server_exceptions=False) as a,
+        TestClient(lenient, raise_server_exceptions=False) as b,
+    ):
         card = _cards(a.post(SIGN, json=typical()))[0]
         _cards(b.post(SIGN, json=typical()))
         # connections killed under the pool: the next call reconnects
-        pg_admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s", (name,))
+        pg_admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
         _cards(a.post(SIGN, json=typical()))
         # the database itself goes away
         pg_admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
@@ -168,19 +189,22 @@ def write_locked(path: Path) -> Iterator[None]:
 
 
 def test_sqlite_unwritable_gives_503_and_unaudited_opt_in_still_serves(
-        migrated_sqlite: str) -> None:
+    migrated_sqlite: str,
+) -> None:
     path = Path(migrated_sqlite.removeprefix("sqlite:///"))
-    strict = create_app(Settings(auth="off", database_url=migrated_sqlite),
-                        clock=lambda: FIXED_NOW)
-    lenient = create_app(Settings(auth="off", database_url=migrated_sqlite,
-                                  serve_unaudited=True), clock=lambda: FIXED_NOW)
-    with TestClient(strict, raise_server_exceptions=False) as a, \
-            TestClient(lenient, raise_server_exceptions=False) as b:
+    strict = create_app(Settings(auth="off", database_url=migrated_sqlite), clock=lambda: FIXED_NOW)
+    lenient = create_app(
+        Settings(auth="off", database_url=migrated_sqlite, serve_unaudited=True),
+        clock=lambda: FIXED_NOW,
+    )
+    with (
+        TestClient(strict, raise_server_exceptions=False) as a,
+        TestClient(lenient, raise_server_exceptions=False) as b,
+    ):
         card = _cards(a.post(SIGN, json=typical()))[0]
         with write_locked(path):  # the app's writes wait busy_timeout (5 s), then fail
             assert_outcome(*_status_text(a.post(SIGN, json=typical())), 503)
-            assert_outcome(*_status_text(a.post(f"{SIGN}/feedback", json=_feedback(card))),
-                           503)
+            assert_outcome(*_status_text(a.post(f"{SIGN}/feedback", json=_feedback(card))), 503)
             _cards(b.post(SIGN, json=typical()))
         _cards(a.post(SIGN, json=typical()))  # writable again: served and audited
 
@@ -198,8 +222,11 @@ def rules_copy(tmp_path: Path) -> Path:
 def set_version(rules: Path, version: str, *, break_it: bool = False) -> None:
     pack = rules / "baclofen" / "pack.yaml"
     text = pack.read_text()
-    lines = [f"version: {version}" if ln.startswith("version:") else ln
-             for ln in text.splitlines() if not ln.startswith("not_a_pack_field:")]
+    lines = [
+        f"version: {version}" if ln.startswith("version:") else ln
+        for ln in text.splitlines()
+        if not ln.startswith("not_a_pack_field:")
+    ]
     if break_it:  # a field the pack schema does not know
         lines.append("not_a_pack_field: [this, fails, validation]")
     pack.write_text("\n".join(lines) + "\n")
@@ -211,7 +238,8 @@ def discovery_version(client: TestClient) -> str:
 
 
 def test_broken_pack_at_reload_keeps_the_previous_version(
-        migrated_sqlite: str, rules_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    migrated_sqlite: str, rules_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = Settings(auth="off", database_url=migrated_sqlite, rules_dir=rules_copy)
     app = create_app(settings, clock=lambda: FIXED_NOW)
     registry: PackRegistry = app.state.registry
@@ -237,7 +265,8 @@ def test_broken_pack_at_reload_keeps_the_previous_version(
 
 
 def test_reload_of_a_pack_that_raises_unexpectedly_never_escapes(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from cds.web.reload import reload_packs
 
     class Exploding:
@@ -246,5 +275,3 @@ def test_reload_of_a_pack_that_raises_unexpectedly_never_escapes(
 
     assert reload_packs(Exploding(), "test") == []
     assert any("still serving" in r.getMessage() for r in caplog.records)
-
-

@@ -25,15 +25,24 @@ from tests.conftest import FIXED_NOW
 from tests.reliability.conftest import assert_outcome, typical
 
 SERVICES = ("baclofen-order-sign", "baclofen-order-select", "baclofen-patient-view")
-FUZZ = settings(max_examples=80, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
     max_leaves=40,
 )
 
@@ -81,10 +90,13 @@ def replace_at(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
     return out
 
 
-TYPICAL = {s: typical(kind=k) for s, k in zip(
-    SERVICES, ("order-sign-typical", "order-select", "patient-view"), strict=True)}
-SIGN_PATHS = [p for p in paths_in(TYPICAL["baclofen-order-sign"])
-              if p[0] in ("context", "prefetch")]
+TYPICAL = {
+    s: typical(kind=k)
+    for s, k in zip(SERVICES, ("order-sign-typical", "order-select", "patient-view"), strict=True)
+}
+SIGN_PATHS = [
+    p for p in paths_in(TYPICAL["baclofen-order-sign"]) if p[0] in ("context", "prefetch")
+]
 
 
 @FUZZ
@@ -95,12 +107,24 @@ def test_random_json(client: TestClient, service: str, body: Any) -> None:
 
 
 @FUZZ
-@given(service=st.sampled_from(SERVICES),
-       field=st.sampled_from(["hook", "hookInstance", "context", "prefetch", "fhirServer",
-                              "fhirAuthorization", "extension"]),
-       value=json_values)
-def test_wrong_types_in_the_envelope(client: TestClient, service: str, field: str,
-                                     value: Any) -> None:
+@given(
+    service=st.sampled_from(SERVICES),
+    field=st.sampled_from(
+        [
+            "hook",
+            "hookInstance",
+            "context",
+            "prefetch",
+            "fhirServer",
+            "fhirAuthorization",
+            "extension",
+        ]
+    ),
+    value=json_values,
+)
+def test_wrong_types_in_the_envelope(
+    client: TestClient, service: str, field: str, value: Any
+) -> None:
     body = copy.deepcopy(TYPICAL[service])
     body[field] = value
     post(client, f"/cds-services/{service}", body)
@@ -108,21 +132,33 @@ def test_wrong_types_in_the_envelope(client: TestClient, service: str, field: st
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.sampled_from(SIGN_PATHS), value=json_values)
-def test_invalid_fhir_inside_a_valid_envelope(client: TestClient, path: tuple[Any, ...],
-                                              value: Any) -> None:
-    post(client, "/cds-services/baclofen-order-sign",
-         replace_at(TYPICAL["baclofen-order-sign"], path, value))
+def test_invalid_fhir_inside_a_valid_envelope(
+    client: TestClient, path: tuple[Any, ...], value: Any
+) -> None:
+    post(
+        client,
+        "/cds-services/baclofen-order-sign",
+        replace_at(TYPICAL["baclofen-order-sign"], path, value),
+    )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(path=st.sampled_from(SIGN_PATHS),
-       big=st.sampled_from(["string", "array", "object"]),
-       size=st.sampled_from([10_000, 200_000]))
+@given(
+    path=st.sampled_from(SIGN_PATHS),
+    big=st.sampled_from(["string", "array", "object"]),
+    size=st.sampled_from([10_000, 200_000]),
+)
 def test_huge_values(client: TestClient, path: tuple[Any, ...], big: str, size: int) -> None:
-    value: Any = {"string": "x" * size, "array": list(range(size // 10)),
-                  "object": {f"k{i}": i for i in range(size // 20)}}[big]
-    post(client, "/cds-services/baclofen-order-sign",
-         replace_at(TYPICAL["baclofen-order-sign"], path, value))
+    value: Any = {
+        "string": "x" * size,
+        "array": list(range(size // 10)),
+        "object": {f"k{i}": i for i in range(size // 20)},
+    }[big]
+    post(
+        client,
+        "/cds-services/baclofen-order-sign",
+        replace_at(TYPICAL["baclofen-order-sign"], path, value),
+    )
 
 
 @pytest.mark.parametrize("depth", [100, 1_000, 100_000])
@@ -141,9 +177,21 @@ def test_deeply_nested(client: TestClient, depth: int, where: str) -> None:
     post(client, "/cds-services/baclofen-order-sign", raw)
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe\x00", b"NaN", b'{"a": Infinity}',
-                                 b"[]", b"null", b'"text"', b"1e999999",
-                                 b'{"hook": "order-sign", "hookInstance": "\\ud800"}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"\xff\xfe\x00",
+        b"NaN",
+        b'{"a": Infinity}',
+        b"[]",
+        b"null",
+        b'"text"',
+        b"1e999999",
+        b'{"hook": "order-sign", "hookInstance": "\\ud800"}',
+    ],
+)
 def test_malformed_bytes(client: TestClient, raw: bytes) -> None:
     for service in SERVICES:
         post(client, f"/cds-services/{service}", raw)
@@ -152,6 +200,9 @@ def test_malformed_bytes(client: TestClient, raw: bytes) -> None:
 
 def test_oversized_body_is_413(client: TestClient) -> None:
     big = json.dumps({"hook": "order-sign", "pad": "x" * 5_100_000}).encode()
-    resp = client.post("/cds-services/baclofen-order-sign", content=big,
-                       headers={"content-type": "application/json"})
+    resp = client.post(
+        "/cds-services/baclofen-order-sign",
+        content=big,
+        headers={"content-type": "application/json"},
+    )
     assert_outcome(resp.status_code, resp.text, 413)

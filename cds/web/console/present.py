@@ -41,7 +41,7 @@ def fmt_dt(value: datetime | str | None) -> str:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return value
+            return str(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -350,8 +350,8 @@ class CardView:
 
 
 def card_view(card: dict[str, Any]) -> CardView:
-    source = card.get("source") if isinstance(card.get("source"), dict) else {}
-    topic = source.get("topic") if isinstance(source.get("topic"), dict) else {}
+    source: dict[str, Any] = card["source"] if isinstance(card.get("source"), dict) else {}
+    topic: dict[str, Any] = source["topic"] if isinstance(source.get("topic"), dict) else {}
     suggestions = []
     for s in card.get("suggestions") or []:
         if not isinstance(s, dict):

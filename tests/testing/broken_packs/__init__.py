@@ -64,15 +64,13 @@ BROKEN_PACKS: dict[str, BrokenPack] = {
                   "when: {renal_value: {gte: 30, lt: 40}, on_dialysis: false}"),),
         ),
         BrokenPack(
-            "renal-suggestion-above-limit",
+            "start-suggestion-above-start",
             "safe suggestions",
-            "the renal fix suggests 90% of the ordered dose, capped only at 120 mg/day: "
-            "above the band limit, so accepting it fires the same rule again",
-            (Edit("a5-renal.yaml",
-                  r'params: \{fraction_of_ordered: "@row\.suggest_fraction", '
-                  r'daily_max: "@row\.limit_established"\}',
-                  'params: {fraction_of_ordered: 0.9, daily_max: "@tables.oral_critical_daily_mg"}'),
-             ),
+            "the new-start fix suggests 10 mg three times daily (30 mg/day), above the "
+            "15 mg/day start the rule enforces: accepting it fires the same rule again",
+            (Edit("a4-titration.yaml",
+                  r'start_per_admin: "@tables\.titration\.start_per_admin_mg"',
+                  "start_per_admin: 10"),),
         ),
     )
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A short run of every benchmark so they never rot (CI: called by .ci/run). Installs what
+# it needs (the venv, and wrk from Debian when root; without wrk the Python load generator
+# is used), talks only to 127.0.0.1, writes its figures to a temporary folder (the report's
+# figures in bench/results/ are from the full runs in bench/README.md). ~2 minutes.
+# Fails on: any error answer in the soak, engine memory growth, a benchmark that crashes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh test >/dev/null
+if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) \
+    >/dev/null 2>&1 || echo "bench smoke: could not install wrk; using the Python load generator"
+fi
+PY=.venv/bin/python
+export PYTHONPATH="$PWD"
+out="$(mktemp -d -t cds-bench-smoke-XXXXXX)"
+trap 'rm -rf "$out"' EXIT
+dbs="sqlite"
+if $PY -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=3).close()" 2>/dev/null; then
+  dbs="sqlite,postgresql"
+elif [ "${CI:-}" = "true" ]; then
+  echo "bench smoke: PostgreSQL at 127.0.0.1:5432 is required under CI=true" >&2; exit 1
+fi
+step() { echo; echo "== bench smoke: $*"; }
+t0=$SECONDS
+step "request mix";        $PY bench/gen_requests.py
+step "stage profile";      $PY -m bench.profile_stages -n 15 --profile-n 15 --out "$out" | grep -v '^!!\|^$'
+step "engine scale";       $PY -m bench.engine_scale -n 5000 --max-growth 5 --out "$out" | tail -1
+step "HTTP (ours vs bare)"
+$PY -m bench.http_bench --duration 2 --warmup 1 --db "$dbs" --workers 1 --auth off,jwt \
+  --conns 16 --kind-workers "" --scale-workers "" --out "$out/http.json" | grep -v '^{'
+step "soak 30 s";          $PY -m bench.soak --seconds 30 --max-rss-growth 25 --out "$out"
+echo; echo "bench smoke: OK in $((SECONDS - t0)) s"

@@ -1,0 +1,136 @@
+"""The invariants hold for the shipped pack and catch deliberately broken ones.
+
+Each invariant is run the way ``cds rules test --properties`` runs it (``run_property``,
+hypothesis profile from ``CDS_HYPOTHESIS_PROFILE``). A broken pack (``broken_packs``) must
+fail the invariant its mistake breaks; invariants about the machinery rather than the
+pack (determinism, prefetch = fetched, order independence, interactions) are shown to
+catch a deliberately broken piece of code, patched in for the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import Phase, settings
+
+import cds.clinical.extract as extract_mod
+import cds.hooks.prefetch as prefetch_mod
+from cds.testing import invariants as inv
+from cds.testing import strategies as s
+from tests.testing.broken_packs import BROKEN_PACKS
+
+BY_NAME = {i.name: i for i in inv.INVARIANTS}
+# Detecting is enough here: skip shrinking (it is exercised by the CLI test and below).
+DETECT = settings(s.active_settings(), phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+
+@pytest.mark.parametrize("invariant", inv.INVARIANTS, ids=lambda i: i.name)
+def test_the_real_pack_keeps_every_invariant(invariant: inv.Invariant, real_pack) -> None:
+    result = inv.run_property(invariant, real_pack)
+    assert result.ok, result.message
+    assert result.examples >= s.active_settings().max_examples
+
+
+def adult_oral_order_sign(**kw: Any):
+    """Requests focused the way a rule author focuses them on an edit: adults, order-sign,
+    one oral draft, complete prefetch (the whole space is for ``deep`` runs)."""
+    base: dict[str, Any] = dict(hooks=("order-sign",), routes=("oral",), min_age=18,
+                                min_drafts=1, max_drafts=1, max_others=0,
+                                prefetch_modes=("complete",), interacting_classes=())
+    return s.hook_requests(**{**base, **kw})
+
+
+FOCUS = {
+    "ceiling-inverted": adult_oral_order_sign(max_active=0),
+    "start-suggestion-above-start": adult_oral_order_sign(max_active=0),
+    "renal-band-gap": adult_oral_order_sign(min_labs=1),
+    "creatinine-factor-typo": adult_oral_order_sign(
+        min_labs=1, labs=s.creatinines(units=("umol/L",), max_hours_ago=24 * 30)),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_PACKS)
+def test_a_broken_pack_fails_its_invariant(name: str, broken_pack) -> None:
+    spec = BROKEN_PACKS[name]
+    result = inv.run_property(BY_NAME[spec.breaks], broken_pack(name), settings_=DETECT,
+                              requests=FOCUS.get(name))
+    assert not result.ok, f"{name} ({spec.why}) passed '{spec.breaks}'"
+    assert f"[{spec.breaks}]" in result.message, result.message
+    assert result.request is not None
+
+
+def test_a_failure_shrinks_to_a_readable_request(broken_pack) -> None:
+    result = inv.run_property(BY_NAME["monotonic in dose"], broken_pack("ceiling-inverted"),
+                              requests=FOCUS["ceiling-inverted"])
+    assert not result.ok
+    request = result.request
+    assert request is not None
+    drafts = request["context"]["draftOrders"]["entry"]
+    assert len(drafts) <= 2
+    assert "oral-daily-above-ceiling-us" in result.message
+    assert "draft  MedicationRequest/rx-draft-1" in result.message  # the chart, in words
+
+
+# ---- invariants about the machinery: a broken piece of code, patched in ------------------
+
+
+def test_determinism_catches_state_leaking_between_calls(real_pack, monkeypatch) -> None:
+    real = inv.evaluate
+    calls = itertools.count()
+
+    def forgetful(inp, packs, *, now, recheck=True):  # every other call loses the labs
+        if next(calls) % 2:
+            inp = replace(inp, resources=[r for r in inp.resources
+                                          if r.get("resourceType") != "Observation"])
+        return real(inp, packs, now=now, recheck=recheck)
+
+    monkeypatch.setattr(inv, "evaluate", forgetful)
+    result = inv.run_property(BY_NAME["determinism"], real_pack, settings_=DETECT)
+    assert not result.ok and "[determinism]" in result.message
+
+
+def test_order_independence_catches_first_resource_wins(real_pack, monkeypatch) -> None:
+    real = extract_mod.index_resources
+
+    def first_observation_only(resources, ctx):
+        by_type = real(resources, ctx)
+        by_type["Observation"] = by_type["Observation"][:1]
+        return by_type
+
+    monkeypatch.setattr(extract_mod, "index_resources", first_observation_only)
+    result = inv.run_property(BY_NAME["order independence"], real_pack, settings_=DETECT)
+    assert not result.ok and "[order independence]" in result.message
+
+
+def test_prefetch_equivalence_catches_a_lossy_fetch(real_pack, monkeypatch) -> None:
+    real = prefetch_mod.fetch_all
+
+    async def lossy(**kwargs: Any):
+        results = await real(**kwargs)
+        for r in results.values():
+            del r.resources[-1:]  # the last resource of every fetched key is lost
+        return results
+
+    monkeypatch.setattr(prefetch_mod, "fetch_all", lossy)
+    result = inv.run_property(BY_NAME["prefetch = fetched"], real_pack, settings_=DETECT)
+    assert not result.ok and "[prefetch = fetched]" in result.message
+
+
+def test_interaction_monotonicity_catches_one_interaction_per_order(real_pack,
+                                                                    monkeypatch) -> None:
+    real = extract_mod.interaction_facts
+
+    def newest_only(*args: Any, **kwargs: Any):
+        pairs = real(*args, **kwargs)
+        last = {p.order_id: p for p in pairs}
+        return list(last.values())
+
+    monkeypatch.setattr(extract_mod, "interaction_facts", newest_only)
+    result = inv.run_property(BY_NAME["monotonic in interactions"], real_pack,
+                              settings_=DETECT,
+                              requests=s.hook_requests(hooks=("order-sign",), max_others=1,
+                                                       prefetch_modes=("complete",)))
+    assert not result.ok and "[monotonic in interactions]" in result.message
