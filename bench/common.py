@@ -62,6 +62,7 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
 

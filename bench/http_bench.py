@@ -167,7 +167,8 @@ class Bench:
         r = self.load(server, kind, conns, self.args.duration, auth, est)
         if auth == "off":
             self.est_rps[key] = r["rps"]
-        row = {**label, "kind": kind, "conns": conns, **r}
+        row = {**label, "kind": kind, "conns": conns, **r,
+               "loadavg_1m": round(os.getloadavg()[0], 2)}
         if db_url:
             row.update(server_side(db_url, started))
         self.rows.append(row)

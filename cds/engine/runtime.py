@@ -34,7 +34,10 @@ here, and has a test in ``tests/engine/test_runtime.py``:
 * The C core never releases the GIL and keeps global handle tables, so compile and evaluate run
   under ``_ENGINE_LOCK``; normalisation and JSON encoding happen outside it.
 * Facts hold at most 255 properties in the engine (we allow 200 user keys); integers are read
-  with ``atoll`` (int64 only); NaN and infinities are not JSON the engine can compare.
+  with ``atoll`` (int64 only); NaN and infinities are not JSON the engine can compare. Floats
+  are not rounded: written as ``repr`` (with ``1e-05`` spelled ``1.0e-05``) they come back from
+  ``atof`` bit-exact, so every comparison agrees with Python (property-tested), including
+  ``1e-300 > 0``; an int beyond 2**53 compared with a float is converted to double first.
 * The compiler keeps the tests below one node of its network in a 512-slot table and loops
   forever (holding the GIL) when a 513th is added, e.g. 513 equality rules on one field, or 30
   rules that each ``$or`` 20 values of it. ``install`` models the network and refuses more than
@@ -114,8 +117,8 @@ _STATE_ID = "$state"
 _FACT_ID = re.compile(r'\{"id": (\d+), "sid": "')
 # Numbers outside strings whose mantissa has no "." (json.dumps writes 1e-05, 1e+20): the
 # engine's parser only takes an exponent after a fraction. Strings are matched first so digits
-# inside them are skipped.
-_BARE_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+)([eE][-+]?\d+)')
+# inside them are skipped; the lookbehind keeps 2.5e-05 (fraction digits "5") untouched.
+_BARE_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
 _RESERVED_KEYS = frozenset({"sid", "id"})
 _RULE_KEYS = frozenset({"all", "any"})
 
@@ -161,9 +164,8 @@ def _normalise(fact: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         elif kind is float or isinstance(value, float):
             if not math.isfinite(value):
                 raise EngineError(f"fact {key!r}: {value} is not a finite number")
-            value = round(value, 9)
-            if -1e-9 < value < 1e-9:
-                value = 0.0  # also turns -0.0 into 0.0
+            if value == 0.0:
+                value = 0.0  # -0.0 -> 0.0 (equal anyway)
             elif not 1e-4 <= abs(value) < 1e16:
                 exponent = True  # repr() uses exponent notation exactly outside this range
             out[key] = value
@@ -189,11 +191,12 @@ def normalise_fact(fact: Mapping[str, Any]) -> dict[str, Any]:
     """Validate one flat fact and make it engine-safe.
 
     Values may be str, bool, int (int64) or finite float; ``None`` values are dropped (a missing
-    key means unknown). Floats are rounded to 9 decimals and anything below 1e-9 becomes 0.0
-    (``-0.0`` too). Floats whose ``repr`` uses an exponent (1e-05, 1e+20) stay floats: the runtime
-    writes them as ``1.0e-05`` because durable's parser rejects ``1e-05``. NaN/inf, nested
-    values, reserved keys (``sid``, ``id``, anything starting with ``$``) and more than
-    ``MAX_FACT_KEYS`` keys raise ``EngineError``.
+    key means unknown). Floats keep their exact value (``-0.0`` becomes ``0.0``), so the engine
+    compares exactly what Python would: no rounding, which would make ``1e-10 > 0`` false. Floats
+    whose ``repr`` uses an exponent (1e-05, 5e-324, 1e+20) are written to the engine as
+    ``1.0e-05``, because durable's parser rejects ``1e-05`` but reads ``1.0e-05`` back exactly
+    (``atof``). NaN/inf, nested values, reserved keys (``sid``, ``id``, anything starting with
+    ``$``) and more than ``MAX_FACT_KEYS`` keys raise ``EngineError``.
     """
     return _normalise(fact)[0]
 

@@ -167,7 +167,10 @@ class Outcome:
 
 
 def hook_input(
-    request: JSON, now: datetime, *, client: httpx.AsyncClient | None = None,
+    request: JSON,
+    now: datetime,
+    *,
+    client: httpx.AsyncClient | None = None,
     allowlist: Sequence[str] = (),
 ) -> HookInput:
     """The request as the clinical layer sees it (validated, prefetch resolved).
@@ -178,21 +181,34 @@ def hook_input(
     call = parse_hook_call(request, expected_hook=svc.hook)
     resolved = asyncio.run(
         resolve_prefetch(
-            keys=svc.prefetch, prefetch=call.prefetch, context=call.context,
-            fhir_server=call.fhir_server, access_token=call.access_token,
-            allowlist=list(allowlist), now=now, client=client,
+            keys=svc.prefetch,
+            prefetch=call.prefetch,
+            context=call.context,
+            fhir_server=call.fhir_server,
+            access_token=call.access_token,
+            allowlist=list(allowlist),
+            now=now,
+            client=client,
         )
     )
     return HookInput(
-        hook=call.hook, patient_id=call.patient_id, encounter_id=call.encounter_id,
-        draft_orders=call.draft_orders, selections=call.selections,
+        hook=call.hook,
+        patient_id=call.patient_id,
+        encounter_id=call.encounter_id,
+        draft_orders=call.draft_orders,
+        selections=call.selections,
         resources=resolved.resources,
     )
 
 
 def run_request(
-    request: JSON, packs: Packs, now: datetime, *, client: httpx.AsyncClient | None = None,
-    allowlist: Sequence[str] = (), recheck: bool = True,
+    request: JSON,
+    packs: Packs,
+    now: datetime,
+    *,
+    client: httpx.AsyncClient | None = None,
+    allowlist: Sequence[str] = (),
+    recheck: bool = True,
 ) -> Outcome:
     """Evaluate ``request`` at ``now`` through the production steps, in process."""
     try:
@@ -232,8 +248,11 @@ def _app_for(packs: list[CompiledPack]) -> Any:
 
         settings_ = Settings().model_copy(update={"auth": "off", "database_url": "sqlite://"})
         with _quiet():
-            app = create_app(settings_, registry=cast(Any, _StaticRegistry(packs)),
-                             maker=make_memory_sessionmaker())
+            app = create_app(
+                settings_,
+                registry=cast(Any, _StaticRegistry(packs)),
+                maker=make_memory_sessionmaker(),
+            )
         _APPS[key] = (list(packs), app)
     return _APPS[key][1]
 
@@ -304,8 +323,11 @@ def card_key(card: Mapping[str, Any] | BuiltCard) -> CardKey:
     c = card.card if isinstance(card, BuiltCard) else card
     ext = (c.get("extension") or {}).get(EXTENSION_KEY) or {}
     suggestions = [
-        {"label": s.get("label"), "isRecommended": s.get("isRecommended"),
-         "actions": _canonical(s.get("actions"))}
+        {
+            "label": s.get("label"),
+            "isRecommended": s.get("isRecommended"),
+            "actions": _canonical(s.get("actions")),
+        }
         for s in c.get("suggestions") or []
     ]
     return (
@@ -337,8 +359,11 @@ def _json_diff(a: Any, b: Any, path: str = "") -> list[str]:
             out += _json_diff(a.get(k, "(absent)"), b.get(k, "(absent)"), f"{path}.{k}")
         return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
-                for d in _json_diff(x, y, f"{path}[{i}]")]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _json_diff(x, y, f"{path}[{i}]")
+        ]
     return [] if a == b else [f"{path or '.'}: {json.dumps(a)} vs {json.dumps(b)}"]
 
 
@@ -366,8 +391,11 @@ def _diff(a: Outcome, b: Outcome, what_a: str, what_b: str) -> str | None:
 
 def _bundle_resources(value: Any) -> list[JSON]:
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        return [e["resource"] for e in value.get("entry") or []
-                if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+        return [
+            e["resource"]
+            for e in value.get("entry") or []
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        ]
     if isinstance(value, dict) and isinstance(value.get("resourceType"), str):
         return [value]
     return []
@@ -387,7 +415,8 @@ def _is_baclofen(res: JSON) -> bool:
 
 def _medications(request: JSON, *, baclofen_only: bool = True) -> list[JSON]:
     return [
-        r for r in _all_resources(request)
+        r
+        for r in _all_resources(request)
         if r.get("resourceType") in ("MedicationRequest", "MedicationStatement")
         and (not baclofen_only or _is_baclofen(r))
     ]
@@ -412,7 +441,8 @@ def _dose_quantities(med: JSON) -> Iterator[JSON]:
 def _observations(request: JSON, loincs: Iterable[str]) -> list[JSON]:
     wanted = set(loincs)
     return [
-        r for r in _all_resources(request)
+        r
+        for r in _all_resources(request)
         if r.get("resourceType") == "Observation"
         and any(c.get("code") in wanted for c in (r.get("code") or {}).get("coding") or [])
     ]
@@ -437,8 +467,12 @@ def doses_in_micrograms(request: JSON) -> JSON:
     return out
 
 
-_CREATININE_SWAP = {"2160-0": "14682-9", "38483-4": "59826-8", "14682-9": "2160-0",
-                    "59826-8": "38483-4"}
+_CREATININE_SWAP = {
+    "2160-0": "14682-9",
+    "38483-4": "59826-8",
+    "14682-9": "2160-0",
+    "59826-8": "38483-4",
+}
 
 
 def creatinine_in_other_unit(request: JSON) -> JSON:
@@ -541,8 +575,11 @@ def add_interacting_drug(request: JSON, drug: str) -> JSON:
     out = copy.deepcopy(request)
     ctx = out.setdefault("context", {})
     order = b.medication_request(
-        rid="rx-added-1", drug=drug, status="draft" if "draftOrders" in ctx else "active",
-        dosages=[b.dosage(dose=5, frequency=3)], pid=str(ctx.get("patientId", "pat-1")),
+        rid="rx-added-1",
+        drug=drug,
+        status="draft" if "draftOrders" in ctx else "active",
+        dosages=[b.dosage(dose=5, frequency=3)],
+        pid=str(ctx.get("patientId", "pat-1")),
     )
     if "draftOrders" in ctx:
         ctx["draftOrders"].setdefault("entry", []).append({"resource": order})
@@ -594,11 +631,19 @@ class PrefetchServer:
             value = prefetch.get(key)
             is_read = "?" not in query
             usable = isinstance(value, dict) and value.get("resourceType") not in (
-                None, "OperationOutcome")
+                None,
+                "OperationOutcome",
+            )
             if is_read:
-                resp = (httpx.Response(200, json=value, headers=_FHIR_JSON) if usable
-                        else httpx.Response(404, json={"resourceType": "OperationOutcome",
-                                                       "issue": []}, headers=_FHIR_JSON))
+                resp = (
+                    httpx.Response(200, json=value, headers=_FHIR_JSON)
+                    if usable
+                    else httpx.Response(
+                        404,
+                        json={"resourceType": "OperationOutcome", "issue": []},
+                        headers=_FHIR_JSON,
+                    )
+                )
             else:
                 resources = _bundle_resources(value) if usable else []
                 resp = httpx.Response(200, json=strat.bundle(resources), headers=_FHIR_JSON)
@@ -607,8 +652,9 @@ class PrefetchServer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         hit = self.routes.get(_key_query(str(request.url)))
         if hit is None:
-            return httpx.Response(404, json={"resourceType": "OperationOutcome", "issue": []},
-                                  headers=_FHIR_JSON)
+            return httpx.Response(
+                404, json={"resourceType": "OperationOutcome", "issue": []}, headers=_FHIR_JSON
+            )
         key, resp = hit
         self.fetched.append(key)
         return httpx.Response(resp.status_code, content=resp.content, headers=resp.headers)
@@ -623,9 +669,13 @@ _FHIR_JSON = {"content-type": "application/fhir+json"}
 def _with_server(request: JSON, drop: Iterable[str] = ()) -> JSON:
     out = copy.deepcopy(request)
     out["fhirServer"] = FHIR_SERVER
-    out["fhirAuthorization"] = {"access_token": "property-test-token", "token_type": "Bearer",
-                                "expires_in": 300, "scope": "patient/*.read",
-                                "subject": "cds-service"}
+    out["fhirAuthorization"] = {
+        "access_token": "property-test-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds-service",
+    }
     for key in drop:
         (out.get("prefetch") or {}).pop(key, None)
     return out
@@ -638,8 +688,9 @@ def _required_key_damaged(request: JSON) -> bool:
     prefetch = request.get("prefetch") or {}
     for key in strat.REQUIRED_PREFETCH_KEYS:
         value = prefetch.get(key, "absent")
-        if value == "absent" or (isinstance(value, dict)
-                                 and value.get("resourceType") == "OperationOutcome"):
+        if value == "absent" or (
+            isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+        ):
             return True
     return False
 
@@ -724,10 +775,16 @@ def check_prefetch_equivalence(
     server = PrefetchServer(request, now)
     keys = list(fetch_keys) if fetch_keys is not None else list(strat.PREFETCH_KEYS)
     with _quiet():
-        given = run_request(_with_server(request), packs, now, client=server.client(),
-                            allowlist=[FHIR_SERVER])
-        fetched = run_request(_with_server(request, drop=keys), packs, now,
-                              client=server.client(), allowlist=[FHIR_SERVER])
+        given = run_request(
+            _with_server(request), packs, now, client=server.client(), allowlist=[FHIR_SERVER]
+        )
+        fetched = run_request(
+            _with_server(request, drop=keys),
+            packs,
+            now,
+            client=server.client(),
+            allowlist=[FHIR_SERVER],
+        )
     diff = _diff(given, fetched, "prefetched", f"fetched {', '.join(sorted(keys))}")
     if diff:
         raise InvariantViolation(name, diff, request)
@@ -756,8 +813,7 @@ def _by_order(out: Outcome, category: str) -> dict[str, int]:
     return ranks
 
 
-def _monotone(name: str, request: JSON, steps: list[tuple[str, Outcome]],
-              category: str) -> None:
+def _monotone(name: str, request: JSON, steps: list[tuple[str, Outcome]], category: str) -> None:
     """Along a ladder of ever stronger changes, no card of ``category`` is lost or lowered."""
     names = {v: k for k, v in SEVERITY_RANK.items()}
     for (what_b, before), (what_a, after) in itertools.pairwise(steps):
@@ -858,8 +914,13 @@ def check_suggestions_safe(request: JSON, packs: Packs, now: datetime) -> None:
                 rank = SEVERITY_RANK[card.card["indicator"]]
                 mine = [f for f in after.findings if f.order_id == card.order_id]
                 refired = sorted({f.rule_id for f in mine if f.rule_id in s.rule_ids})
-                worse = sorted({f"{f.rule_id} ({f.severity})" for f in mine
-                                if f.category == card.category and f.rank > rank})
+                worse = sorted(
+                    {
+                        f"{f.rule_id} ({f.severity})"
+                        for f in mine
+                        if f.category == card.category and f.rank > rank
+                    }
+                )
                 if refired or worse:
                     raise InvariantViolation(
                         name,
@@ -871,9 +932,7 @@ def check_suggestions_safe(request: JSON, packs: Packs, now: datetime) -> None:
                     )
 
 
-def check_order_independence(
-    request: JSON, packs: Packs, now: datetime, *, seed: int = 0
-) -> None:
+def check_order_independence(request: JSON, packs: Packs, now: datetime, *, seed: int = 0) -> None:
     """Prefetch Bundle entries and draft orders shuffled (``random.Random(seed)``): the
     same cards."""
     name = "order independence"
@@ -900,8 +959,9 @@ def _dosage_text(d: Mapping[str, Any]) -> str:
         if "doseQuantity" in dr:
             parts.append(_qty(dr["doseQuantity"]))
         if "doseRange" in dr:
-            parts.append(f"{_qty(dr['doseRange'].get('low', {}))}-"
-                         f"{_qty(dr['doseRange'].get('high', {}))}")
+            parts.append(
+                f"{_qty(dr['doseRange'].get('low', {}))}-{_qty(dr['doseRange'].get('high', {}))}"
+            )
         if "rateQuantity" in dr:
             parts.append(f"rate {_qty(dr['rateQuantity'])}")
     timing = d.get("timing") or {}
@@ -912,14 +972,14 @@ def _dosage_text(d: Mapping[str, Any]) -> str:
     if rep:
         parts.append(" ".join(f"{k}={v}" for k, v in rep.items()))
     if bounds:
-        parts.append(f"from {bounds.get('start')}" + (f" to {bounds['end']}"
-                                                       if bounds.get("end") else ""))
+        parts.append(
+            f"from {bounds.get('start')}" + (f" to {bounds['end']}" if bounds.get("end") else "")
+        )
     if d.get("asNeededBoolean"):
         parts.append("PRN")
     if d.get("maxDosePerPeriod"):
         parts.append(f"max {_qty(d['maxDosePerPeriod'].get('numerator', {}))}/day")
-    route = [c.get("display") or c.get("code")
-             for c in (d.get("route") or {}).get("coding") or []]
+    route = [c.get("display") or c.get("code") for c in (d.get("route") or {}).get("coding") or []]
     if route:
         parts.append(f"({route[0]})")
     return " ".join(parts)
@@ -938,10 +998,11 @@ def _med_text(r: Mapping[str, Any]) -> str:
         extra.append(f"refill due {end}")
     if r.get("statusReason"):
         extra.append("reason: adverse reaction")
-    doses = "; ".join(_dosage_text(d) for d in r.get("dosageInstruction") or r.get("dosage")
-                      or [])
-    return (f"{r.get('resourceType')}/{r.get('id')} [{r.get('status')}] {name}: "
-            f"{doses or 'no dosage'}" + (f" ({', '.join(extra)})" if extra else ""))
+    doses = "; ".join(_dosage_text(d) for d in r.get("dosageInstruction") or r.get("dosage") or [])
+    return (
+        f"{r.get('resourceType')}/{r.get('id')} [{r.get('status')}] {name}: "
+        f"{doses or 'no dosage'}" + (f" ({', '.join(extra)})" if extra else "")
+    )
 
 
 def describe_request(request: Any) -> str:
@@ -951,12 +1012,16 @@ def describe_request(request: Any) -> str:
         return f"  request: {request!r}"[:300]
     ctx = request.get("context") or {}
     prefetch = request.get("prefetch") or {}
-    lines = [f"  hook {request.get('hook')}"
-             + (f", encounter {ctx['encounterId']}" if ctx.get("encounterId") else "")
-             + (f", selections {ctx['selections']}" if "selections" in ctx else "")]
+    lines = [
+        f"  hook {request.get('hook')}"
+        + (f", encounter {ctx['encounterId']}" if ctx.get("encounterId") else "")
+        + (f", selections {ctx['selections']}" if "selections" in ctx else "")
+    ]
     pat = prefetch.get("patient")
     if isinstance(pat, dict) and pat.get("resourceType") == "Patient":
-        lines.append(f"  patient born {pat.get('birthDate', '?')}, {pat.get('gender', 'no gender')}")
+        lines.append(
+            f"  patient born {pat.get('birthDate', '?')}, {pat.get('gender', 'no gender')}"
+        )
     for r in _bundle_resources(ctx.get("draftOrders")):
         lines.append(f"  draft  {_med_text(r)}")
     for key in ("medications", "medicationStatements"):
@@ -966,18 +1031,24 @@ def describe_request(request: Any) -> str:
         for r in _bundle_resources(prefetch.get(key)):
             code = next((c.get("code") for c in (r.get("code") or {}).get("coding") or []), "?")
             q = r.get("valueQuantity") or {}
-            lines.append(f"  {key:<6} {r.get('id')} {code} = {_qty(q)} at "
-                         f"{r.get('effectiveDateTime')}")
+            lines.append(
+                f"  {key:<6} {r.get('id')} {code} = {_qty(q)} at {r.get('effectiveDateTime')}"
+            )
     for r in _bundle_resources(prefetch.get("conditions")):
-        lines.append(f"  problem {(r.get('code') or {}).get('text')}"
-                     + (f" onset {r['onsetDateTime']}" if r.get("onsetDateTime") else ""))
+        lines.append(
+            f"  problem {(r.get('code') or {}).get('text')}"
+            + (f" onset {r['onsetDateTime']}" if r.get("onsetDateTime") else "")
+        )
     enc = prefetch.get("encounter")
     if isinstance(enc, dict) and enc.get("resourceType") == "Encounter":
         lines.append(f"  encounter class {(enc.get('class') or {}).get('code')}")
     missing = [k for k in strat.PREFETCH_KEYS if k not in prefetch]
     nulls = [k for k in strat.PREFETCH_KEYS if k in prefetch and prefetch[k] is None]
-    failed = [k for k, v in prefetch.items()
-              if isinstance(v, dict) and v.get("resourceType") == "OperationOutcome"]
+    failed = [
+        k
+        for k, v in prefetch.items()
+        if isinstance(v, dict) and v.get("resourceType") == "OperationOutcome"
+    ]
     for label, keys in (("absent", missing), ("null", nulls), ("OperationOutcome", failed)):
         if keys:
             lines.append(f"  prefetch {label}: {', '.join(keys)}")
@@ -1012,21 +1083,42 @@ def _order_requests(now: datetime) -> SearchStrategy[JSON]:
 
 
 INVARIANTS: tuple[Invariant, ...] = (
-    Invariant("valid cards", check_valid_cards,
-              lambda now: strat.hook_requests(now=now, damage_required=True)),
+    Invariant(
+        "valid cards",
+        check_valid_cards,
+        lambda now: strat.hook_requests(now=now, damage_required=True),
+    ),
     Invariant("determinism", check_determinism, _requests),
-    Invariant("prefetch = fetched", check_prefetch_equivalence, _requests,
-              {"fetch_keys": lambda: st.none() | st.frozensets(
-                  st.sampled_from(strat.PREFETCH_KEYS), min_size=1)}),
+    Invariant(
+        "prefetch = fetched",
+        check_prefetch_equivalence,
+        _requests,
+        {
+            "fetch_keys": lambda: (
+                st.none() | st.frozensets(st.sampled_from(strat.PREFETCH_KEYS), min_size=1)
+            )
+        },
+    ),
     Invariant("unit invariance", check_unit_invariance, _requests),
     Invariant("monotonic in dose", check_dose_monotonicity, _requests),
     Invariant("monotonic in renal function", check_renal_monotonicity, _requests),
-    Invariant("monotonic in interactions", check_interaction_monotonicity, _requests,
-              {"drug": lambda: st.sampled_from(
-                  [d for ds in strat.INTERACTING_DRUGS.values() for d in ds])}),
+    Invariant(
+        "monotonic in interactions",
+        check_interaction_monotonicity,
+        _requests,
+        {
+            "drug": lambda: st.sampled_from(
+                [d for ds in strat.INTERACTING_DRUGS.values() for d in ds]
+            )
+        },
+    ),
     Invariant("safe suggestions", check_suggestions_safe, _order_requests),
-    Invariant("order independence", check_order_independence, _requests,
-              {"seed": lambda: st.integers(0, 2**16)}),
+    Invariant(
+        "order independence",
+        check_order_independence,
+        _requests,
+        {"seed": lambda: st.integers(0, 2**16)},
+    ),
 )
 
 
@@ -1042,23 +1134,52 @@ class PropertyResult:
     report: list[str] = field(default_factory=list)
 
 
+SHRINK_SECONDS = 20.0
+
+
 def run_property(
-    invariant: Invariant, packs: Packs, *, now: datetime = strat.DEFAULT_NOW,
-    settings_: settings | None = None, requests: SearchStrategy[JSON] | None = None,
+    invariant: Invariant,
+    packs: Packs,
+    *,
+    now: datetime = strat.DEFAULT_NOW,
+    settings_: settings | None = None,
+    requests: SearchStrategy[JSON] | None = None,
     profile: str = "",
+    shrink_seconds: float = SHRINK_SECONDS,
 ) -> PropertyResult:
     """Run one invariant under hypothesis; the result says how many examples ran, how
-    long it took, and (on failure) the shrunk request and the violation."""
+    long it took, and (on failure) the shrunk request and the violation.
+
+    Shrinking a whole chart can take minutes; after ``shrink_seconds`` from the first
+    failure, new candidates are no longer evaluated (they count as passing) while the
+    failures already seen still fail, so hypothesis stops early and reports the smallest
+    failing request found so far.
+    """
     count = 0
     plist = pack_list(packs)
     extras = {k: v() for k, v in invariant.extras.items()}
+    failures: dict[str, BaseException] = {}
+    first_failure: list[float] = []
 
-    @given(request=requests if requests is not None else invariant.requests(now),
-           extra=st.fixed_dictionaries(extras))
+    @given(
+        request=requests if requests is not None else invariant.requests(now),
+        extra=st.fixed_dictionaries(extras),
+    )
     def prop(request: JSON, extra: dict[str, Any]) -> None:
         nonlocal count
+        key = json.dumps([request, extra], sort_keys=True, default=str)
+        if key in failures:
+            raise failures[key]
+        if first_failure and time.perf_counter() - first_failure[0] > shrink_seconds:
+            return
         count += 1
-        invariant.check(request, plist, now, **extra)
+        try:
+            invariant.check(request, plist, now, **extra)
+        except Exception as exc:
+            failures[key] = exc
+            if not first_failure:
+                first_failure.append(time.perf_counter())
+            raise
 
     test = (settings_ or strat.active_settings())(prop)
     report: list[str] = []
@@ -1067,15 +1188,31 @@ def run_property(
         with with_reporter(report.append):
             test()
     except InvariantViolation as exc:
-        return PropertyResult(invariant.name, profile, count, time.perf_counter() - t0, False,
-                              str(exc), exc.request, report)
+        return PropertyResult(
+            invariant.name,
+            profile,
+            count,
+            time.perf_counter() - t0,
+            False,
+            str(exc),
+            exc.request,
+            report,
+        )
     except (Exception, HypothesisException) as exc:  # a crash is a failure too
         message = f"{type(exc).__name__}: {exc}"
-        violations = [e for e in getattr(exc, "exceptions", []) if
-                      isinstance(e, InvariantViolation)]
-        return PropertyResult(invariant.name, profile, count, time.perf_counter() - t0, False,
-                              message[:4000], violations[0].request if violations else None,
-                              report)
+        violations = [
+            e for e in getattr(exc, "exceptions", []) if isinstance(e, InvariantViolation)
+        ]
+        return PropertyResult(
+            invariant.name,
+            profile,
+            count,
+            time.perf_counter() - t0,
+            False,
+            message[:4000],
+            violations[0].request if violations else None,
+            report,
+        )
     return PropertyResult(invariant.name, profile, count, time.perf_counter() - t0, True)
 
 
@@ -1087,17 +1224,21 @@ def _pack_profiles(rules_dir: Path, pack_id: str) -> list[str]:
 
 
 def run_properties(
-    rules_dir: Path, pack_id: str, *, profiles: Sequence[str] | None = None,
-    settings_: settings | None = None, invariants: Sequence[Invariant] = INVARIANTS,
+    rules_dir: Path,
+    pack_id: str,
+    *,
+    profiles: Sequence[str] | None = None,
+    settings_: settings | None = None,
+    invariants: Sequence[Invariant] | None = None,
     now: datetime = strat.DEFAULT_NOW,
 ) -> list[PropertyResult]:
-    """Every invariant for every profile of the pack (compiled once per profile)."""
+    """Every invariant (default: :data:`INVARIANTS`) for every profile of the pack
+    (compiled once per profile)."""
     results = []
     for profile in profiles or _pack_profiles(rules_dir, pack_id):
         reg = registry_for(Path(rules_dir), pack_id, profile)
-        for inv in invariants:
-            results.append(run_property(inv, reg, now=now, settings_=settings_,
-                                        profile=profile))
+        for inv in invariants if invariants is not None else INVARIANTS:
+            results.append(run_property(inv, reg, now=now, settings_=settings_, profile=profile))
     return results
 
 
@@ -1130,21 +1271,38 @@ def run_properties_cli(rules_dir: Path, pack_id: str, console: Any) -> bool:
         console.print(f"[red]FAIL[/red] {pack_id}: the pack does not compile: {exc}")
         return False
     failed = [r for r in results if not r.ok]
-    table = Table(title=f"{pack_id}: pack invariants (hypothesis profile {profile_name}), "
-                        f"{len(failed)} failed")
-    for col, justify in (("invariant", "left"), ("profile", "left"), ("examples", "right"),
-                         ("time", "right"), ("result", "left")):
+    table = Table(title=f"{pack_id}: pack invariants (hypothesis profile {profile_name})")
+    for col, justify in (
+        ("invariant", "left"),
+        ("profile", "left"),
+        ("examples", "right"),
+        ("time", "right"),
+        ("result", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in results:
-        table.add_row(r.invariant, r.profile, str(r.examples), f"{r.seconds:.1f} s",
-                      "[green]pass[/green]" if r.ok else "[red]FAIL[/red]")
+        table.add_row(
+            r.invariant,
+            r.profile,
+            str(r.examples),
+            f"{r.seconds:.1f} s",
+            "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
+        )
     console.print(table)
+    console.print(
+        f"{pack_id}: {len(results)} invariant runs, {len(failed)} failed, "
+        f"{sum(r.examples for r in results)} examples in "
+        f"{sum(r.seconds for r in results):.0f} s"
+    )
     for r in failed:
         console.print(f"\n[red]{r.invariant}[/red] ({r.profile}):")
         console.print(r.message, markup=False, highlight=False)
         path = save_failure(r, pack_id)
         if path is not None:
-            console.print(f"minimal request saved: {path}\nreplay: cds evaluate {path} "
-                          f"--now {strat.DEFAULT_NOW.isoformat()} --profile {r.profile}",
-                          markup=False, highlight=False)
+            console.print(
+                f"minimal request saved: {path}\nreplay: cds evaluate {path} "
+                f"--now {strat.DEFAULT_NOW.isoformat()} --profile {r.profile}",
+                markup=False,
+                highlight=False,
+            )
     return not failed

@@ -115,6 +115,7 @@ def build_card(
     weight: float,
     pack_version: str,
     when: datetime,
+    rng: random.Random | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A card as the service would issue it, and the facts it used."""
     limit = 80.0 if rule.category == "dose-ceiling" else 30.0 if egfr < 30 else 60.0
@@ -202,7 +203,7 @@ def build_card(
         card["suggestions"] = [
             {
                 "label": f"Change to {suggested:g} mg/day",
-                "uuid": str(uuid.UUID(int=random.getrandbits(128))),
+                "uuid": str(uuid.UUID(int=(rng or random).getrandbits(128))),
                 "isRecommended": True,
                 "actions": [
                     {
@@ -243,7 +244,6 @@ def seed_cards(
 ) -> SeedSummary:
     """Bulk-insert ``n_cards`` cards spread over ``days`` days ending at ``end``."""
     rng = random.Random(seed)
-    random.seed(seed)  # suggestion uuids in build_card
     end = end or datetime.now(UTC).replace(microsecond=0)
     span = days * 86400
     weights = [r.weight for r in RULES]
@@ -294,6 +294,7 @@ def seed_cards(
                 weight=float(rng.randrange(45, 120)),
                 pack_version=version,
                 when=when,
+                rng=rng,
             )
             outcome = None
             if rng.random() < feedback_share:

@@ -37,9 +37,16 @@ def test_the_real_pack_keeps_every_invariant(invariant: inv.Invariant, real_pack
 def adult_oral_order_sign(**kw: Any):
     """Requests focused the way a rule author focuses them on an edit: adults, order-sign,
     one oral draft, complete prefetch (the whole space is for ``deep`` runs)."""
-    base: dict[str, Any] = dict(hooks=("order-sign",), routes=("oral",), min_age=18,
-                                min_drafts=1, max_drafts=1, max_others=0,
-                                prefetch_modes=("complete",), interacting_classes=())
+    base: dict[str, Any] = dict(
+        hooks=("order-sign",),
+        routes=("oral",),
+        min_age=18,
+        min_drafts=1,
+        max_drafts=1,
+        max_others=0,
+        prefetch_modes=("complete",),
+        interacting_classes=(),
+    )
     return s.hook_requests(**{**base, **kw})
 
 
@@ -48,23 +55,29 @@ FOCUS = {
     "start-suggestion-above-start": adult_oral_order_sign(max_active=0),
     "renal-band-gap": adult_oral_order_sign(min_labs=1),
     "creatinine-factor-typo": adult_oral_order_sign(
-        min_labs=1, labs=s.creatinines(units=("umol/L",), max_hours_ago=24 * 30)),
+        min_labs=1, labs=s.creatinines(units=("umol/L",), max_hours_ago=24 * 30)
+    ),
 }
 
 
 @pytest.mark.parametrize("name", BROKEN_PACKS)
 def test_a_broken_pack_fails_its_invariant(name: str, broken_pack) -> None:
     spec = BROKEN_PACKS[name]
-    result = inv.run_property(BY_NAME[spec.breaks], broken_pack(name), settings_=DETECT,
-                              requests=FOCUS.get(name))
+    result = inv.run_property(
+        BY_NAME[spec.breaks], broken_pack(name), settings_=DETECT, requests=FOCUS.get(name)
+    )
     assert not result.ok, f"{name} ({spec.why}) passed '{spec.breaks}'"
     assert f"[{spec.breaks}]" in result.message, result.message
     assert result.request is not None
 
 
 def test_a_failure_shrinks_to_a_readable_request(broken_pack) -> None:
-    result = inv.run_property(BY_NAME["monotonic in dose"], broken_pack("ceiling-inverted"),
-                              requests=FOCUS["ceiling-inverted"])
+    result = inv.run_property(
+        BY_NAME["monotonic in dose"],
+        broken_pack("ceiling-inverted"),
+        requests=FOCUS["ceiling-inverted"],
+        shrink_seconds=5,
+    )
     assert not result.ok
     request = result.request
     assert request is not None
@@ -83,8 +96,9 @@ def test_determinism_catches_state_leaking_between_calls(real_pack, monkeypatch)
 
     def forgetful(inp, packs, *, now, recheck=True):  # every other call loses the labs
         if next(calls) % 2:
-            inp = replace(inp, resources=[r for r in inp.resources
-                                          if r.get("resourceType") != "Observation"])
+            inp = replace(
+                inp, resources=[r for r in inp.resources if r.get("resourceType") != "Observation"]
+            )
         return real(inp, packs, now=now, recheck=recheck)
 
     monkeypatch.setattr(inv, "evaluate", forgetful)
@@ -119,8 +133,7 @@ def test_prefetch_equivalence_catches_a_lossy_fetch(real_pack, monkeypatch) -> N
     assert not result.ok and "[prefetch = fetched]" in result.message
 
 
-def test_interaction_monotonicity_catches_one_interaction_per_order(real_pack,
-                                                                    monkeypatch) -> None:
+def test_interaction_monotonicity_catches_one_interaction_per_order(real_pack, monkeypatch) -> None:
     real = extract_mod.interaction_facts
 
     def newest_only(*args: Any, **kwargs: Any):
@@ -129,8 +142,10 @@ def test_interaction_monotonicity_catches_one_interaction_per_order(real_pack,
         return list(last.values())
 
     monkeypatch.setattr(extract_mod, "interaction_facts", newest_only)
-    result = inv.run_property(BY_NAME["monotonic in interactions"], real_pack,
-                              settings_=DETECT,
-                              requests=s.hook_requests(hooks=("order-sign",), max_others=1,
-                                                       prefetch_modes=("complete",)))
+    result = inv.run_property(
+        BY_NAME["monotonic in interactions"],
+        real_pack,
+        settings_=DETECT,
+        requests=s.hook_requests(hooks=("order-sign",), max_others=1, prefetch_modes=("complete",)),
+    )
     assert not result.ok and "[monotonic in interactions]" in result.message

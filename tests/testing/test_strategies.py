@@ -32,8 +32,9 @@ def birth_age(patient: dict[str, Any], now: datetime = NOW) -> int:
 RESOURCE_STRATEGIES = {
     "patients": s.patients(),
     "baclofen_requests": s.baclofen_requests(),
-    "active_baclofen": s.baclofen_requests(statuses=("active", "stopped"),
-                                           started_days_ago=(1, 400)),
+    "active_baclofen": s.baclofen_requests(
+        statuses=("active", "stopped"), started_days_ago=(1, 400)
+    ),
     "intrathecal": s.baclofen_requests(routes=("intrathecal",)),
     "interacting_requests": s.interacting_requests(),
     "baclofen_statements": s.baclofen_statements(),
@@ -139,8 +140,11 @@ def test_complete_requests_are_accepted_for_every_hook(hook: str, real_pack) -> 
 
 
 @FEW
-@given(st.sampled_from(["partial", "null", "outcome"]).flatmap(
-    lambda m: st.tuples(st.just(m), s.hook_requests(prefetch_modes=(m,), damage_required=True))))
+@given(
+    st.sampled_from(["partial", "null", "outcome"]).flatmap(
+        lambda m: st.tuples(st.just(m), s.hook_requests(prefetch_modes=(m,), damage_required=True))
+    )
+)
 def test_prefetch_modes(pair: tuple[str, dict[str, Any]]) -> None:
     mode, request = pair
     prefetch = request["prefetch"]
@@ -150,8 +154,10 @@ def test_prefetch_modes(pair: tuple[str, dict[str, Any]]) -> None:
         assert set(prefetch) == set(s.PREFETCH_KEYS)
         assert any(prefetch[k] is None for k in prefetch)
     else:
-        assert any(isinstance(v, dict) and v.get("resourceType") == "OperationOutcome"
-                   for v in prefetch.values())
+        assert any(
+            isinstance(v, dict) and v.get("resourceType") == "OperationOutcome"
+            for v in prefetch.values()
+        )
 
 
 def test_settings_profiles_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,39 +38,62 @@ BROKEN_PACKS: dict[str, BrokenPack] = {
             "ceiling-inverted",
             "monotonic in dose",
             "the US ceiling rule compares with lt instead of gt: higher doses lose the card",
-            (Edit("a3-oral-ceilings.yaml",
-                  r'\{regimen_daily: \{gt: "@profile\.oral_daily_ceiling_mg"\}\}',
-                  '{regimen_daily: {lt: "@profile.oral_daily_ceiling_mg"}}'),),
+            (
+                Edit(
+                    "a3-oral-ceilings.yaml",
+                    r'\{regimen_daily: \{gt: "@profile\.oral_daily_ceiling_mg"\}\}',
+                    '{regimen_daily: {lt: "@profile.oral_daily_ceiling_mg"}}',
+                ),
+            ),
         ),
         BrokenPack(
             "no-override-reasons",
             "valid cards",
             "no default override reasons: warning and critical cards carry none",
-            (Edit("pack.yaml", r"default_override_reasons:\n(?:  - .*\n)+",
-                  "default_override_reasons: []\n"),),
+            (
+                Edit(
+                    "pack.yaml",
+                    r"default_override_reasons:\n(?:  - .*\n)+",
+                    "default_override_reasons: []\n",
+                ),
+            ),
         ),
         BrokenPack(
             "creatinine-factor-typo",
             "unit invariance",
             "umol/L per mg/dL typed as 8.84: a creatinine in umol/L reads 10x too high",
-            (Edit("pack.yaml", r"creatinine_umol_per_mg_dl: 88\.4",
-                  "creatinine_umol_per_mg_dl: 8.84"),),
+            (
+                Edit(
+                    "pack.yaml",
+                    r"creatinine_umol_per_mg_dl: 88\.4",
+                    "creatinine_umol_per_mg_dl: 8.84",
+                ),
+            ),
         ),
         BrokenPack(
             "renal-band-gap",
             "monotonic in renal function",
             "the moderate band ends at 40, not 50: CrCl 40-49 falls between bands",
-            (Edit("pack.yaml", r"when: \{renal_value: \{gte: 30, lt: 50\}, on_dialysis: false\}",
-                  "when: {renal_value: {gte: 30, lt: 40}, on_dialysis: false}"),),
+            (
+                Edit(
+                    "pack.yaml",
+                    r"when: \{renal_value: \{gte: 30, lt: 50\}, on_dialysis: false\}",
+                    "when: {renal_value: {gte: 30, lt: 40}, on_dialysis: false}",
+                ),
+            ),
         ),
         BrokenPack(
             "start-suggestion-above-start",
             "safe suggestions",
             "the new-start fix suggests 10 mg three times daily (30 mg/day), above the "
             "15 mg/day start the rule enforces: accepting it fires the same rule again",
-            (Edit("a4-titration.yaml",
-                  r'start_per_admin: "@tables\.titration\.start_per_admin_mg"',
-                  "start_per_admin: 10"),),
+            (
+                Edit(
+                    "a4-titration.yaml",
+                    r'start_per_admin: "@tables\.titration\.start_per_admin_mg"',
+                    "start_per_admin: 10",
+                ),
+            ),
         ),
     )
 }
@@ -87,6 +110,7 @@ def make_broken_pack(name: str, rules_dir: Path) -> Path:
         new, n = re.subn(edit.pattern, edit.replacement, text, count=1)
         if n != 1:
             raise AssertionError(
-                f"broken pack {name}: {edit.file} no longer contains {edit.pattern!r}")
+                f"broken pack {name}: {edit.file} no longer contains {edit.pattern!r}"
+            )
         path.write_text(new, encoding="utf-8")
     return rules_dir
