@@ -164,3 +164,33 @@ def parse_hook_call(body: Any, *, expected_hook: str) -> HookCall:
         draft_orders=drafts,
         selections=selections,
     )
+
+
+def require_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
+    """The Patient of ``context.patientId`` must be there (412) and be valid FHIR R4 (422).
+
+    Everything else may be partial (the rules say so in data-quality cards), but without a
+    readable Patient no age, sex or weight rule can be trusted.
+    """
+    from fhir.resources.R4B.patient import Patient
+    from pydantic import ValidationError
+
+    from cds.errors import InvalidFhir, PrefetchUnavailable
+
+    patients = [r for r in resources if r.get("resourceType") == "Patient"]
+    if not patients:
+        raise PrefetchUnavailable("required prefetch 'patient' could not be obtained: "
+                                  "no Patient resource", expression=["prefetch.patient"])
+    mine = [p for p in patients if p.get("id") == patient_id]
+    if not mine:
+        raise InvalidFhir(f"the Patient resource is not context.patientId ({patient_id[:64]})",
+                          expression=["prefetch.patient.id"])
+    try:
+        Patient.model_validate(mine[0])
+    except (ValidationError, ValueError, TypeError) as exc:
+        where = "prefetch.patient"
+        if isinstance(exc, ValidationError) and exc.errors():
+            loc = ".".join(str(p) for p in exc.errors()[0].get("loc", ()))
+            where = f"prefetch.patient.{loc}" if loc else where
+        raise InvalidFhir(f"the Patient is not valid FHIR R4 ({where})",
+                          expression=[where]) from None

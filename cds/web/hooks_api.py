@@ -33,7 +33,7 @@ from cds.hooks.feedback import parse_feedback
 from cds.hooks.fetch import FetchLimits
 from cds.hooks.pipeline import Evaluation, evaluate
 from cds.hooks.prefetch import resolve_prefetch
-from cds.hooks.request import parse_hook_call
+from cds.hooks.request import parse_hook_call, require_patient
 from cds.hooks.services import SERVICES, ServiceDef, discovery_document
 from cds.store.audit import (
     InvocationRecord,
@@ -190,6 +190,7 @@ async def call_service(service_id: str, request: Request, principal: Authenticat
             limits=FetchLimits(deadline_seconds=settings.fetch_deadline_seconds),
             client=request.app.state.http)
         t_prefetch = round((time.perf_counter() - t0) * 1000, 3)
+        require_patient(resolved.resources, call.patient_id)
         inp = HookInput(hook=call.hook, patient_id=call.patient_id,
                         encounter_id=call.encounter_id, draft_orders=call.draft_orders,
                         selections=call.selections, resources=resolved.resources)

@@ -82,8 +82,9 @@ def expected_silent(v: Vignette, rule_id: str, category: str) -> bool:
     return exact and not any(c.get("category") == category for c in cards)
 
 
-def _uncovered(categories: dict[str, dict[str, str]], runs: list[Run], *,
-               firing: bool) -> list[str]:
+def _uncovered(
+    categories: dict[str, dict[str, str]], runs: list[Run], *, firing: bool
+) -> list[str]:
     missing = []
     all_ids = sorted({rid for rules in categories.values() for rid in rules})
     for rid in all_ids:
@@ -109,23 +110,32 @@ def test_every_rule_fires_in_some_vignette(categories, runs) -> None:
     missing = _uncovered(categories, runs, firing=True)
     assert not missing, (
         f"{len(missing)} rule(s) fire in no passing vignette (as an expected rules_include):\n  "
-        + "\n  ".join(missing))
+        + "\n  ".join(missing)
+    )
 
 
 def test_every_rule_is_silent_in_a_close_vignette(categories, runs) -> None:
     missing = _uncovered(categories, runs, firing=False)
     assert not missing, (
         f"{len(missing)} rule(s) have no passing boundary/exclusion vignette (covers or "
-        "rules_exclude, expected and observed not to fire):\n  " + "\n  ".join(missing))
+        "rules_exclude, expected and observed not to fire):\n  " + "\n  ".join(missing)
+    )
 
 
 def test_covers_name_rules_of_the_vignettes_profile(categories) -> None:
-    bad = [f"{v.id}: {rid} is not a {v.profile} rule"
-           for v in VIGNETTES for rid in v.covers if rid not in categories[v.profile]]
-    bad += [f"{v.id}: rules_include/rules_exclude {rid} is not a {v.profile} rule"
-            for v in VIGNETTES for c in _expected_cards(v)
-            for rid in [*c.get("rules_include", []), *c.get("rules_exclude", [])]
-            if rid not in categories[v.profile]]
+    bad = [
+        f"{v.id}: {rid} is not a {v.profile} rule"
+        for v in VIGNETTES
+        for rid in v.covers
+        if rid not in categories[v.profile]
+    ]
+    bad += [
+        f"{v.id}: rules_include/rules_exclude {rid} is not a {v.profile} rule"
+        for v in VIGNETTES
+        for c in _expected_cards(v)
+        for rid in [*c.get("rules_include", []), *c.get("rules_exclude", [])]
+        if rid not in categories[v.profile]
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -144,6 +154,7 @@ def test_covered_rules_have_an_expectation(categories) -> None:
 
 def test_new_vignettes_say_what_they_cover() -> None:
     """Vignettes beyond part D and the shared examples name the rules they exercise."""
-    missing = [v.id for v in VIGNETTES
-               if v.part_d is None and not v.id.startswith("ex-") and not v.covers]
+    missing = [
+        v.id for v in VIGNETTES if v.part_d is None and not v.id.startswith("ex-") and not v.covers
+    ]
     assert not missing, "vignettes without covers: " + ", ".join(missing)

@@ -128,6 +128,18 @@ def test_bad_requests_are_400_operation_outcomes(client, mutate, status, text) -
     assert_outcome(client.post(SIGN, json=body), status, text)
 
 
+def test_invalid_patient_is_422_and_missing_patient_412(client) -> None:
+    body = example("order-sign-renal-moderate.json")
+    body["prefetch"]["patient"]["birthDate"] = "the day before yesterday"
+    assert_outcome(client.post(SIGN, json=body), 422, "prefetch.patient.birthDate")
+    body = example("order-sign-renal-moderate.json")
+    body["prefetch"]["patient"]["id"] = "someone-else"
+    assert_outcome(client.post(SIGN, json=body), 422, "context.patientId")
+    body = example("order-sign-renal-moderate.json")
+    body["prefetch"]["patient"] = None
+    assert_outcome(client.post(SIGN, json=body), 412, "patient")
+
+
 def test_malformed_json_is_400(client) -> None:
     resp = client.post(SIGN, content=b'{"hook": ', headers={"content-type": "application/json"})
     assert_outcome(resp, 400, "not valid JSON")
