@@ -130,8 +130,8 @@ def dose_plan(order: OrderFacts, patient: PatientFacts, findings: list[Finding],
         per_admin = rounding
         if n <= 0:
             return None
-    if per_admin * n >= own_daily - EPS and n == admins:
-        return None  # nothing lower to suggest
+    if per_admin * n >= own_daily - EPS and n == admins and start is None:
+        return None  # nothing lower to suggest, and no later start either
     return DosePlan(per_admin=per_admin, admin_per_day=n, start=start,
                     reasons=tuple(f.rule_id for f in specs))
 
@@ -231,7 +231,8 @@ def dose_resource(order: OrderFacts, plan: DosePlan) -> dict[str, Any] | None:
     inst.pop("text", None)
     qty = _quantity(order, plan.per_admin)
     inst["doseAndRate"] = [{"doseQuantity": qty}]
-    timing = inst.get("timing") if isinstance(inst.get("timing"), dict) else {}
+    raw_timing = inst.get("timing")
+    timing: dict[str, Any] = raw_timing if isinstance(raw_timing, dict) else {}
     if plan.admin_per_day != _ordered_admins(order) or plan.start is not None or "code" in timing:
         inst["timing"] = _timing(plan.admin_per_day, plan.start)
     inst["text"] = (
@@ -315,10 +316,11 @@ def describe_taper(steps: list[TaperStep], target: DosePlan | None) -> str:
             described.append(f"{fmt_dose(p)} mg {', '.join(freqs)}/day")
         i = j + 1
     text = ", then ".join(described)
-    if timed:
-        text += f" ({(timed[0].end - timed[0].start).days + 1} days each)"
+    first_end, last_end = (timed[0].end, timed[-1].end) if timed else (None, None)
+    if timed and first_end is not None:
+        text += f" ({(first_end - timed[0].start).days + 1} days each)"
     if target is not None:
         text += f", then {fmt_dose(target.per_admin)} mg {target.admin_per_day}x/day"
-    elif timed:
-        text += f"; stop on day {(timed[-1].end - timed[0].start).days + 2}"
+    elif timed and last_end is not None:
+        text += f"; stop on day {(last_end - timed[0].start).days + 2}"
     return text

@@ -50,7 +50,10 @@ def _engine_value(value: Any) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
-        return value
+        # Differences and ratios of measurements carry binary noise (1.2 - 0.9 =
+        # 0.29999999999999993); at 1e-9 nothing clinical is lost and the policy's
+        # boundaries ("+0.3 mg/dL fires", "+30% does not") hold exactly.
+        return round(value, 9)
     raise TypeError(f"not an engine value: {value!r}")
 
 

@@ -170,7 +170,9 @@ def build_order_facts(
     o.new_start = hist.new_start
     o.chronic_user = hist.chronic_user
     if not after.records:
-        o.change = "stop"
+        # nothing by this route after signing: a stop, unless nothing ran before either
+        # (a one-off screening bolus is not the interruption of a regimen)
+        o.change = "stop" if current_records else "new"
     elif o.current_daily is None:
         o.change = "new"
     elif complete:

@@ -124,7 +124,7 @@ def parse(cond: Any, r: Resolver, fields: frozenset[str]) -> Node:
     if len(cond) == 1 and next(iter(cond)) in ("any_row", "all_row"):
         key, spec = next(iter(cond.items()))
         rows = r.ref(f"@tables.{spec['table']}")
-        items = []
+        items: list[Node] = []
         for row in rows:
             if spec.get("where") and row.get(spec["where"]) is None:
                 continue
@@ -141,8 +141,8 @@ def parse(cond: Any, r: Resolver, fields: frozenset[str]) -> Node:
             return negate(parse(body, r, fields), r.present)
         if not isinstance(body, list) or not body:
             raise PackError(f"{key} needs a non-empty list", field=r.where)
-        items = tuple(parse(c, r, fields) for c in body)
-        return All(items) if key == "all" else Any_(items)
+        parsed = tuple(parse(c, r, fields) for c in body)
+        return All(parsed) if key == "all" else Any_(parsed)
     out: list[Node] = []
     for name, spec in cond.items():
         if name not in fields:

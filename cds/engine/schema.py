@@ -66,7 +66,7 @@ class RuleDef(_Strict):
     severity: str  # info|warning|critical, or "@row.x"
     fact: Literal["order", "interaction", "data_issue"] = "order"
     hooks: list[Literal["order-select", "order-sign", "patient-view"]] = Field(
-        default_factory=lambda: ["order-select", "order-sign"]
+        default=["order-select", "order-sign"]
     )
     profiles: list[str] | None = None  # None: every profile
     for_each: ForEach | None = None

@@ -9,6 +9,7 @@ relative to an explicit ``now``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -307,9 +308,11 @@ def bundle(resources: list[dict[str, Any]], kind: str = "searchset") -> dict[str
 
 def hook_request(*, hook: str, now: datetime, patient_res: dict[str, Any],
                  drafts: list[dict[str, Any]] | None = None,
-                 selections: list[str] | None = None, medications: list[dict[str, Any]] = (),
-                 labs: list[dict[str, Any]] = (), body: list[dict[str, Any]] = (),
-                 vitals: list[dict[str, Any]] = (), conditions: list[dict[str, Any]] = (),
+                 selections: list[str] | None = None,
+                 medications: Sequence[dict[str, Any]] = (),
+                 labs: Sequence[dict[str, Any]] = (), body: Sequence[dict[str, Any]] = (),
+                 vitals: Sequence[dict[str, Any]] = (),
+                 conditions: Sequence[dict[str, Any]] = (),
                  encounter_res: dict[str, Any] | None = None,
                  hook_instance: str | None = None,
                  procedures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
