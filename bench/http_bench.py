@@ -48,6 +48,7 @@ from bench.common import (
     sqlite_db,
     start_bare,
     start_cds,
+    tree_cpu_seconds,
 )
 from bench.gen_requests import SERVICE
 from bench.loadgen import Target, run_load
@@ -164,7 +165,10 @@ class Bench:
         est = self.est_rps.get(key)
         self.load(server, kind, conns, self.args.warmup, auth, est)  # warm-up, not counted
         started = datetime.now(UTC)
+        cpu0 = tree_cpu_seconds(server.proc.pid)
         r = self.load(server, kind, conns, self.args.duration, auth, est)
+        cpu = tree_cpu_seconds(server.proc.pid) - cpu0
+        r["server_cpu_ms_per_req"] = round(cpu * 1000 / max(1, r["requests"]), 2)
         if auth == "off":
             self.est_rps[key] = r["rps"]
         row = {**label, "kind": kind, "conns": conns, **r,

@@ -206,7 +206,7 @@ def run(n: int, db_url: str, out: Path, profile_n: int) -> dict[str, Any]:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| kind | cards | " + " | ".join(STAGES) + " | sum | app (whole call) |",
+        "| kind | n cards | " + " | ".join(STAGES) + " | sum | app (whole call) |",
         "|---|---:|" + "---:|" * (len(STAGES) + 2),
     ]
     for kind, r in report["kinds"].items():

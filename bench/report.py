@@ -37,8 +37,8 @@ def http_tables(report: dict[str, Any]) -> str:
     ]
     out += [
         "| target | db | workers | auth (replay cache) | conns | req/s | p50 ms | p95 ms "
-        "| p99 ms | server p50 / p99 ms | ours/bare |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 ms | server p50 / p99 ms | server CPU ms/req | ours/bare |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     typical = [r for r in rows if r["kind"] == "order-sign-typical"]
     for r in sorted(
@@ -57,7 +57,7 @@ def http_tables(report: dict[str, Any]) -> str:
         out.append(
             f"| {r['target']} | {r['db']} | {r['workers']} | {auth} | {r['conns']} | "
             f"{r['rps']:.0f}{_valid(r)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {server} | {ratio} |"
+            f"{r['p99_ms']:.1f} | {server} | {r.get('server_cpu_ms_per_req', 0):.2f} | {ratio} |"
         )
     others = [r for r in rows if r["kind"] != "order-sign-typical"]
     if others:

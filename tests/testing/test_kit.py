@@ -25,16 +25,22 @@ def request_for(drafts: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
     from datetime import timedelta
 
     return b.hook_request(
-        hook=kw.pop("hook", "order-sign"), now=NOW, patient_res=b.patient(now=NOW, age=55),
-        drafts=drafts, body=[b.weight(80, NOW - timedelta(days=2))],
+        hook=kw.pop("hook", "order-sign"),
+        now=NOW,
+        patient_res=b.patient(now=NOW, age=55),
+        drafts=drafts,
+        body=[b.weight(80, NOW - timedelta(days=2))],
         labs=kw.pop("labs", [b.creatinine(0.9, "mg/dL", NOW - timedelta(days=2), oid="cr-1")]),
-        hook_instance=s.HOOK_INSTANCE, **kw,
+        hook_instance=s.HOOK_INSTANCE,
+        **kw,
     )
 
 
 def draft(dose: float = 30, unit: str = "mg", **kw: Any) -> dict[str, Any]:
     return b.medication_request(
-        rid="rx-new", status="draft", product="tab10",
+        rid="rx-new",
+        status="draft",
+        product="tab10",
         dosages=[b.dosage(dose=dose, unit=unit, frequency=kw.pop("frequency", 3), **kw)],
     )
 
@@ -99,8 +105,13 @@ def test_lower_renal_function_stays_plausible() -> None:
 def test_prefetch_server_answers_every_prefetch_query(real_pack) -> None:
     req = request_for([draft()])
     server = inv.PrefetchServer(req, NOW)
-    out = inv.run_request(inv._with_server(req, drop=s.PREFETCH_KEYS), real_pack, NOW,
-                          client=server.client(), allowlist=[inv.FHIR_SERVER])
+    out = inv.run_request(
+        inv._with_server(req, drop=s.PREFETCH_KEYS),
+        real_pack,
+        NOW,
+        client=server.client(),
+        allowlist=[inv.FHIR_SERVER],
+    )
     assert out.status == 200
     # encounter: the context has none, so its template cannot be rendered
     assert sorted(server.fetched) == sorted(k for k in s.PREFETCH_KEYS if k != "encounter")
@@ -122,8 +133,9 @@ def test_a_violation_names_the_invariant_and_the_chart() -> None:
     assert isinstance(exc, AssertionError)
 
 
-def test_the_cli_prints_a_table_and_saves_a_failure(broken_pack, monkeypatch,
-                                                    tmp_path: Path) -> None:
+def test_the_cli_prints_a_table_and_saves_a_failure(
+    broken_pack, monkeypatch, tmp_path: Path
+) -> None:
     by_name = {i.name: i for i in inv.INVARIANTS}
     monkeypatch.setattr(inv, "INVARIANTS", (by_name["valid cards"], by_name["determinism"]))
     monkeypatch.setattr(inv.tempfile, "gettempdir", lambda: str(tmp_path))
