@@ -107,7 +107,7 @@ def dose_plan(order: OrderFacts, patient: PatientFacts, findings: list[Finding],
                 if child or p.get("start_per_admin") is None:
                     continue  # children: text only (about 0.3 mg/kg/day in 2-4 doses)
                 forced_admins = int(p["start_admin_per_day"])
-                daily_caps.append(p["start_per_admin"] * forced_admins)
+                daily_caps.append(p["start_per_admin"] * forced_admins - others)
                 single_caps.append(float(p["start_per_admin"]))
             elif order.current_daily is not None and order.regimen_admin_per_day:
                 current_per_admin = order.current_daily / order.regimen_admin_per_day
@@ -132,6 +132,8 @@ def dose_plan(order: OrderFacts, patient: PatientFacts, findings: list[Finding],
             return None
     if per_admin * n >= own_daily - EPS and n == admins and start is None:
         return None  # nothing lower to suggest, and no later start either
+    if per_admin * n > own_daily + EPS:
+        return None  # a fix never raises the order it corrects
     return DosePlan(per_admin=per_admin, admin_per_day=n, start=start,
                     reasons=tuple(f.rule_id for f in specs))
 
@@ -234,7 +236,16 @@ def dose_resource(order: OrderFacts, plan: DosePlan) -> dict[str, Any] | None:
     raw_timing = inst.get("timing")
     timing: dict[str, Any] = raw_timing if isinstance(raw_timing, dict) else {}
     if plan.admin_per_day != _ordered_admins(order) or plan.start is not None or "code" in timing:
+        repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
         inst["timing"] = _timing(plan.admin_per_day, plan.start)
+        if plan.start is None and isinstance(repeat.get("boundsPeriod"), dict):
+            inst["timing"]["repeat"]["boundsPeriod"] = copy.deepcopy(repeat["boundsPeriod"])
+    if "maxDosePerPeriod" in inst:  # a PRN maximum must not outlive the corrected dose
+        total = _quantity(order, plan.daily)
+        inst["maxDosePerPeriod"] = {"numerator": total, "denominator": {
+            "value": 1, "unit": "d", "system": UCUM, "code": "d"}}
+    if "maxDosePerAdministration" in inst:
+        inst["maxDosePerAdministration"] = copy.deepcopy(qty)
     inst["text"] = (
         f"{fmt_dose(plan.per_admin)} mg {freq_words(plan.admin_per_day)}"
         + (f" from {plan.start.date().isoformat()}" if plan.start else "")

@@ -226,6 +226,7 @@ class OrderFacts:
     strength_per_ml: float | None = display()  # mg/mL (oral) or ug/mL, for mL doses
     dose_unit_written: str | None = display()  # the unit the prescriber wrote
     replaces: str | None = display()  # id of the active order it replaces
+    current_resource: dict[str, Any] | None = display()  # that active order (JSON)
     current_start: datetime | None = display()
     duplicate_ids: list[str] = display_factory(list)
 

@@ -212,8 +212,22 @@ def read_observations(resources: list[JSON], ctx: Context) -> dict[str, list[Obs
                 if kind == "sbp":
                     _read_value(kind, comp, rid, ref, when, ctx, out)
     for series in out.values():
-        series.sort(key=lambda o: o.when, reverse=True)
+        series.sort(key=_newest_then_worst, reverse=True)
     return out
+
+
+# Kinds where a LOWER value is the more concerning one (the rest: higher is worse).
+_LOW_IS_WORSE = frozenset({"rr", "spo2", "gcs", "rass", "sbp", "egfr", "crcl"})
+
+
+def _newest_then_worst(o: Obs) -> tuple[datetime, float, str]:
+    """Sort key: newest first; of results at the same instant, the more concerning one
+    first (the safer reading), then by id, so the answer never depends on input order."""
+    if o.value is None:
+        worse = float("-inf")
+    else:
+        worse = -o.value if o.kind in _LOW_IS_WORSE else o.value
+    return (o.when, worse, o.id)
 
 
 def _read_value(

@@ -148,6 +148,7 @@ def build_order_facts(
         if r.kind == "request" and r.id and r.id in {rec.id, rec.prior_id}
     ]
     o.replaces = replaced[0].id if replaced and rec.is_draft else None
+    o.current_resource = replaced[0].resource if replaced and rec.is_draft else None
 
     complete = after.complete
     if current_records:

@@ -152,8 +152,12 @@ def _withdrawal_suggestions(
                 )
             )
     if order.change == "stop":
+        # continue what the patient takes now: the active order's dosage, not the draft's
         cont = copy.deepcopy(order.resource)
         cont["status"] = "active"
+        current = order.current_resource or {}
+        if isinstance(current.get("dosageInstruction"), list):
+            cont["dosageInstruction"] = copy.deepcopy(current["dosageInstruction"])
         label = "Continue the current dose (do not stop abruptly)"
         out.append(
             Suggestion(

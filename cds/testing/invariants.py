@@ -96,10 +96,14 @@ Packs = PackRegistry | CompiledPack | Sequence[CompiledPack]
 
 __all__ = [
     "INVARIANTS",
+    "UNIT_REWRITES",
     "Invariant",
     "InvariantViolation",
     "Outcome",
+    "PrefetchServer",
     "PropertyResult",
+    "add_interacting_drug",
+    "call_app",
     "card_key",
     "card_keys",
     "check_determinism",
@@ -111,12 +115,21 @@ __all__ = [
     "check_suggestions_safe",
     "check_unit_invariance",
     "check_valid_cards",
+    "creatinine_in_other_unit",
     "describe_request",
+    "doses_in_micrograms",
+    "hook_input",
+    "lower_renal_function",
+    "pack_list",
+    "raise_doses",
     "registry_for",
     "run_properties",
     "run_properties_cli",
     "run_property",
     "run_request",
+    "save_failure",
+    "shuffled",
+    "timing_in_other_form",
 ]
 
 FHIR_SERVER = "https://ehr.example.org/fhir"
@@ -496,7 +509,7 @@ def creatinine_in_other_unit(request: JSON) -> JSON:
 
 
 _REPEAT_OF_CODE = {code: v[2] for code, v in strat.SCHEDULES.items()}
-_CODE_OF_REPEAT = {}
+_CODE_OF_REPEAT: dict[tuple[int, float, str], tuple[str, str]] = {}
 for _code, _v in strat.SCHEDULES.items():
     _CODE_OF_REPEAT.setdefault(_v[2], (_code, _v[1]))
 
@@ -1137,7 +1150,7 @@ class PropertyResult:
     ok: bool
     message: str = ""
     request: JSON | None = None
-    report: list[str] = field(default_factory=list)
+    report: list[str] = field(default_factory=list)  # hypothesis' own output
 
 
 SHRINK_SECONDS = 20.0
@@ -1198,7 +1211,7 @@ def run_property(
     report: list[str] = []
     t0 = time.perf_counter()
     try:
-        with with_reporter(report.append):
+        with with_reporter(lambda text: report.append(str(text))):
             test()
     except InvariantViolation as exc:
         return PropertyResult(

@@ -91,7 +91,7 @@ _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shri
 # few examples, because every example runs the whole pipeline several times.
 settings.register_profile(
     "ci",
-    max_examples=25,
+    max_examples=50,
     deadline=None,
     derandomize=True,
     database=None,  # derandomised: nothing to replay, and no .hypothesis/ in the cwd
@@ -1006,10 +1006,13 @@ def _condition(*, now: datetime, key: str, onset_days_ago: int | None, pid: str)
     return res
 
 
+PROBLEM_KEYS = tuple(k for k in CONDITION_CODES if k != "pregnancy")  # pregnancy: patient_data
+
+
 def conditions(
     *,
     now: datetime = DEFAULT_NOW,
-    keys: Sequence[str] = tuple(k for k in CONDITION_CODES if k != "pregnancy"),
+    keys: Sequence[str] = PROBLEM_KEYS,
     pid: str = PATIENT_ID,
 ) -> SearchStrategy[JSON]:
     """An active Condition from the problem-list codes the pack reads (dialysis, epilepsy,
