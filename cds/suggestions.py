@@ -109,8 +109,9 @@ def dose_plan(order: OrderFacts, patient: PatientFacts, findings: list[Finding],
                 forced_admins = int(p["start_admin_per_day"])
                 daily_caps.append(p["start_per_admin"] * forced_admins - others)
                 single_caps.append(float(p["start_per_admin"]))
-            elif order.current_daily is not None and order.regimen_admin_per_day:
-                current_per_admin = order.current_daily / order.regimen_admin_per_day
+            elif order.regimen_admin_per_day:
+                # nothing active now (a restart after a hold or a gap): the step is from 0
+                current_per_admin = (order.current_daily or 0.0) / order.regimen_admin_per_day
                 step = p["step_per_admin"]
                 daily_caps.append((current_per_admin + step) * order.regimen_admin_per_day - others)
                 days = p.get("min_interval_days_paediatric") if child else p["min_interval_days"]

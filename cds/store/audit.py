@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,57 +57,47 @@ class InvocationRecord:
 
 def record_invocation(*, session: Session, invocation: InvocationRecord,
                       cards: list[IssuedCard]) -> None:
-    """Add the invocation and every card it issued (caller commits once)."""
-    session.add(
-        Invocation(
-            id=invocation.id,
-            hook_instance=invocation.hook_instance,
-            service_id=invocation.service_id,
-            hook=invocation.hook,
-            patient_ref=invocation.patient_ref,
-            user_ref=invocation.user_ref,
-            encounter_ref=invocation.encounter_ref,
-            issuer=invocation.issuer,
-            tenant=invocation.tenant,
-            received_at=invocation.received_at,
-            evaluated_at=invocation.evaluated_at,
-            duration_ms=invocation.duration_ms,
-            timings=invocation.timings,
-            status="ok",
-            pack_id=invocation.pack_id,
-            pack_version=invocation.pack_version,
-            card_count=len(cards),
-            fetched_keys=invocation.fetched_keys,
-        )
-    )
+    """Insert the invocation and every card it issued (caller commits once).
+
+    Core ``insert`` with parameter lists rather than ORM objects: this runs on every hook
+    call, and the unit-of-work bookkeeping cost more than the SQL itself (measured).
+    """
+    session.execute(insert(Invocation), [{
+        "id": invocation.id, "hook_instance": invocation.hook_instance,
+        "service_id": invocation.service_id, "hook": invocation.hook,
+        "patient_ref": invocation.patient_ref, "user_ref": invocation.user_ref,
+        "encounter_ref": invocation.encounter_ref, "issuer": invocation.issuer,
+        "tenant": invocation.tenant, "received_at": invocation.received_at,
+        "evaluated_at": invocation.evaluated_at, "duration_ms": invocation.duration_ms,
+        "timings": invocation.timings, "status": "ok", "pack_id": invocation.pack_id,
+        "pack_version": invocation.pack_version, "card_count": len(cards),
+        "fetched_keys": invocation.fetched_keys,
+    }])
+    if not cards:
+        return
+    card_rows = []
+    rule_rows = []
     for c in cards:
         top = max(SEVERITY_RANK[s] for _, s in c.rules) if c.rules else 1
-        session.add(
-            Card(
-                id=c.card["uuid"],
-                invocation_id=invocation.id,
-                created_at=invocation.received_at,
-                service_id=invocation.service_id,
-                hook=invocation.hook,
-                patient_ref=invocation.patient_ref,
-                order_id=c.order_id,
-                category=c.category,
-                indicator=c.card["indicator"],
-                severity_rank=SEVERITY_RANK[c.card["indicator"]],
-                summary=c.card["summary"][:200],
-                primary_rule=c.primary_rule,
-                pack_id=c.pack_id,
-                pack_version=c.pack_version,
-                facts=c.facts,
-                card_json=c.card,
-            )
-        )
+        card_rows.append({
+            "id": c.card["uuid"], "invocation_id": invocation.id,
+            "created_at": invocation.received_at, "service_id": invocation.service_id,
+            "hook": invocation.hook, "patient_ref": invocation.patient_ref,
+            "order_id": c.order_id, "category": c.category, "indicator": c.card["indicator"],
+            "severity_rank": SEVERITY_RANK[c.card["indicator"]],
+            "summary": c.card["summary"][:200], "primary_rule": c.primary_rule,
+            "pack_id": c.pack_id, "pack_version": c.pack_version, "facts": c.facts,
+            "card_json": c.card, "review_status": "unreviewed", "feedback_outcome": None,
+        })
         marked = False
         for rule_id, severity in c.rules:
             sets = not marked and SEVERITY_RANK[severity] == top and rule_id == c.primary_rule
             marked = marked or sets
-            session.add(CardRule(card_id=c.card["uuid"], rule_id=rule_id, severity=severity,
-                                 sets_severity=sets))
+            rule_rows.append({"card_id": c.card["uuid"], "rule_id": rule_id,
+                              "severity": severity, "sets_severity": sets})
+    session.execute(insert(Card), card_rows)
+    if rule_rows:
+        session.execute(insert(CardRule), rule_rows)
 
 
 def record_rejection(*, maker: sessionmaker[Session], received_at: datetime, path: str,

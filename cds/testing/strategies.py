@@ -1167,21 +1167,23 @@ def hook_requests(
     damage_required: bool = False,
     draft_mg: SearchStrategy[float] | None = None,
     labs: SearchStrategy[JSON] | None = None,
+    draft_orders: SearchStrategy[JSON] | None = None,
 ) -> SearchStrategy[JSON]:
     """A whole CDS Hooks request for one of ``hooks``, every part drawn from the strategies
     above: the patient (with weight, height, pregnancy), active and draft baclofen orders
     (a draft may replace an active one via ``priorPrescription``), home medication, other
     drugs, renal labs, vitals, conditions, an encounter, and the prefetch in one of
     ``prefetch_modes``. Ids are stable (``rx-draft-1``, ``lab-2``...). ``labs`` replaces
-    the renal-result strategy (e.g. ``creatinines(units=("umol/L",))``); the ``min_*`` and
-    ``max_*`` bounds size each list."""
+    the renal-result strategy (e.g. ``creatinines(units=("umol/L",))``) and
+    ``draft_orders`` the baclofen draft strategy (e.g. ``baclofen_requests(prn=("no",),
+    max_instructions=1, allow_taper=False)``); the ``min_*`` and ``max_*`` bounds size
+    each list."""
     draft_statuses = ("draft", "draft", "draft", "active", "stopped", "cancelled", "on-hold")
-    drafts = st.tuples(
-        baclofen_requests(
+    if draft_orders is None:
+        draft_orders = baclofen_requests(
             now=now, statuses=draft_statuses, routes=routes, mg=draft_mg, start_in_days=(0, 5)
-        ),
-        st.none() | st.integers(0, 1),
-    )
+        )
+    drafts = st.tuples(draft_orders, st.none() | st.integers(0, 1))
     active = baclofen_requests(
         now=now,
         statuses=("active", "active", "active", "on-hold", "stopped", "completed"),

@@ -190,44 +190,48 @@ async def call_service(service_id: str, request: Request, principal: Authenticat
             limits=FetchLimits(deadline_seconds=settings.fetch_deadline_seconds),
             client=request.app.state.http)
         t_prefetch = round((time.perf_counter() - t0) * 1000, 3)
-        require_patient(resolved.resources, call.patient_id)
-        inp = HookInput(hook=call.hook, patient_id=call.patient_id,
-                        encounter_id=call.encounter_id, draft_orders=call.draft_orders,
-                        selections=call.selections, resources=resolved.resources)
         packs = request.app.state.registry.packs()
-        result: Evaluation = await anyio.to_thread.run_sync(
-            lambda: evaluate(inp, packs, now=received))
-        timings = {"prefetch": t_prefetch, **result.timings}
-        record = InvocationRecord(
-            id=str(uuid.uuid4()), hook_instance=call.hook_instance, service_id=svc.id,
-            hook=call.hook, patient_ref=f"Patient/{call.patient_id}", user_ref=call.user_id,
-            encounter_ref=f"Encounter/{call.encounter_id}" if call.encounter_id else None,
-            issuer=principal.iss if principal else None,
-            tenant=principal.tenant if principal else None, received_at=received,
-            evaluated_at=received, duration_ms=0.0, timings=timings,
-            pack_id=packs[0].id if packs else None,
-            pack_version=packs[0].version if packs else None,
-            fetched_keys=sorted(resolved.fetched))
-        issued = [
-            IssuedCard(card=c.card, order_id=c.order_id, category=c.category,
-                       primary_rule=c.primary.rule_id,
-                       rules=[(f.rule_id, f.severity) for f in c.findings],
-                       pack_id=c.primary.pack_id, pack_version=c.primary.pack_version,
-                       facts=_facts_for_audit(c.facts, result))
-            for c in result.cards
-        ]
-        t0 = time.perf_counter()
-        record.duration_ms = round((t0 - t_start) * 1000, 3)
-        try:
-            await anyio.to_thread.run_sync(
-                lambda: save_invocation(maker=request.app.state.maker, invocation=record,
-                                        cards=issued))
-        except StoreUnavailable:
-            if not settings.serve_unaudited:
-                raise
-            log.error("audit store down: serving %d unaudited cards (CDS_SERVE_UNAUDITED) "
-                      "hookInstance=%s", len(issued), call.hook_instance)
-        timings["store"] = round((time.perf_counter() - t0) * 1000, 3)
+        maker = request.app.state.maker
+
+        def work() -> tuple[Evaluation, list[IssuedCard], dict[str, float]]:
+            """Evaluate and audit in ONE worker-thread hop (both block: C engine, DB)."""
+            require_patient(resolved.resources, call.patient_id)
+            inp = HookInput(hook=call.hook, patient_id=call.patient_id,
+                            encounter_id=call.encounter_id, draft_orders=call.draft_orders,
+                            selections=call.selections, resources=resolved.resources)
+            result = evaluate(inp, packs, now=received)
+            timings = {"prefetch": t_prefetch, **result.timings}
+            issued = [
+                IssuedCard(card=c.card, order_id=c.order_id, category=c.category,
+                           primary_rule=c.primary.rule_id,
+                           rules=[(f.rule_id, f.severity) for f in c.findings],
+                           pack_id=c.primary.pack_id, pack_version=c.primary.pack_version,
+                           facts=_facts_for_audit(c.facts, result))
+                for c in result.cards
+            ]
+            t0 = time.perf_counter()
+            record = InvocationRecord(
+                id=str(uuid.uuid4()), hook_instance=call.hook_instance, service_id=svc.id,
+                hook=call.hook, patient_ref=f"Patient/{call.patient_id}",
+                user_ref=call.user_id,
+                encounter_ref=f"Encounter/{call.encounter_id}" if call.encounter_id else None,
+                issuer=principal.iss if principal else None,
+                tenant=principal.tenant if principal else None, received_at=received,
+                evaluated_at=received, duration_ms=round((t0 - t_start) * 1000, 3),
+                timings=timings, pack_id=packs[0].id if packs else None,
+                pack_version=packs[0].version if packs else None,
+                fetched_keys=sorted(resolved.fetched))
+            try:
+                save_invocation(maker=maker, invocation=record, cards=issued)
+            except StoreUnavailable:
+                if not settings.serve_unaudited:
+                    raise
+                log.error("audit store down: serving %d unaudited cards (CDS_SERVE_UNAUDITED)"
+                          " hookInstance=%s", len(issued), call.hook_instance)
+            timings["store"] = round((time.perf_counter() - t0) * 1000, 3)
+            return result, issued, timings
+
+        result, issued, timings = await anyio.to_thread.run_sync(work)
         log.info("hook %s service=%s hookInstance=%s cards=%d rules=%s ms=%.1f", call.hook,
                  svc.id, call.hook_instance, len(issued),
                  ",".join(sorted({f.rule_id for c in result.cards for f in c.findings})),

@@ -1,17 +1,16 @@
-"""Real bugs the properties found, each as the minimal request that shows it.
+"""Real bugs the properties found, each as the minimal request that showed it.
 
-Each test is ``xfail(strict=True)`` until the code is fixed: the suite stays green, and a
-fix turns the test into an XPASS failure, so whoever fixes it removes the marker (here
-and in ``KNOWN_BUGS``, which also feeds these requests to the real-pack property tests as
-explicit examples).
+Those not marked OPEN were fixed in commit 9c42ad2; their tests stay as regressions, and
+``REGRESSIONS`` feeds the same requests to the real-pack property tests as explicit
+examples, so every run tries them whatever examples hypothesis draws. A new bug found by
+a property goes here the same way: its minimal request, a reason naming the code, and
+``xfail(strict=True)`` until it is fixed.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from cds.testing import builders as b
 from cds.testing import invariants as inv
@@ -47,6 +46,55 @@ def two_new_oral_drafts() -> dict[str, Any]:
     return request_for([a, c])
 
 
+def two_vitals_at_the_same_instant() -> dict[str, Any]:
+    """Adult, 10 mg TID draft; two respiratory rates taken at the same instant, 8 and 11."""
+    d = b.medication_request(
+        rid="rx-new", status="draft", product="tab10", dosages=[b.dosage(dose=10, frequency=3)]
+    )
+    at = NOW - timedelta(hours=2)
+    rr = [
+        {**b.vital("resp_rate", 8, at), "id": "rr-a"},
+        {**b.vital("resp_rate", 11, at), "id": "rr-b"},
+    ]
+    return request_for([d], vitals=rr)
+
+
+def a_stop_whose_draft_has_another_dose() -> dict[str, Any]:
+    """Chronic 20 mg QID for 200 days; the stop is signed on a draft reading 5 mg QID."""
+    active = b.medication_request(
+        rid="rx-current",
+        status="active",
+        product="tab20",
+        dosages=[b.dosage(dose=20, frequency=4)],
+        authored=NOW - timedelta(days=200),
+    )
+    stop = b.medication_request(
+        rid="rx-stop",
+        status="stopped",
+        product="tab5",
+        dosages=[b.dosage(dose=5, frequency=4)],
+        prior="rx-current",
+    )
+    return request_for([stop], medications=[active])
+
+
+def a_restart_after_a_hold() -> dict[str, Any]:
+    """Adult; baclofen 10 mg TID put on hold 10 days ago (not a new start, no current
+    regimen); the draft restarts at 30 mg TID: ceiling warning (90 > 80 mg/day) and
+    titration warning (+30 mg per dose from nothing)."""
+    held = b.medication_request(
+        rid="rx-held",
+        status="on-hold",
+        product="tab10",
+        dosages=[b.dosage(dose=10, frequency=3)],
+        authored=NOW - timedelta(days=10),
+    )
+    restart = b.medication_request(
+        rid="rx-new", status="draft", product="tab10", dosages=[b.dosage(dose=30, frequency=3)]
+    )
+    return request_for([restart], medications=[held])
+
+
 CODED_START = (
     "cds/suggestions.py dose_resource: a draft timed by timing.code gets its timing "
     "rewritten as timing.repeat without repeat.boundsPeriod, so the suggested dose starts "
@@ -66,33 +114,60 @@ NEW_START_SHARE = (
     "titration-new-start-above-start-dose again (found by 'safe suggestions', ci profile)"
 )
 
-# invariant name -> [(reason, minimal request)]
-KNOWN_BUGS: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "unit invariance": [(CODED_START, coded_schedule_with_a_start())],
+SAME_INSTANT = (
+    "cds/clinical/observations.py read_observations: series are sorted by time only, so "
+    "of two results at the same instant (RR 8 and RR 11) the 'newest' is whichever came "
+    "first in the prefetch: side-effect critical or warning depending on the order "
+    "(found by 'order independence', deep profile)"
+)
+CONTINUE_DOSE = (
+    "cds/hooks/pipeline.py _withdrawal_suggestions: 'Continue the current dose' re-activates "
+    "the stopped draft as written (5 mg QID), not the current regimen (20 mg QID), so "
+    "accepting it is still an abrupt reduction and fires withdrawal-oral-high-dose again; "
+    "continue suggestions skip the re-check, so this loop reaches the EHR (found by 'safe "
+    "suggestions', deep profile)"
+)
+
+RESTART_AFTER_HOLD = (
+    "OPEN: cds/suggestions.py dose_plan, titration_step branch: with no current regimen "
+    "(order.current_daily None: the only recent order is on hold) it adds no titration cap, "
+    "although the facts measure the increase from 0 and titration-step-too-large fires; "
+    "the merged fix (20 mg TID, from the ceiling rule) fires that rule again, so the "
+    "re-check drops it and both cards lose their fix (found by 'safe suggestions', deep)"
+)
+
+# invariant name -> [(what went wrong, minimal request, extra keyword arguments)]
+REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
+    "unit invariance": [(CODED_START, coded_schedule_with_a_start(), {})],
     "safe suggestions": [
-        (PRN_MAXIMUM, prn_with_a_maximum()),
-        (NEW_START_SHARE, two_new_oral_drafts()),
+        (PRN_MAXIMUM, prn_with_a_maximum(), {}),
+        (NEW_START_SHARE, two_new_oral_drafts(), {}),
+        (CONTINUE_DOSE, a_stop_whose_draft_has_another_dose(), {}),
+        (RESTART_AFTER_HOLD, a_restart_after_a_hold(), {}),
     ],
+    "order independence": [(SAME_INSTANT, two_vitals_at_the_same_instant(), {"seed": 1})],
 }
 
 
-@pytest.mark.xfail(strict=True, reason=CODED_START)
 def test_a_coded_schedule_and_its_repeat_give_the_same_suggestion(real_pack) -> None:
     inv.check_unit_invariance(coded_schedule_with_a_start(), real_pack, NOW)
 
 
-@pytest.mark.xfail(strict=True, reason=PRN_MAXIMUM)
 def test_a_dose_fix_on_a_prn_order_does_not_keep_the_old_maximum(real_pack) -> None:
     inv.check_suggestions_safe(prn_with_a_maximum(), real_pack, NOW)
 
 
-@pytest.mark.xfail(strict=True, reason=NEW_START_SHARE)
 def test_a_new_start_fix_counts_the_other_drafts(real_pack) -> None:
     inv.check_suggestions_safe(two_new_oral_drafts(), real_pack, NOW)
 
 
-def test_the_production_re_check_keeps_these_from_looping(real_pack) -> None:
-    """The pipeline's own re-check drops the unsafe fixes: no alert loop reaches an EHR."""
-    for request in (prn_with_a_maximum(), two_new_oral_drafts()):
-        out = inv.run_request(request, real_pack, NOW)
-        assert all(not c.suggestions for c in out.cards if c.category == "titration-rate")
+def test_results_at_the_same_instant_do_not_depend_on_their_order(real_pack) -> None:
+    inv.check_order_independence(two_vitals_at_the_same_instant(), real_pack, NOW, seed=1)
+
+
+def test_continue_the_current_dose_continues_the_current_dose(real_pack) -> None:
+    inv.check_suggestions_safe(a_stop_whose_draft_has_another_dose(), real_pack, NOW)
+
+
+def test_a_restart_after_a_hold_gets_a_safe_fix(real_pack) -> None:
+    inv.check_suggestions_safe(a_restart_after_a_hold(), real_pack, NOW)

@@ -21,7 +21,7 @@ import cds.hooks.prefetch as prefetch_mod
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
 from tests.testing.broken_packs import BROKEN_PACKS
-from tests.testing.test_found_bugs import KNOWN_BUGS
+from tests.testing.test_found_bugs import REGRESSIONS
 
 BY_NAME = {i.name: i for i in inv.INVARIANTS}
 # Detecting is enough here: skip shrinking (exercised by the CLI test and below), and
@@ -32,17 +32,23 @@ DETECT = settings(
 
 
 def _real_pack_cases() -> list[Any]:
-    """Every invariant; those with a known bug get its minimal request as an explicit
-    example (so the failure is certain, whatever examples hypothesis draws) and a strict
-    xfail naming the bug (see ``test_found_bugs``)."""
+    """Every invariant, with the minimal requests of the bugs it found as explicit
+    examples (see ``test_found_bugs``). While a bug is open its invariant is marked
+    ``xfail(strict=True)`` here: list its name in ``OPEN_BUGS``."""
     cases = []
     for i in inv.INVARIANTS:
-        bugs = KNOWN_BUGS.get(i.name, [])
+        known = [(req, extra) for _, req, extra in REGRESSIONS.get(i.name, [])]
         marks = (
-            [pytest.mark.xfail(strict=True, reason="; ".join(r for r, _ in bugs))] if bugs else []
+            [pytest.mark.xfail(strict=True, reason=OPEN_BUGS[i.name])]
+            if (i.name in OPEN_BUGS)
+            else []
         )
-        cases.append(pytest.param(i, [(req, {}) for _, req in bugs], marks=marks, id=i.name))
+        cases.append(pytest.param(i, known, marks=marks, id=i.name))
     return cases
+
+
+# invariant name -> reason naming the code at fault, while a bug it found is open
+OPEN_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(("invariant", "known"), _real_pack_cases())
@@ -68,9 +74,54 @@ def adult_oral_order_sign(**kw: Any):
     return s.hook_requests(**{**base, **kw})
 
 
+def established_regimen_in_renal_band() -> Any:
+    """55 M 80 kg on the same oral dose for 200 days, renewed; creatinine 1.9-2.6 mg/dL
+    (Cockcroft-Gault 36-50 mL/min, the moderate band): the renal rules and nothing else.
+    A focused strategy composed from the builders, as a rule author would write one."""
+    from datetime import timedelta
+
+    from hypothesis import strategies as st
+
+    from cds.testing import builders as b
+    from tests.testing.test_kit import request_for
+
+    now = s.DEFAULT_NOW
+
+    def make(dose: float, freq: int, cr: float) -> dict[str, Any]:
+        current = b.medication_request(
+            rid="rx-current",
+            product="tab10",
+            dosages=[b.dosage(dose=dose, frequency=freq)],
+            authored=now - timedelta(days=200),
+        )
+        renewal = b.medication_request(
+            rid="rx-renewal",
+            status="draft",
+            product="tab10",
+            prior="rx-current",
+            dosages=[b.dosage(dose=dose, frequency=freq)],
+        )
+        lab = b.creatinine(cr, "mg/dL", now - timedelta(days=1), oid="cr-1")
+        return request_for([renewal], medications=[current], labs=[lab])
+
+    return st.builds(
+        make,
+        dose=st.sampled_from([15.0, 20.0, 12.5, 10.0]),
+        freq=st.integers(3, 4),
+        cr=st.integers(19, 26).map(lambda x: x / 10),
+    )
+
+
 FOCUS = {
+    "renal-suggestion-above-limit": established_regimen_in_renal_band(),
     "ceiling-inverted": adult_oral_order_sign(max_active=0),
-    "start-suggestion-above-start": adult_oral_order_sign(max_active=0),
+    # one scheduled instruction in mg: the orders a dose fix can rewrite
+    "start-suggestion-above-start": adult_oral_order_sign(
+        max_active=0,
+        draft_orders=s.baclofen_requests(
+            routes=("oral",), prn=("no",), units=("mg",), max_instructions=1, allow_taper=False
+        ),
+    ),
     "renal-band-gap": adult_oral_order_sign(min_labs=1),
     "creatinine-factor-typo": adult_oral_order_sign(
         min_labs=1, labs=s.creatinines(units=("umol/L",), max_hours_ago=24 * 30)

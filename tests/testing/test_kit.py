@@ -148,7 +148,8 @@ def test_the_cli_prints_a_table_and_saves_a_failure(
     assert not ok
     assert "invariant" in out and "examples" in out and "time" in out and "result" in out
     assert re.search(r"valid cards\s+│\s+US\s+│\s+\d+\s+│\s+[\d.]+ s\s+│\s+FAIL", out), out
-    assert re.search(r"determinism\s+│\s+US\s+│\s+25\s+│.*pass", out), out
+    n = s.active_settings().max_examples
+    assert re.search(rf"determinism\s+│\s+US\s+│\s+{n}\s+│.*pass", out), out
     assert "warning/critical card without overrideReasons" in out
     saved = tmp_path / "cds-properties" / "baclofen-US-valid-cards.json"
     assert saved.is_file() and f"cds evaluate {saved}" in out

@@ -83,6 +83,22 @@ BROKEN_PACKS: dict[str, BrokenPack] = {
             ),
         ),
         BrokenPack(
+            "renal-suggestion-above-limit",
+            "safe suggestions",
+            "the renal fix suggests 90% of the ordered dose, capped only at 120 mg/day "
+            "instead of the band limit: accepting it fires the same rule again (raising "
+            "suggest_fraction alone is harmless: the band limit caps it)",
+            (
+                Edit(
+                    "a5-renal.yaml",
+                    r'params: \{fraction_of_ordered: "@row\.suggest_fraction", '
+                    r'daily_max: "@row\.limit_established"\}',
+                    "params: {fraction_of_ordered: 0.9, "
+                    'daily_max: "@tables.oral_critical_daily_mg"}',
+                ),
+            ),
+        ),
+        BrokenPack(
             "start-suggestion-above-start",
             "safe suggestions",
             "the new-start fix suggests 10 mg three times daily (30 mg/day), above the "
