@@ -7,19 +7,10 @@ did you mean 'renal_value'?" rather than a traceback.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CATEGORIES = (
-    "dose-ceiling",
-    "titration-rate",
-    "renal-adjustment",
-    "withdrawal-risk",
-    "side-effect",
-    "interaction",
-    "data-quality",
-)
 Category = Literal[
     "dose-ceiling",
     "titration-rate",
@@ -29,6 +20,7 @@ Category = Literal[
     "interaction",
     "data-quality",
 ]
+CATEGORIES: tuple[str, ...] = get_args(Category)  # the alert-category CodeSystem's codes
 HOOKS = ("order-select", "order-sign", "patient-view")
 
 

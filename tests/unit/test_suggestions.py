@@ -61,3 +61,15 @@ def test_round_down_is_a_multiple_not_above(x, step) -> None:
     r = round_down(x, step)
     assert r <= x + 1e-9 and x - r < step
     assert abs(r / step - round(r / step)) < 1e-9
+
+
+def test_alert_category_codesystem_is_published_and_matches_the_code() -> None:
+    import json
+
+    from cds.cards import ALERT_CATEGORY_SYSTEM, CATEGORY_DISPLAY
+    from cds.engine.schema import CATEGORIES
+    from tests.conftest import REPO
+
+    cs = json.loads((REPO / "fhir" / "codesystems" / "alert-category.json").read_text())
+    assert cs["url"] == ALERT_CATEGORY_SYSTEM
+    assert [c["code"] for c in cs["concept"]] == list(CATEGORIES) == list(CATEGORY_DISPLAY)
