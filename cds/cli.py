@@ -55,8 +55,16 @@ def serve(
     if settings.auth == "off":
         err.print("[bold red]CDS_AUTH=off: development mode, JWT authentication is DISABLED."
                   "[/bold red]")
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = {**LOGGING_CONFIG, "loggers": {
+        **LOGGING_CONFIG["loggers"],
+        # the service's own lines (hook calls with rule ids, pack reloads, auth failures);
+        # never bodies or tokens
+        "cds": {"handlers": ["default"], "level": "INFO", "propagate": False},
+    }}
     uvicorn.run("cds.web.factory:app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, proxy_headers=True)
+                log_level="info", access_log=False, proxy_headers=True, log_config=log_config)
 
 
 @app.command()

@@ -12,6 +12,9 @@ R4B is used, not the package default (R5): R5 rejects R4 MedicationRequests.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,10 +31,37 @@ def _model() -> Any:
     return MedicationRequest
 
 
+# Per-evaluation memo (resource identity -> result): the suggestion re-check extracts the
+# same request again, and its unchanged orders need not be validated twice. Scoped to one
+# evaluation on purpose, so repeated identical requests (a benchmark) pay full price.
+_MEMO: contextvars.ContextVar[dict[int, list[str]] | None] = contextvars.ContextVar(
+    "cds_validation_memo", default=None)
+
+
+@contextmanager
+def validation_memo() -> Iterator[None]:
+    """Within this block, each resource object is validated at most once."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
 def invalid_fields(resource: JSON) -> list[str]:
     """Dotted paths of the fields that fail R4B validation (empty when valid)."""
     if resource.get("resourceType") != "MedicationRequest":
         return []
+    memo = _MEMO.get()
+    if memo is not None:
+        key = id(resource)
+        if key not in memo:
+            memo[key] = _invalid_fields(resource)
+        return memo[key]
+    return _invalid_fields(resource)
+
+
+def _invalid_fields(resource: JSON) -> list[str]:
     try:
         _model().model_validate(resource)
     except ValidationError as exc:

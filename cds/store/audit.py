@@ -7,6 +7,7 @@ Keyword-only functions taking a ``Session``; callers own the transaction boundar
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cds.store.models import Card, CardRule, Feedback, Invocation, RejectedRequest
 
+log = logging.getLogger("cds.store")
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 
 
@@ -162,8 +164,10 @@ def store_feedback(*, maker: sessionmaker[Session], service_id: str, items: list
     One transaction per batch with a savepoint per item, so a duplicate (unique key) is
     skipped without losing the others; the whole batch is durable when this returns.
     """
+    from cds.store.db import write_lock
+
     created: list[bool] = []
-    with maker.begin() as s:
+    with write_lock(maker), maker.begin() as s:
         for item in items:
             key = feedback_key(service_id, item)
             if s.execute(select(Feedback.id).where(Feedback.dedupe_key == key)).first():
@@ -195,11 +199,14 @@ def save_invocation(*, maker: sessionmaker[Session], invocation: InvocationRecor
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     from cds.errors import StoreUnavailable
+    from cds.store.db import write_lock
 
     try:
-        with maker.begin() as s:
+        with write_lock(maker), maker.begin() as s:
             record_invocation(session=s, invocation=invocation, cards=cards)
     except (OperationalError, DBAPIError) as exc:
+        log.error("audit write failed: %s: %s", type(exc).__name__, str(exc.orig)[:200]
+                  if getattr(exc, "orig", None) is not None else "")
         raise StoreUnavailable(
             "the audit store is unavailable; no cards are returned without their audit record"
         ) from exc

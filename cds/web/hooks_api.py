@@ -111,10 +111,16 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise MalformedRequest("the request body is empty")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        if len(raw) > 65_536:  # a big body decodes in a worker: the event loop stays free
+            return await anyio.to_thread.run_sync(_decode, raw)
+        return _decode(raw)
     except (ValueError, RecursionError) as exc:
         msg = str(exc) if isinstance(exc, ValueError) else "JSON nested too deeply"
         raise MalformedRequest(f"the body is not valid JSON: {msg[:200]}") from None
+
+
+def _decode(raw: bytes) -> Any:
+    return json.loads(raw, parse_constant=_reject_constant)
 
 
 def _reject_constant(name: str) -> Any:
