@@ -68,8 +68,9 @@ def _num(x: float | None, unit: str = "") -> str:
     return f"{fmt_number(float(x))}{unit}"
 
 
-def facts_used(facts: ClinicalFacts, order: OrderFacts | None, category: str,
-               fact: Mapping[str, Any]) -> list[str]:
+def facts_used(
+    facts: ClinicalFacts, order: OrderFacts | None, category: str, fact: Mapping[str, Any]
+) -> list[str]:
     """The lines of 'Facts used': what a reviewer needs to check the advice."""
     p = facts.patient
     lines: list[str] = []
@@ -80,35 +81,54 @@ def facts_used(facts: ClinicalFacts, order: OrderFacts | None, category: str,
         per = ""
         if order.single_max is not None and order.admin_per_day:
             per = f" ({_num(order.single_max)} {unit} x {_num(order.admin_per_day)}/day)"
-        lines.append(f"Order {order.order_id}: {med}, {order.route}, {dose}{per}, "
-                     f"status {order.status}")
+        lines.append(
+            f"Order {order.order_id}: {med}, {order.route}, {dose}{per}, status {order.status}"
+        )
         if order.route == "oral" and order.regimen_daily is not None:
             lines.append(f"Oral regimen after signing: {_num(order.regimen_daily)} mg/day")
         if order.current_daily is not None and category in ("titration-rate", "withdrawal-risk"):
-            since = f" since {order.current_start.date().isoformat()}" if order.current_start else ""
+            since = (
+                f" since {order.current_start.date().isoformat()}" if order.current_start else ""
+            )
             lines.append(f"Current regimen: {_num(order.current_daily)} {unit}/day{since}")
         if order.new_start:
             lines.append("New start: no baclofen in the last 30 days")
     age = f"{p.age} years" if p.age is not None else "age unknown"
-    weight = (f", {_num(p.weight_kg)} kg" + (f" ({p.weight_effective.date().isoformat()})"
-                                            if p.weight_effective else "")
-              if p.weight_kg is not None else ", weight unknown")
-    lines.append(f"Patient: {age}, {p.sex}{weight}"
-                 + (", inpatient" if p.inpatient else ", outpatient"))
-    if category in ("renal-adjustment", "side-effect", "data-quality", "dose-ceiling",
-                    "withdrawal-risk"):
+    weight = (
+        f", {_num(p.weight_kg)} kg"
+        + (f" ({p.weight_effective.date().isoformat()})" if p.weight_effective else "")
+        if p.weight_kg is not None
+        else ", weight unknown"
+    )
+    lines.append(
+        f"Patient: {age}, {p.sex}{weight}" + (", inpatient" if p.inpatient else ", outpatient")
+    )
+    if category in (
+        "renal-adjustment",
+        "side-effect",
+        "data-quality",
+        "dose-ceiling",
+        "withdrawal-risk",
+    ):
         r = p.renal
         if r is not None:
-            w = (f", weight {_num(r.weight_kg)} kg {r.weight_kind}" if r.weight_kg else "")
-            lines.append(f"Renal: {RENAL_LABELS.get(r.kind, r.kind)} {_num(r.value)} {r.unit} "
-                         f"({r.effective.date().isoformat()}){w}")
+            w = f", weight {_num(r.weight_kg)} kg {r.weight_kind}" if r.weight_kg else ""
+            lines.append(
+                f"Renal: {RENAL_LABELS.get(r.kind, r.kind)} {_num(r.value)} {r.unit} "
+                f"({r.effective.date().isoformat()}){w}"
+            )
         elif category == "renal-adjustment" or category == "data-quality":
             lines.append("Renal: no result on record" + (" (dialysis)" if p.on_dialysis else ""))
         if p.on_dialysis:
             lines.append("Dialysis: yes")
     if category in ("side-effect", "interaction"):
-        vit = [(p.resp_rate, "RR", "/min"), (p.spo2, "SpO2", "%"), (p.gcs, "GCS", ""),
-               (p.rass, "RASS", ""), (p.sbp, "SBP", " mmHg")]
+        vit = [
+            (p.resp_rate, "RR", "/min"),
+            (p.spo2, "SpO2", "%"),
+            (p.gcs, "GCS", ""),
+            (p.rass, "RASS", ""),
+            (p.sbp, "SBP", " mmHg"),
+        ]
         shown = [f"{n} {_num(v)}{u}" for v, n, u in vit if v is not None]
         if shown:
             lines.append("Observations (24 h): " + ", ".join(shown))
@@ -117,8 +137,10 @@ def facts_used(facts: ClinicalFacts, order: OrderFacts | None, category: str,
     return lines
 
 
-def evidence_lines(findings: Sequence[Finding], evidence: Mapping[str, Mapping[str, Any]],
-                   ) -> list[str]:
+def evidence_lines(
+    findings: Sequence[Finding],
+    evidence: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
     seen: list[str] = []
     for f in findings:
         for e in f.evidence:
@@ -132,10 +154,16 @@ def evidence_lines(findings: Sequence[Finding], evidence: Mapping[str, Mapping[s
     return out
 
 
-def build_card(*, findings: list[Finding], facts: ClinicalFacts, order: OrderFacts | None,
-               evidence: Mapping[str, Mapping[str, Any]],
-               override_reasons: Mapping[str, Mapping[str, str]], label: str,
-               suggestions: Sequence[Suggestion] = ()) -> BuiltCard:
+def build_card(
+    *,
+    findings: list[Finding],
+    facts: ClinicalFacts,
+    order: OrderFacts | None,
+    evidence: Mapping[str, Mapping[str, Any]],
+    override_reasons: Mapping[str, Mapping[str, str]],
+    label: str,
+    suggestions: Sequence[Suggestion] = (),
+) -> BuiltCard:
     top = findings[0]
     category = top.category
     reasons = []
@@ -145,9 +173,13 @@ def build_card(*, findings: list[Finding], facts: ClinicalFacts, order: OrderFac
     detail = "**Why**\n\n" + "\n".join(reasons)
     detail += "\n\n**Facts used**\n\n" + "\n".join(f"- {line}" for line in used)
     detail += "\n\n**Evidence**\n\n" + "\n".join(
-        f"- {line}" for line in evidence_lines(findings, evidence))
+        f"- {line}" for line in evidence_lines(findings, evidence)
+    )
     if any("policy" in f.evidence for f in findings):
-        detail += "\n\nThresholds marked local policy are this service's choice where no source gives a number."
+        detail += (
+            "\n\nThresholds marked local policy are this service's choice where no source "
+            "gives a number."
+        )
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "summary": _truncate(top.summary),
@@ -193,8 +225,15 @@ def build_card(*, findings: list[Finding], facts: ClinicalFacts, order: OrderFac
             **({"orderId": top.order_id} if top.order_id else {"scope": "request"}),
         }
     }
-    return BuiltCard(card=card, order_id=top.order_id, category=category, group=top.group,
-                     findings=findings, facts=dict(top.fact), suggestions=list(suggestions))
+    return BuiltCard(
+        card=card,
+        order_id=top.order_id,
+        category=category,
+        group=top.group,
+        findings=findings,
+        facts=dict(top.fact),
+        suggestions=list(suggestions),
+    )
 
 
 REQUIRED = ("uuid", "summary", "indicator", "source")

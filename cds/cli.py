@@ -15,8 +15,9 @@ from rich.table import Table
 
 from cds.settings import Settings
 
-app = typer.Typer(help="CDS Hooks rules engine (baclofen pack).", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="CDS Hooks rules engine (baclofen pack).", no_args_is_help=True, add_completion=False
+)
 rules_app = typer.Typer(help="Check and test rule packs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
@@ -53,25 +54,39 @@ def serve(
 
         upgrade(settings.database_url)
     if settings.auth == "off":
-        err.print("[bold red]CDS_AUTH=off: development mode, JWT authentication is DISABLED."
-                  "[/bold red]")
+        err.print(
+            "[bold red]CDS_AUTH=off: development mode, JWT authentication is DISABLED.[/bold red]"
+        )
     from uvicorn.config import LOGGING_CONFIG
 
-    log_config = {**LOGGING_CONFIG, "loggers": {
-        **LOGGING_CONFIG["loggers"],
-        # the service's own lines (hook calls with rule ids, pack reloads, auth failures);
-        # never bodies or tokens
-        "cds": {"handlers": ["default"], "level": "INFO", "propagate": False},
-    }}
-    uvicorn.run("cds.web.factory:app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False, proxy_headers=True, log_config=log_config)
+    log_config = {
+        **LOGGING_CONFIG,
+        "loggers": {
+            **LOGGING_CONFIG["loggers"],
+            # the service's own lines (hook calls with rule ids, pack reloads, auth failures);
+            # never bodies or tokens
+            "cds": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        },
+    }
+    uvicorn.run(
+        "cds.web.factory:app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+        proxy_headers=True,
+        log_config=log_config,
+    )
 
 
 @app.command()
 def evaluate(
     request: Annotated[Path, typer.Argument(help="A CDS Hooks request (JSON file)")],
-    now: Annotated[str | None, typer.Option(help="Evaluation instant (ISO 8601); default now")]
-    = None,
+    now: Annotated[
+        str | None, typer.Option(help="Evaluation instant (ISO 8601); default now")
+    ] = None,
     profile: Annotated[str | None, typer.Option(help="US or UK (default CDS_PROFILE)")] = None,
 ) -> None:
     """Print the response a hook call would give, without a server or a database."""
@@ -86,10 +101,14 @@ def evaluate(
     except (OSError, ValueError) as exc:
         err.print(f"cannot read {request}: {exc}")
         raise typer.Exit(2) from None
-    status, response = evaluate_request(body, rules_dir=_rules_dir(settings),
-                                        pack_ids=settings.pack_ids,
-                                        profile=(profile or settings.profile).upper(),
-                                        now=instant, settings=settings)
+    status, response = evaluate_request(
+        body,
+        rules_dir=_rules_dir(settings),
+        pack_ids=settings.pack_ids,
+        profile=(profile or settings.profile).upper(),
+        now=instant,
+        settings=settings,
+    )
     sys.stdout.write(json.dumps(response, indent=2) + "\n")
     raise typer.Exit(0 if status == 200 else 1)
 
@@ -105,8 +124,10 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 @rules_app.command("check")
-def rules_check(pack: Annotated[str | None, typer.Argument()] = None,
-                profile: Annotated[str | None, typer.Option()] = None) -> None:
+def rules_check(
+    pack: Annotated[str | None, typer.Argument()] = None,
+    profile: Annotated[str | None, typer.Option()] = None,
+) -> None:
     """Validate and compile a pack; summarise rules per category and evidence coverage."""
     from collections import Counter
 
@@ -137,8 +158,10 @@ def rules_check(pack: Annotated[str | None, typer.Argument()] = None,
         table.add_row("total", *[str(len(c.rules)) for c in compiled])
         console.print(table)
         uncited = [r.id for c in compiled for r in c.rules.values() if not r.evidence]
-        console.print(f"evidence: every rule cites at least one source: "
-                      f"{'yes' if not uncited else 'NO ' + ', '.join(uncited)}")
+        console.print(
+            f"evidence: every rule cites at least one source: "
+            f"{'yes' if not uncited else 'NO ' + ', '.join(uncited)}"
+        )
         policy = first.rules_resting_on_policy_only()
         console.print(f"rules resting on local policy alone ({len(policy)}): {', '.join(policy)}")
         console.print(f"[green]OK[/green] {pid} {first.version}")
@@ -155,8 +178,9 @@ def _profiles(folder: Path) -> list[str]:
 @rules_app.command("test")
 def rules_test(
     pack: Annotated[str | None, typer.Argument()] = None,
-    properties: Annotated[bool, typer.Option("--properties",
-                                             help="Also run the pack invariants")] = False,
+    properties: Annotated[
+        bool, typer.Option("--properties", help="Also run the pack invariants")
+    ] = False,
 ) -> None:
     """Run the pack's vignettes (and, with --properties, its invariants)."""
     from cds.testing.vignettes import run_vignettes_cli
@@ -174,8 +198,9 @@ def rules_test(
 
 
 @rules_app.command("reload")
-def rules_reload(url: Annotated[str, typer.Option(help="A running service")] =
-                 "http://127.0.0.1:8000") -> None:
+def rules_reload(
+    url: Annotated[str, typer.Option(help="A running service")] = "http://127.0.0.1:8000",
+) -> None:
     """Ask running instances to reload their packs (via Redis when CDS_REDIS_URL is set)."""
     settings = Settings()
     if not settings.redis_url:

@@ -27,8 +27,14 @@ class CDSError(Exception):
 class PackError(CDSError):
     """A rule pack failed validation or compilation; the message names where."""
 
-    def __init__(self, message: str, *, file: str | None = None, rule: str | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        rule: str | None = None,
+        field: str | None = None,
+    ) -> None:
         where = ", ".join(
             f"{k} {v}" for k, v in (("file", file), ("rule", rule), ("field", field)) if v
         )

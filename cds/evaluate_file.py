@@ -27,19 +27,32 @@ HOOK_TO_SERVICE = {
 }
 
 
-def evaluate_request(body: Any, *, rules_dir: Path, pack_ids: Sequence[str], profile: str,
-                     now: datetime, settings: Settings | None = None,
-                     service_id: str | None = None,
-                     registry: PackRegistry | None = None) -> tuple[int, Any]:
+def evaluate_request(
+    body: Any,
+    *,
+    rules_dir: Path,
+    pack_ids: Sequence[str],
+    profile: str,
+    now: datetime,
+    settings: Settings | None = None,
+    service_id: str | None = None,
+    registry: PackRegistry | None = None,
+) -> tuple[int, Any]:
     """(status, JSON body) of the hook call ``body`` at ``now``."""
     base = settings or Settings()
-    settings = base.model_copy(update={"auth": "off", "profile": profile,
-                                       "database_url": "sqlite://"})
+    settings = base.model_copy(
+        update={"auth": "off", "profile": profile, "database_url": "sqlite://"}
+    )
     if registry is None:
         registry = PackRegistry(rules_dir=rules_dir, pack_ids=list(pack_ids), profile=profile)
         registry.load()
-    app = create_app(settings, registry=registry, clock=lambda: now,
-                     maker=make_memory_sessionmaker(), announce_dev_mode=False)
+    app = create_app(
+        settings,
+        registry=registry,
+        clock=lambda: now,
+        maker=make_memory_sessionmaker(),
+        announce_dev_mode=False,
+    )
     hook = body.get("hook") if isinstance(body, dict) else None
     sid = service_id or HOOK_TO_SERVICE.get(str(hook), "baclofen-order-sign")
 

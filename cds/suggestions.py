@@ -66,11 +66,20 @@ def _ordered_admins(order: OrderFacts) -> int | None:
     return int(round(n))
 
 
-def dose_plan(order: OrderFacts, patient: PatientFacts, findings: list[Finding],
-              *, rounding: float, now: datetime) -> DosePlan | None:
+def dose_plan(
+    order: OrderFacts,
+    patient: PatientFacts,
+    findings: list[Finding],
+    *,
+    rounding: float,
+    now: datetime,
+) -> DosePlan | None:
     """The one corrected dose for ``order`` that every fired dose rule allows."""
-    specs = [f for f in findings if f.suggestion and f.suggestion.kind in
-             ("dose_limit", "titration_step")]
+    specs = [
+        f
+        for f in findings
+        if f.suggestion and f.suggestion.kind in ("dose_limit", "titration_step")
+    ]
     if not specs or order.route != "oral" or not order.dose_computable:
         return None
     admins = _ordered_admins(order)
@@ -135,12 +144,21 @@ def dose_plan(order: OrderFacts, patient: PatientFacts, findings: list[Finding],
         return None  # nothing lower to suggest, and no later start either
     if per_admin * n > own_daily + EPS:
         return None  # a fix never raises the order it corrects
-    return DosePlan(per_admin=per_admin, admin_per_day=n, start=start,
-                    reasons=tuple(f.rule_id for f in specs))
+    return DosePlan(
+        per_admin=per_admin, admin_per_day=n, start=start, reasons=tuple(f.rule_id for f in specs)
+    )
 
 
-def taper_steps(*, per_admin: float, admins: int, target_daily: float, step: float,
-                floor: float, interval_days: float, start: datetime) -> list[TaperStep]:
+def taper_steps(
+    *,
+    per_admin: float,
+    admins: int,
+    target_daily: float,
+    step: float,
+    floor: float,
+    interval_days: float,
+    start: datetime,
+) -> list[TaperStep]:
     """Reverse titration: -step per dose every interval until <= floor, then one dose fewer
     a day, then stop; a taper to a lower target ends on the target (open-ended)."""
     plan: list[tuple[float, int]] = []
@@ -186,8 +204,9 @@ def _num(x: float) -> float | int:
     return int(r) if abs(r - round(r)) < EPS else r
 
 
-def _timing(admins: int, start: datetime | None = None,
-            end: datetime | None = None) -> dict[str, Any]:
+def _timing(
+    admins: int, start: datetime | None = None, end: datetime | None = None
+) -> dict[str, Any]:
     repeat: dict[str, Any] = {"frequency": admins, "period": 1, "periodUnit": "d"}
     if start is not None:
         bounds = {"start": start.date().isoformat()}
@@ -200,7 +219,9 @@ def _timing(admins: int, start: datetime | None = None,
 def _base_instruction(resource: dict[str, Any]) -> dict[str, Any]:
     di = resource.get("dosageInstruction") or [{}]
     first = di[0] if isinstance(di, list) and di and isinstance(di[0], dict) else {}
-    keep = {k: v for k, v in first.items() if k in ("route", "method", "site", "patientInstruction")}
+    keep = {
+        k: v for k, v in first.items() if k in ("route", "method", "site", "patientInstruction")
+    }
     return copy.deepcopy(keep)
 
 
@@ -237,25 +258,30 @@ def dose_resource(order: OrderFacts, plan: DosePlan) -> dict[str, Any] | None:
     raw_timing = inst.get("timing")
     timing: dict[str, Any] = raw_timing if isinstance(raw_timing, dict) else {}
     if plan.admin_per_day != _ordered_admins(order) or plan.start is not None or "code" in timing:
-        repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+        raw_repeat = timing.get("repeat")
+        repeat: dict[str, Any] = raw_repeat if isinstance(raw_repeat, dict) else {}
         inst["timing"] = _timing(plan.admin_per_day, plan.start)
         if plan.start is None and isinstance(repeat.get("boundsPeriod"), dict):
             inst["timing"]["repeat"]["boundsPeriod"] = copy.deepcopy(repeat["boundsPeriod"])
     if "maxDosePerPeriod" in inst:  # a PRN maximum must not outlive the corrected dose
         total = _quantity(order, plan.daily)
-        inst["maxDosePerPeriod"] = {"numerator": total, "denominator": {
-            "value": 1, "unit": "d", "system": UCUM, "code": "d"}}
+        inst["maxDosePerPeriod"] = {
+            "numerator": total,
+            "denominator": {"value": 1, "unit": "d", "system": UCUM, "code": "d"},
+        }
     if "maxDosePerAdministration" in inst:
         inst["maxDosePerAdministration"] = copy.deepcopy(qty)
-    inst["text"] = (
-        f"{fmt_dose(plan.per_admin)} mg {freq_words(plan.admin_per_day)}"
-        + (f" from {plan.start.date().isoformat()}" if plan.start else "")
+    inst["text"] = f"{fmt_dose(plan.per_admin)} mg {freq_words(plan.admin_per_day)}" + (
+        f" from {plan.start.date().isoformat()}" if plan.start else ""
     )
     return new
 
 
-def taper_resource(order: OrderFacts, steps: list[TaperStep], target: DosePlan | None,
-                   ) -> dict[str, Any] | None:
+def taper_resource(
+    order: OrderFacts,
+    steps: list[TaperStep],
+    target: DosePlan | None,
+) -> dict[str, Any] | None:
     """One MedicationRequest with sequenced dosage instructions (the taper)."""
     if not order.resource or not steps:
         return None
@@ -271,9 +297,12 @@ def taper_resource(order: OrderFacts, steps: list[TaperStep], target: DosePlan |
             inst["timing"] = _timing(n, s.start)
         else:
             p, n = s.per_admin, s.admin_per_day
-            inst["text"] = (f"{fmt_dose(p)} mg {freq_words(n)} "
-                            f"from {s.start.date().isoformat()} to {s.end.date().isoformat()}"
-                            if s.end else f"{fmt_dose(p)} mg {freq_words(n)}")
+            inst["text"] = (
+                f"{fmt_dose(p)} mg {freq_words(n)} "
+                f"from {s.start.date().isoformat()} to {s.end.date().isoformat()}"
+                if s.end
+                else f"{fmt_dose(p)} mg {freq_words(n)}"
+            )
             inst["timing"] = _timing(n, s.start, s.end)
         inst["doseAndRate"] = [{"doseQuantity": _quantity(order, p)}]
         instructions.append(inst)
@@ -281,8 +310,9 @@ def taper_resource(order: OrderFacts, steps: list[TaperStep], target: DosePlan |
     return new
 
 
-def taper_for(order: OrderFacts, finding: Finding, *, now: datetime) -> tuple[
-        list[TaperStep], DosePlan | None] | None:
+def taper_for(
+    order: OrderFacts, finding: Finding, *, now: datetime
+) -> tuple[list[TaperStep], DosePlan | None] | None:
     """Taper from the dose before the change down to the new dose (or to a stop)."""
     p = finding.suggestion.params if finding.suggestion else {}
     admins = _ordered_admins(order)
@@ -294,13 +324,19 @@ def taper_for(order: OrderFacts, finding: Finding, *, now: datetime) -> tuple[
     if order.change == "decrease" and target_daily > 0:
         steps0 = order.steps[0] if order.steps else None
         t_admins = _ordered_admins(order) or admins
-        t_per = (steps0.single_max if steps0 and steps0.single_max else target_daily / t_admins)
+        t_per = steps0.single_max if steps0 and steps0.single_max else target_daily / t_admins
         target = DosePlan(per_admin=t_per, admin_per_day=t_admins)
         target_daily = target.daily
     start = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo)
-    steps = taper_steps(per_admin=per_admin, admins=admins, target_daily=target_daily,
-                        step=float(p["step_per_admin"]), floor=float(p["floor_per_admin"]),
-                        interval_days=float(p["interval_days"]), start=start)
+    steps = taper_steps(
+        per_admin=per_admin,
+        admins=admins,
+        target_daily=target_daily,
+        step=float(p["step_per_admin"]),
+        floor=float(p["floor_per_admin"]),
+        interval_days=float(p["interval_days"]),
+        start=start,
+    )
     return steps, target
 
 

@@ -17,8 +17,11 @@ def openapi() -> dict:
     from cds.store.db import make_memory_sessionmaker
     from cds.web.app import create_app
 
-    app = create_app(Settings(auth="off", database_url="sqlite://"),
-                     maker=make_memory_sessionmaker(), announce_dev_mode=False)
+    app = create_app(
+        Settings(auth="off", database_url="sqlite://"),
+        maker=make_memory_sessionmaker(),
+        announce_dev_mode=False,
+    )
     return app.openapi()
 
 
@@ -33,10 +36,12 @@ def main() -> int:
     for src in sorted((REPO / "fhir" / "examples").glob("*.json")):
         body = json.loads(src.read_text())
         shutil.copy(src, out / src.name.replace(".json", ".request.json"))
-        status, resp = evaluate_request(body, rules_dir=REPO / "rules", pack_ids=["baclofen"],
-                                        profile="US", now=NOW)
+        status, resp = evaluate_request(
+            body, rules_dir=REPO / "rules", pack_ids=["baclofen"], profile="US", now=NOW
+        )
         (out / src.name.replace(".json", f".response-{status}.json")).write_text(
-            json.dumps(resp, indent=2) + "\n")
+            json.dumps(resp, indent=2) + "\n"
+        )
     return 0
 
 

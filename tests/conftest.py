@@ -36,8 +36,10 @@ def pg_admin() -> Iterator[object]:
 
         admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
     except Exception as exc:  # noqa: BLE001
-        skip_or_fail(f"PostgreSQL not reachable at {PG_ADMIN} ({type(exc).__name__}); start "
-                     "it on 127.0.0.1:5432 (user postgres, trust auth) to run these tests")
+        skip_or_fail(
+            f"PostgreSQL not reachable at {PG_ADMIN} ({type(exc).__name__}); start "
+            "it on 127.0.0.1:5432 (user postgres, trust auth) to run these tests"
+        )
         raise
     yield admin
     admin.close()
@@ -54,8 +56,8 @@ def pg_url(pg_admin: object) -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            (name,))
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 

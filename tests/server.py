@@ -25,8 +25,14 @@ def free_port() -> int:
 class ServeProcess:
     """``cds serve --port P`` with the given ``CDS_*`` environment; waits until it answers."""
 
-    def __init__(self, env: Mapping[str, str], *, workers: int = 1, cwd: Path | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        workers: int = 1,
+        cwd: Path | None = None,
+        port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -40,10 +46,22 @@ class ServeProcess:
         self.log_path = Path(self.env.get("TMPDIR", "/tmp")) / f"cds-serve-{self.port}.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(cds), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers)],
-            env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                str(cds),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

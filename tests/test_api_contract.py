@@ -49,8 +49,13 @@ REQUESTS = sorted(API.glob("examples/*.request.json"))
 def test_api_examples_are_what_the_service_answers(path) -> None:
     [expected] = list(API.glob(f"examples/{path.name.replace('.request.json', '')}.response-*"))
     want_status = int(expected.name.rsplit("-", 1)[1].split(".")[0])
-    status, body = evaluate_request(json.loads(path.read_text()), rules_dir=REPO / "rules",
-                                    pack_ids=["baclofen"], profile="US", now=FIXED_NOW)
+    status, body = evaluate_request(
+        json.loads(path.read_text()),
+        rules_dir=REPO / "rules",
+        pack_ids=["baclofen"],
+        profile="US",
+        now=FIXED_NOW,
+    )
     assert status == want_status
     assert _strip(body) == _strip(json.loads(expected.read_text())), sys_path_hint
     for card in body.get("cards", []):
@@ -64,9 +69,14 @@ def test_cds_evaluate_cli_runs_every_example(tmp_path) -> None:
 
     cds = Path(sys.executable).with_name("cds")
     for src in sorted((REPO / "fhir" / "examples").glob("*.json")):
-        out = subprocess.run([str(cds), "evaluate", str(src), "--now", "2026-11-20T12:00:00Z"],
-                             capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                             env={"PATH": "/usr/bin:/bin", "CDS_AUTH": "off"})
+        out = subprocess.run(
+            [str(cds), "evaluate", str(src), "--now", "2026-11-20T12:00:00Z"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin", "CDS_AUTH": "off"},
+        )
         body = json.loads(out.stdout)
         if "prefetch-missing" in src.name:
             assert out.returncode == 1 and body["resourceType"] == "OperationOutcome"

@@ -37,13 +37,14 @@ RENAL_LABELS = {
 }
 # Fields computed in ``ClinicalFacts.engine_facts`` rather than stored on a dataclass.
 DERIVED_ORDER_FIELDS = frozenset(
-    {"renal_label", "renal_unit", "renal_date", "renal_after_start", "continuing"})
+    {"renal_label", "renal_unit", "renal_date", "renal_after_start", "continuing"}
+)
 # Statuses after which an order no longer runs (signing it stops, holds or voids it).
 NOT_CONTINUING = frozenset({"stopped", "cancelled", "on-hold", "entered-in-error", "completed"})
 
 
 def _engine_value(value: Any) -> Any:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         return value
@@ -88,8 +89,13 @@ def display_factory(factory: Any) -> Any:
 class RenalMeasure:
     """The renal value A5 chose, with what the card must name."""
 
-    kind: Literal["crcl_measured", "crcl_cockcroft_gault", "egfr_reported", "egfr_ckd_epi_2021",
-                  "egfr_schwartz"]
+    kind: Literal[
+        "crcl_measured",
+        "crcl_cockcroft_gault",
+        "egfr_reported",
+        "egfr_ckd_epi_2021",
+        "egfr_schwartz",
+    ]
     value: float  # mL/min or mL/min/1.73 m2
     unit: str  # "mL/min" or "mL/min/1.73m2"
     effective: datetime  # date of the result it rests on (the creatinine for computed ones)
@@ -274,8 +280,13 @@ class ClinicalFacts:
             patient["renal_date"] = renal.effective.date().isoformat()
         out: list[dict[str, Any]] = []
         for o in self.orders:
-            fact = {"kind": "order", **base, **patient, **engine_fields(o),
-                    "continuing": o.status not in NOT_CONTINUING}
+            fact = {
+                "kind": "order",
+                **base,
+                **patient,
+                **engine_fields(o),
+                "continuing": o.status not in NOT_CONTINUING,
+            }
             if renal is not None and o.current_start is not None:
                 fact["renal_after_start"] = renal.effective > o.current_start
             out.append(fact)

@@ -223,10 +223,7 @@ _LOW_IS_WORSE = frozenset({"rr", "spo2", "gcs", "rass", "sbp", "egfr", "crcl"})
 def _newest_then_worst(o: Obs) -> tuple[datetime, float, str]:
     """Sort key: newest first; of results at the same instant, the more concerning one
     first (the safer reading), then by id, so the answer never depends on input order."""
-    if o.value is None:
-        worse = float("-inf")
-    else:
-        worse = -o.value if o.kind in _LOW_IS_WORSE else o.value
+    worse = float("-inf") if o.value is None else (-o.value if o.kind in _LOW_IS_WORSE else o.value)
     return (o.when, worse, o.id)
 
 

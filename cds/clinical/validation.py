@@ -35,7 +35,8 @@ def _model() -> Any:
 # same request again, and its unchanged orders need not be validated twice. Scoped to one
 # evaluation on purpose, so repeated identical requests (a benchmark) pay full price.
 _MEMO: contextvars.ContextVar[dict[int, list[str]] | None] = contextvars.ContextVar(
-    "cds_validation_memo", default=None)
+    "cds_validation_memo", default=None
+)
 
 
 @contextmanager

@@ -76,8 +76,9 @@ Node = Cmp | All | Any_  # noqa: UP007
 class Resolver:
     """Resolves ``@`` references against the pack's profile, tables and the current row."""
 
-    def __init__(self, scopes: Mapping[str, Any], where: str,
-                 present: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, scopes: Mapping[str, Any], where: str, present: frozenset[str] = frozenset()
+    ) -> None:
         self.scopes = scopes
         self.where = where
         self.present = present  # fields the fact always carries (see ``negate``)
@@ -216,8 +217,13 @@ def _consistent(lits: frozenset[Cmp]) -> bool:
         eq = next((c.value for c in cs if c.op == "eq"), None)
         if eq is not None and any(c.op == "ne" and c.value == eq for c in cs):
             return False
-        nums = [c for c in cs if c.op in ("gt", "gte", "lt", "lte")
-                and isinstance(c.value, int | float) and not isinstance(c.value, bool)]
+        nums = [
+            c
+            for c in cs
+            if c.op in ("gt", "gte", "lt", "lte")
+            and isinstance(c.value, int | float)
+            and not isinstance(c.value, bool)
+        ]
         lo, lo_open, hi, hi_open = float("-inf"), False, float("inf"), False
         for c in nums:
             v = float(c.value)
@@ -227,9 +233,13 @@ def _consistent(lits: frozenset[Cmp]) -> bool:
                 hi, hi_open = v, c.op == "lt"
         if lo > hi or (lo == hi and (lo_open or hi_open)):
             return False
-        if isinstance(eq, int | float) and not isinstance(eq, bool) and nums:
-            if not evaluate(All(tuple(nums)), {nums[0].field: eq}):
-                return False
+        if (
+            isinstance(eq, int | float)
+            and not isinstance(eq, bool)
+            and nums
+            and not evaluate(All(tuple(nums)), {nums[0].field: eq})
+        ):
+            return False
     return True
 
 
@@ -273,8 +283,10 @@ def dnf(node: Node) -> list[frozenset[Cmp]]:
 
 
 def conjunction_to_durable(term: frozenset[Cmp]) -> dict[str, Any]:
-    items = [to_durable(c) for c in sorted(term, key=lambda c: (c.field != "kind", c.field,
-                                                                  c.op, repr(c.value)))]
+    items = [
+        to_durable(c)
+        for c in sorted(term, key=lambda c: (c.field != "kind", c.field, c.op, repr(c.value)))
+    ]
     return items[0] if len(items) == 1 else {"$and": items}
 
 

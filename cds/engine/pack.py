@@ -47,7 +47,9 @@ def _engine_field_names(*classes: type) -> set[str]:
 
 _BASE = {"kind", "hook"}
 FACT_FIELDS: dict[str, frozenset[str]] = {
-    "order": frozenset(_BASE | _engine_field_names(PatientFacts, OrderFacts) | DERIVED_ORDER_FIELDS),
+    "order": frozenset(
+        _BASE | _engine_field_names(PatientFacts, OrderFacts) | DERIVED_ORDER_FIELDS
+    ),
     "interaction": frozenset(
         _BASE
         | _engine_field_names(PatientFacts, InteractionFacts)
@@ -72,8 +74,9 @@ def _always_present(*classes: type) -> set[str]:
 
 ALWAYS_PRESENT: dict[str, frozenset[str]] = {
     "order": frozenset(_BASE | _always_present(PatientFacts, OrderFacts) | {"continuing"}),
-    "interaction": frozenset(_BASE | _always_present(PatientFacts, InteractionFacts)
-                             | {"route", "is_draft"}),
+    "interaction": frozenset(
+        _BASE | _always_present(PatientFacts, InteractionFacts) | {"route", "is_draft"}
+    ),
     "data_issue": frozenset(_BASE | _always_present(DataIssue)),
 }
 
@@ -261,7 +264,9 @@ def _check_template(text: str, allowed: set[str], where: tuple[str, str, str]) -
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise PackError(f"bad template: {exc}", file=where[0], rule=where[1], field=where[2]) from None
+        raise PackError(
+            f"bad template: {exc}", file=where[0], rule=where[1], field=where[2]
+        ) from None
     for _, name, _, _ in parsed:
         if name and name not in allowed:
             raise PackError(
@@ -272,8 +277,9 @@ def _check_template(text: str, allowed: set[str], where: tuple[str, str, str]) -
             )
 
 
-def compile_pack(folder: Path, profile: str | None = None,
-                 runtime: RuleRuntime | None = None) -> CompiledPack:
+def compile_pack(
+    folder: Path, profile: str | None = None, runtime: RuleRuntime | None = None
+) -> CompiledPack:
     """Validate and compile the pack in ``folder`` for ``profile`` (default: the pack's)."""
     pack, files = read_pack(folder)
     profile = profile or pack.default_profile
@@ -288,8 +294,9 @@ def compile_pack(folder: Path, profile: str | None = None,
         raise PackError(msg, file=main, field=f"clinical.{loc}") from None
     for rid in pack.default_override_reasons:
         if rid not in pack.override_reasons:
-            raise PackError(f"unknown override reason {rid!r}", file=main,
-                            field="default_override_reasons")
+            raise PackError(
+                f"unknown override reason {rid!r}", file=main, field="default_override_reasons"
+            )
 
     rules: dict[str, CompiledRule] = {}
     position = 0
@@ -301,16 +308,24 @@ def compile_pack(folder: Path, profile: str | None = None,
         if rdef.profiles is not None:
             unknown = set(rdef.profiles) - set(pack.profiles)
             if unknown:
-                raise PackError(f"unknown profiles {sorted(unknown)}", file=files[rdef.id],
-                                rule=rdef.id, field="profiles")
+                raise PackError(
+                    f"unknown profiles {sorted(unknown)}",
+                    file=files[rdef.id],
+                    rule=rdef.id,
+                    field="profiles",
+                )
             if profile not in rdef.profiles:
                 continue
         rows: list[tuple[str, Mapping[str, Any] | None]] = [(rdef.id, None)]
         if rdef.for_each:
             table = pack.tables.get(rdef.for_each.table)
             if not isinstance(table, list):
-                raise PackError(f"for_each table {rdef.for_each.table!r} is not a list of rows",
-                                file=files[rdef.id], rule=rdef.id, field="for_each")
+                raise PackError(
+                    f"for_each table {rdef.for_each.table!r} is not a list of rows",
+                    file=files[rdef.id],
+                    rule=rdef.id,
+                    field="for_each",
+                )
             rows = [
                 (f"{rdef.id}.{row['id']}", row)
                 for row in table
@@ -318,14 +333,16 @@ def compile_pack(folder: Path, profile: str | None = None,
             ]
         for rule_id, row in rows:
             position += 1
-            rules[rule_id] = _compile_rule(pack, rdef, rule_id, row, profile, files[rdef.id],
-                                           evidence, position)
+            rules[rule_id] = _compile_rule(
+                pack, rdef, rule_id, row, profile, files[rdef.id], evidence, position
+            )
     if not rules:
         raise PackError(f"no rules for profile {profile!r}", file=main)
     digest = hashlib.sha256(
         json.dumps(
             [pack.version, profile, {k: r.conditions for k, r in rules.items()}],
-            sort_keys=True, default=str,
+            sort_keys=True,
+            default=str,
         ).encode()
     ).hexdigest()
     compiled = CompiledPack(
@@ -348,9 +365,16 @@ def compile_pack(folder: Path, profile: str | None = None,
     return compiled
 
 
-def _compile_rule(pack: PackDef, rdef: RuleDef, rule_id: str, row: Mapping[str, Any] | None,
-                  profile: str, file: str, evidence: Mapping[str, Any],
-                  position: int) -> CompiledRule:
+def _compile_rule(
+    pack: PackDef,
+    rdef: RuleDef,
+    rule_id: str,
+    row: Mapping[str, Any] | None,
+    profile: str,
+    file: str,
+    evidence: Mapping[str, Any],
+    position: int,
+) -> CompiledRule:
     scopes = {"profile": pack.profiles[profile], "tables": pack.tables, "row": row or {}}
 
     def resolver(fieldname: str) -> cond.Resolver:
@@ -375,13 +399,15 @@ def _compile_rule(pack: PackDef, rdef: RuleDef, rule_id: str, row: Mapping[str, 
             raise PackError("the condition can never hold", field="when")
         severity = resolver("severity").value(rdef.severity)
         if severity not in SEVERITIES:
-            raise PackError(f"severity must be one of {SEVERITIES}, got {severity!r}",
-                            field="severity")
+            raise PackError(
+                f"severity must be one of {SEVERITIES}, got {severity!r}", field="severity"
+            )
         variables = {k: resolver(f"vars.{k}").value(v) for k, v in rdef.vars.items()}
         suggestion = None
         if rdef.suggestion and rdef.suggestion.kind != "none":
-            params = {k: resolver(f"suggestion.{k}").value(v)
-                      for k, v in rdef.suggestion.params.items()}
+            params = {
+                k: resolver(f"suggestion.{k}").value(v) for k, v in rdef.suggestion.params.items()
+            }
             suggestion = SuggestionSpec(rdef.suggestion.kind, params)
         for ev in rdef.evidence:
             if ev not in evidence:

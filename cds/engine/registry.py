@@ -66,8 +66,9 @@ class PackRegistry:
                 new = self._compile(pid)
             except PackError as exc:
                 self.last_errors[pid] = str(exc)
-                log.error("pack %s failed to reload; still serving the previous version: %s",
-                          pid, exc)
+                log.error(
+                    "pack %s failed to reload; still serving the previous version: %s", pid, exc
+                )
                 old = self._active.get(pid)
                 results.append(ReloadResult(pid, False, old.version if old else None, str(exc)))
                 continue

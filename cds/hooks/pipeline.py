@@ -19,7 +19,6 @@ from typing import Any
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts
 from cds.clinical.facts import ClinicalFacts, OrderFacts
-from cds.clinical.validation import validation_memo
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
 from cds.suggestions import (

@@ -179,12 +179,16 @@ def require_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
 
     patients = [r for r in resources if r.get("resourceType") == "Patient"]
     if not patients:
-        raise PrefetchUnavailable("required prefetch 'patient' could not be obtained: "
-                                  "no Patient resource", expression=["prefetch.patient"])
+        raise PrefetchUnavailable(
+            "required prefetch 'patient' could not be obtained: no Patient resource",
+            expression=["prefetch.patient"],
+        )
     mine = [p for p in patients if p.get("id") == patient_id]
     if not mine:
-        raise InvalidFhir(f"the Patient resource is not context.patientId ({patient_id[:64]})",
-                          expression=["prefetch.patient.id"])
+        raise InvalidFhir(
+            f"the Patient resource is not context.patientId ({patient_id[:64]})",
+            expression=["prefetch.patient.id"],
+        )
     try:
         Patient.model_validate(mine[0])
     except (ValidationError, ValueError, TypeError) as exc:
@@ -192,5 +196,6 @@ def require_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
         if isinstance(exc, ValidationError) and exc.errors():
             loc = ".".join(str(p) for p in exc.errors()[0].get("loc", ()))
             where = f"prefetch.patient.{loc}" if loc else where
-        raise InvalidFhir(f"the Patient is not valid FHIR R4 ({where})",
-                          expression=[where]) from None
+        raise InvalidFhir(
+            f"the Patient is not valid FHIR R4 ({where})", expression=[where]
+        ) from None

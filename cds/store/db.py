@@ -86,8 +86,9 @@ def make_memory_sessionmaker() -> sessionmaker[Session]:
 
     from cds.store.models import Base
 
-    engine = create_engine("sqlite://", connect_args={"check_same_thread": False},
-                           poolclass=StaticPool)
+    engine = create_engine(
+        "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+    )
     event.listen(engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(engine)
     return make_sessionmaker(engine)

@@ -90,10 +90,28 @@ class Card(Base):
         # Review console (migration 0002): covering indexes so the counts and the rules
         # dashboard read narrow index entries, never the card JSON in the table rows;
         # "stats" groups without a sort, "period" serves a bounded date range.
-        Index("ix_cards_stats", "primary_rule", "category", "indicator", "pack_version",
-              "review_status", "feedback_outcome", "created_at", "id"),
-        Index("ix_cards_period", "created_at", "indicator", "primary_rule", "category",
-              "pack_version", "review_status", "feedback_outcome", "id"),
+        Index(
+            "ix_cards_stats",
+            "primary_rule",
+            "category",
+            "indicator",
+            "pack_version",
+            "review_status",
+            "feedback_outcome",
+            "created_at",
+            "id",
+        ),
+        Index(
+            "ix_cards_period",
+            "created_at",
+            "indicator",
+            "primary_rule",
+            "category",
+            "pack_version",
+            "review_status",
+            "feedback_outcome",
+            "id",
+        ),
     )
 
 
@@ -130,8 +148,11 @@ class Feedback(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     # Review console (migration 0002): override reasons per rule, read from the index.
-    __table_args__ = (Index("ix_feedback_card_outcome", "card_id", "outcome",
-                            "override_display", "override_code"),)
+    __table_args__ = (
+        Index(
+            "ix_feedback_card_outcome", "card_id", "outcome", "override_display", "override_code"
+        ),
+    )
 
 
 class RejectedRequest(Base):

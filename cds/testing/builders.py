@@ -65,8 +65,11 @@ CONDITIONS: dict[str, tuple[str, str, str]] = {
     "pregnancy": (SNOMED, "77386006", "Pregnancy"),
     "confusion": (SNOMED, "286933003", "Confusional state"),
     "traumatic-brain-injury": (SNOMED, "127295002", "Traumatic brain injury"),
-    "baclofen-withdrawal-history": (LOCAL, "baclofen-withdrawal-history",
-                                    "History of baclofen withdrawal"),
+    "baclofen-withdrawal-history": (
+        LOCAL,
+        "baclofen-withdrawal-history",
+        "History of baclofen withdrawal",
+    ),
     "pruritus": (SNOMED, "418290006", "Itching"),
     "spasticity-increased": (LOCAL, "spasticity-increased", "Spasticity increased"),
 }
@@ -82,8 +85,7 @@ VITALS = {
     "sbp": ("8480-6", "Systolic blood pressure", "mm[Hg]"),
     "temperature": ("8310-5", "Body temperature", "Cel"),
     "gestational_age": ("49051-6", "Gestational age in weeks", "wk"),
-    "crcl": ("2164-2", "Creatinine renal clearance in 24 hour Urine and Serum or Plasma",
-             "mL/min"),
+    "crcl": ("2164-2", "Creatinine renal clearance in 24 hour Urine and Serum or Plasma", "mL/min"),
 }
 # observations coded outside LOINC: kind -> (system, code, display, unit)
 OTHER_OBSERVATIONS: dict[str, tuple[str, str, str, str]] = {
@@ -100,8 +102,14 @@ def coding(system: str, code: str, display: str) -> dict[str, Any]:
     return {"system": system, "code": code, "display": display}
 
 
-def patient(*, pid: str = "pat-1", now: datetime, age: int | None = 55,
-            sex: str | None = "male", birth_date: str | None = None) -> dict[str, Any]:
+def patient(
+    *,
+    pid: str = "pat-1",
+    now: datetime,
+    age: int | None = 55,
+    sex: str | None = "male",
+    birth_date: str | None = None,
+) -> dict[str, Any]:
     res: dict[str, Any] = {"resourceType": "Patient", "id": pid}
     if sex:
         res["gender"] = sex
@@ -117,16 +125,34 @@ def patient(*, pid: str = "pat-1", now: datetime, age: int | None = 55,
     return res
 
 
-def observation(*, loinc: str, display: str, value: float, unit: str, code: str | None = None,
-                when: datetime, oid: str | None = None, pid: str = "pat-1",
-                category: str = "laboratory", system: str = LOINC) -> dict[str, Any]:
+def observation(
+    *,
+    loinc: str,
+    display: str,
+    value: float,
+    unit: str,
+    code: str | None = None,
+    when: datetime,
+    oid: str | None = None,
+    pid: str = "pat-1",
+    category: str = "laboratory",
+    system: str = LOINC,
+) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "id": oid or f"obs-{uuid.uuid4().hex[:10]}",
         "status": "final",
-        "category": [{"coding": [coding(
-            "http://terminology.hl7.org/CodeSystem/observation-category", category,
-            category.replace("-", " ").title())]}],
+        "category": [
+            {
+                "coding": [
+                    coding(
+                        "http://terminology.hl7.org/CodeSystem/observation-category",
+                        category,
+                        category.replace("-", " ").title(),
+                    )
+                ]
+            }
+        ],
         "code": {"coding": [coding(system, loinc, display)]},
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": iso(when),
@@ -135,33 +161,73 @@ def observation(*, loinc: str, display: str, value: float, unit: str, code: str 
 
 
 def weight(kg: float, when: datetime, pid: str = "pat-1", unit: str = "kg") -> dict[str, Any]:
-    return observation(loinc="29463-7", display="Body weight", value=kg, unit=unit, when=when,
-                       pid=pid, category="vital-signs", oid="wt-1")
+    return observation(
+        loinc="29463-7",
+        display="Body weight",
+        value=kg,
+        unit=unit,
+        when=when,
+        pid=pid,
+        category="vital-signs",
+        oid="wt-1",
+    )
 
 
 def height(cm: float, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
-    return observation(loinc="8302-2", display="Body height", value=cm, unit="cm", when=when,
-                       pid=pid, category="vital-signs", oid="ht-1")
+    return observation(
+        loinc="8302-2",
+        display="Body height",
+        value=cm,
+        unit="cm",
+        when=when,
+        pid=pid,
+        category="vital-signs",
+        oid="ht-1",
+    )
 
 
-def creatinine(value: float, unit: str | None, when: datetime, oid: str | None = None,
-               pid: str = "pat-1") -> dict[str, Any]:
+def creatinine(
+    value: float, unit: str | None, when: datetime, oid: str | None = None, pid: str = "pat-1"
+) -> dict[str, Any]:
     if unit is None:  # a result sent without any unit (A5: never a silent guess)
-        res = observation(loinc="2160-0", display="Creatinine [Mass/volume] in Serum or Plasma",
-                          value=value, unit="", when=when, oid=oid, pid=pid)
+        res = observation(
+            loinc="2160-0",
+            display="Creatinine [Mass/volume] in Serum or Plasma",
+            value=value,
+            unit="",
+            when=when,
+            oid=oid,
+            pid=pid,
+        )
         res["valueQuantity"] = {"value": value}
         return res
-    loinc, display = (("2160-0", "Creatinine [Mass/volume] in Serum or Plasma")
-                      if unit == "mg/dL" else
-                      ("14682-9", "Creatinine [Moles/volume] in Serum or Plasma"))
-    return observation(loinc=loinc, display=display, value=value,
-                       unit="umol/L" if unit != "mg/dL" else unit, when=when, oid=oid, pid=pid)
+    loinc, display = (
+        ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma")
+        if unit == "mg/dL"
+        else ("14682-9", "Creatinine [Moles/volume] in Serum or Plasma")
+    )
+    return observation(
+        loinc=loinc,
+        display=display,
+        value=value,
+        unit="umol/L" if unit != "mg/dL" else unit,
+        when=when,
+        oid=oid,
+        pid=pid,
+    )
 
 
-def egfr(value: float, when: datetime, loinc: str = "98979-8",
-         pid: str = "pat-1") -> dict[str, Any]:
-    return observation(loinc=loinc, display="eGFR (CKD-EPI 2021)", value=value,
-                       unit="mL/min/{1.73_m2}", when=when, pid=pid)
+def egfr(
+    value: float, when: datetime, loinc: str = "98979-8", pid: str = "pat-1"
+) -> dict[str, Any]:
+    return observation(
+        loinc=loinc,
+        display="eGFR (CKD-EPI 2021)",
+        value=value,
+        unit="mL/min/{1.73_m2}",
+        when=when,
+        pid=pid,
+    )
 
 
 def vital(kind: str, value: float | bool, when: datetime, pid: str = "pat-1") -> dict[str, Any]:
@@ -172,41 +238,63 @@ def vital(kind: str, value: float | bool, when: datetime, pid: str = "pat-1") ->
         code, display, unit = VITALS[kind]
     else:
         system, code, display, unit = OTHER_OBSERVATIONS[kind]
-    res = observation(loinc=code, display=display, value=value, unit=unit, when=when,
-                      pid=pid, category="vital-signs" if kind != "crcl" else "laboratory",
-                      system=system)
+    res = observation(
+        loinc=code,
+        display=display,
+        value=value,
+        unit=unit,
+        when=when,
+        pid=pid,
+        category="vital-signs" if kind != "crcl" else "laboratory",
+        system=system,
+    )
     if isinstance(value, bool):
         del res["valueQuantity"]
         res["valueBoolean"] = value
     return res
 
 
-def procedure(key: str, *, status: str = "completed", when: datetime | None = None,
-              pid: str = "pat-1", resource_type: str = "Procedure",
-              rid: str | None = None) -> dict[str, Any]:
+def procedure(
+    key: str,
+    *,
+    status: str = "completed",
+    when: datetime | None = None,
+    pid: str = "pat-1",
+    resource_type: str = "Procedure",
+    rid: str | None = None,
+) -> dict[str, Any]:
     """A Procedure (or, with ``resource_type="ServiceRequest"``, a planned one)."""
     system, code, display = PROCEDURES[key]
     res: dict[str, Any] = {
-        "resourceType": resource_type, "id": rid or f"proc-{key}", "status": status,
+        "resourceType": resource_type,
+        "id": rid or f"proc-{key}",
+        "status": status,
         "code": {"coding": [coding(system, code, display)], "text": display},
         "subject": {"reference": f"Patient/{pid}"},
     }
     if resource_type == "ServiceRequest":
         res["intent"] = "order"
     if when is not None:
-        res["performedDateTime" if resource_type == "Procedure" else "occurrenceDateTime"] = (
-            iso(when))
+        res["performedDateTime" if resource_type == "Procedure" else "occurrenceDateTime"] = iso(
+            when
+        )
     return res
 
 
-def condition(key: str, *, pid: str = "pat-1", onset: datetime | None = None,
-              cid: str | None = None) -> dict[str, Any]:
+def condition(
+    key: str, *, pid: str = "pat-1", onset: datetime | None = None, cid: str | None = None
+) -> dict[str, Any]:
     system, code, display = CONDITIONS[key]
     res: dict[str, Any] = {
         "resourceType": "Condition",
         "id": cid or f"cond-{key}",
-        "clinicalStatus": {"coding": [coding(
-            "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active")]},
+        "clinicalStatus": {
+            "coding": [
+                coding(
+                    "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"
+                )
+            ]
+        },
         "code": {"coding": [coding(system, code, display)], "text": display},
         "subject": {"reference": f"Patient/{pid}"},
     }
@@ -216,16 +304,33 @@ def condition(key: str, *, pid: str = "pat-1", onset: datetime | None = None,
 
 
 def encounter(eid: str, klass: str = "IMP", pid: str = "pat-1") -> dict[str, Any]:
-    return {"resourceType": "Encounter", "id": eid, "status": "in-progress",
-            "class": coding(V3_ACT, klass, klass), "subject": {"reference": f"Patient/{pid}"}}
+    return {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": "in-progress",
+        "class": coding(V3_ACT, klass, klass),
+        "subject": {"reference": f"Patient/{pid}"},
+    }
 
 
-def dosage(*, dose: float | None, unit: str = "mg", frequency: float | None = None,
-           period: float = 1, period_unit: str = "d", timing_code: str | None = None,
-           route: str | None = "oral", prn: bool = False, max_per_day: float | None = None,
-           sequence: int | None = None, start: datetime | date | None = None,
-           end: datetime | date | None = None, rate_per_day: float | None = None,
-           text: str | None = None, event: datetime | None = None) -> dict[str, Any]:
+def dosage(
+    *,
+    dose: float | None,
+    unit: str = "mg",
+    frequency: float | None = None,
+    period: float = 1,
+    period_unit: str = "d",
+    timing_code: str | None = None,
+    route: str | None = "oral",
+    prn: bool = False,
+    max_per_day: float | None = None,
+    sequence: int | None = None,
+    start: datetime | date | None = None,
+    end: datetime | date | None = None,
+    rate_per_day: float | None = None,
+    text: str | None = None,
+    event: datetime | None = None,
+) -> dict[str, Any]:
     d: dict[str, Any] = {}
     if sequence is not None:
         d["sequence"] = sequence
@@ -235,15 +340,23 @@ def dosage(*, dose: float | None, unit: str = "mg", frequency: float | None = No
     if frequency is not None:
         timing["repeat"] = {"frequency": frequency, "period": period, "periodUnit": period_unit}
     if timing_code:
-        timing["code"] = {"coding": [coding(
-            "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation", timing_code,
-            timing_code)]}
+        timing["code"] = {
+            "coding": [
+                coding(
+                    "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation",
+                    timing_code,
+                    timing_code,
+                )
+            ]
+        }
     if start is not None:
         timing.setdefault("repeat", {})["boundsPeriod"] = {
-            "start": start.date().isoformat() if isinstance(start, datetime) else str(start)}
+            "start": start.date().isoformat() if isinstance(start, datetime) else str(start)
+        }
         if end is not None:
             timing["repeat"]["boundsPeriod"]["end"] = (
-                end.date().isoformat() if isinstance(end, datetime) else str(end))
+                end.date().isoformat() if isinstance(end, datetime) else str(end)
+            )
     if event is not None:
         timing["event"] = [iso(event)]
     if timing:
@@ -253,26 +366,44 @@ def dosage(*, dose: float | None, unit: str = "mg", frequency: float | None = No
         if max_per_day is not None:
             d["maxDosePerPeriod"] = {
                 "numerator": {"value": max_per_day, "unit": unit, "system": UCUM, "code": unit},
-                "denominator": {"value": 1, "unit": "d", "system": UCUM, "code": "d"}}
+                "denominator": {"value": 1, "unit": "d", "system": UCUM, "code": "d"},
+            }
     if route:
         d["route"] = {"coding": [coding(*ROUTES[route])]}
     if rate_per_day is not None:
-        d["doseAndRate"] = [{"rateQuantity": {"value": rate_per_day, "unit": f"{unit}/d",
-                                              "system": UCUM, "code": f"{unit}/d"}}]
+        d["doseAndRate"] = [
+            {
+                "rateQuantity": {
+                    "value": rate_per_day,
+                    "unit": f"{unit}/d",
+                    "system": UCUM,
+                    "code": f"{unit}/d",
+                }
+            }
+        ]
     elif dose is not None:
         code = {"mcg": "ug"}.get(unit, unit)
-        d["doseAndRate"] = [{"doseQuantity": {"value": dose, "unit": unit, "system": UCUM,
-                                              "code": code}}]
+        d["doseAndRate"] = [
+            {"doseQuantity": {"value": dose, "unit": unit, "system": UCUM, "code": code}}
+        ]
     return d
 
 
-def medication_request(*, rid: str, status: str = "active", product: str = "tab20",
-                       dosages: list[dict[str, Any]] | None = None,
-                       authored: datetime | date | None = None, pid: str = "pat-1",
-                       prior: str | None = None, drug: str | None = None,
-                       validity_end: date | None = None, text: str | None = None,
-                       status_reason: tuple[str, str, str] | None = None,
-                       coded: bool = True) -> dict[str, Any]:
+def medication_request(
+    *,
+    rid: str,
+    status: str = "active",
+    product: str = "tab20",
+    dosages: list[dict[str, Any]] | None = None,
+    authored: datetime | date | None = None,
+    pid: str = "pat-1",
+    prior: str | None = None,
+    drug: str | None = None,
+    validity_end: date | None = None,
+    text: str | None = None,
+    status_reason: tuple[str, str, str] | None = None,
+    coded: bool = True,
+) -> dict[str, Any]:
     """A MedicationRequest; ``coded=False`` names the medication by its text only."""
     if drug:
         code, name, atc = OTHER_DRUGS[drug]
@@ -283,12 +414,17 @@ def medication_request(*, rid: str, status: str = "active", product: str = "tab2
         if not coded:
             med = {"text": text or display}
     res: dict[str, Any] = {
-        "resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
-        "medicationCodeableConcept": med, "subject": {"reference": f"Patient/{pid}"},
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": med,
+        "subject": {"reference": f"Patient/{pid}"},
     }
     if authored is not None:
-        res["authoredOn"] = (authored.date().isoformat() if isinstance(authored, datetime)
-                             else str(authored))
+        res["authoredOn"] = (
+            authored.date().isoformat() if isinstance(authored, datetime) else str(authored)
+        )
     if dosages:
         res["dosageInstruction"] = dosages
     if prior:
@@ -301,21 +437,29 @@ def medication_request(*, rid: str, status: str = "active", product: str = "tab2
 
 
 def bundle(resources: list[dict[str, Any]], kind: str = "searchset") -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": kind,
-            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r}
-                      for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r} for r in resources],
+    }
 
 
-def hook_request(*, hook: str, now: datetime, patient_res: dict[str, Any],
-                 drafts: list[dict[str, Any]] | None = None,
-                 selections: list[str] | None = None,
-                 medications: Sequence[dict[str, Any]] = (),
-                 labs: Sequence[dict[str, Any]] = (), body: Sequence[dict[str, Any]] = (),
-                 vitals: Sequence[dict[str, Any]] = (),
-                 conditions: Sequence[dict[str, Any]] = (),
-                 encounter_res: dict[str, Any] | None = None,
-                 hook_instance: str | None = None,
-                 procedures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def hook_request(
+    *,
+    hook: str,
+    now: datetime,
+    patient_res: dict[str, Any],
+    drafts: list[dict[str, Any]] | None = None,
+    selections: list[str] | None = None,
+    medications: Sequence[dict[str, Any]] = (),
+    labs: Sequence[dict[str, Any]] = (),
+    body: Sequence[dict[str, Any]] = (),
+    vitals: Sequence[dict[str, Any]] = (),
+    conditions: Sequence[dict[str, Any]] = (),
+    encounter_res: dict[str, Any] | None = None,
+    hook_instance: str | None = None,
+    procedures: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A whole CDS Hooks request with every prefetch key the service asks for."""
     pid = patient_res["id"]
     context: dict[str, Any] = {"userId": "Practitioner/prac-1", "patientId": pid}
@@ -324,8 +468,11 @@ def hook_request(*, hook: str, now: datetime, patient_res: dict[str, Any],
     if hook in ("order-select", "order-sign"):
         context["draftOrders"] = bundle(list(drafts or []), kind="collection")
     if hook == "order-select":
-        context["selections"] = selections if selections is not None else [
-            f"MedicationRequest/{d['id']}" for d in (drafts or [])]
+        context["selections"] = (
+            selections
+            if selections is not None
+            else [f"MedicationRequest/{d['id']}" for d in (drafts or [])]
+        )
     prefetch: dict[str, Any] = {
         "patient": patient_res,
         "medications": bundle(list(medications)),
@@ -337,5 +484,9 @@ def hook_request(*, hook: str, now: datetime, patient_res: dict[str, Any],
         "procedures": bundle(list(procedures)) if procedures is not None else None,
         "encounter": encounter_res,
     }
-    return {"hook": hook, "hookInstance": hook_instance or str(uuid.uuid4()),
-            "context": context, "prefetch": prefetch}
+    return {
+        "hook": hook,
+        "hookInstance": hook_instance or str(uuid.uuid4()),
+        "context": context,
+        "prefetch": prefetch,
+    }

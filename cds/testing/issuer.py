@@ -20,13 +20,21 @@ from joserfc.jwk import ECKey, RSAKey
 class TestIssuer:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, folder: Path, *, iss: str = "https://ehr.test/issuer",
-                 alg: str = "ES384", tenant: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        iss: str = "https://ehr.test/issuer",
+        alg: str = "ES384",
+        tenant: str | None = None,
+    ) -> None:
         self.iss, self.alg, self.tenant = iss, alg, tenant
         kid = f"{alg.lower()}-{uuid.uuid4().hex[:8]}"
-        self.key: ECKey | RSAKey = (ECKey.generate_key("P-384", parameters={"kid": kid})
-                                    if alg == "ES384"
-                                    else RSAKey.generate_key(2048, parameters={"kid": kid}))
+        self.key: ECKey | RSAKey = (
+            ECKey.generate_key("P-384", parameters={"kid": kid})
+            if alg == "ES384"
+            else RSAKey.generate_key(2048, parameters={"kid": kid})
+        )
         folder.mkdir(parents=True, exist_ok=True)
         self.jwks_path = folder / "jwks.json"
         self.jwks_path.write_text(json.dumps({"keys": [self.key.as_dict(private=False)]}))
@@ -39,9 +47,14 @@ class TestIssuer:
 
     def token(self, aud: str, *, lifetime: int = 300, **claims: Any) -> str:
         now = int(time.time())
-        payload: dict[str, Any] = {"iss": self.iss, "sub": "ehr-client", "aud": aud,
-                                   "iat": now, "exp": now + lifetime,
-                                   "jti": str(uuid.uuid4())}
+        payload: dict[str, Any] = {
+            "iss": self.iss,
+            "sub": "ehr-client",
+            "aud": aud,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": str(uuid.uuid4()),
+        }
         if self.tenant:
             payload["tenant"] = self.tenant
         payload.update(claims)

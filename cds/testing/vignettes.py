@@ -57,8 +57,9 @@ def _dt(v: Any) -> datetime:
 
 
 def _when(now: datetime, spec: dict[str, Any]) -> datetime:
-    return now - timedelta(days=float(spec.get("days_ago", 0)),
-                           hours=float(spec.get("hours_ago", 0)))
+    return now - timedelta(
+        days=float(spec.get("days_ago", 0)), hours=float(spec.get("hours_ago", 0))
+    )
 
 
 def _dosages(now: datetime, o: dict[str, Any]) -> list[dict[str, Any]]:
@@ -74,14 +75,25 @@ def _dosages(now: datetime, o: dict[str, Any]) -> list[dict[str, Any]]:
         event = None  # a one-off administration time (timing.event), e.g. a bolus given
         if "event_hours_ago" in d:
             event = now - timedelta(hours=float(d["event_hours_ago"]))
-        out.append(b.dosage(
-            dose=d.get("dose"), unit=d.get("unit", "mg"), frequency=d.get("frequency"),
-            period=d.get("period", 1), period_unit=d.get("period_unit", "d"),
-            timing_code=d.get("timing_code"),
-            route=d.get("route", "oral") if "route" in d or "route" not in o else o["route"],
-            prn=d.get("prn", False), max_per_day=d.get("max_per_day"),
-            sequence=d.get("sequence"), start=start, end=end,
-            rate_per_day=d.get("rate_per_day"), text=d.get("text"), event=event))
+        out.append(
+            b.dosage(
+                dose=d.get("dose"),
+                unit=d.get("unit", "mg"),
+                frequency=d.get("frequency"),
+                period=d.get("period", 1),
+                period_unit=d.get("period_unit", "d"),
+                timing_code=d.get("timing_code"),
+                route=d.get("route", "oral") if "route" in d or "route" not in o else o["route"],
+                prn=d.get("prn", False),
+                max_per_day=d.get("max_per_day"),
+                sequence=d.get("sequence"),
+                start=start,
+                end=end,
+                rate_per_day=d.get("rate_per_day"),
+                text=d.get("text"),
+                event=event,
+            )
+        )
     return out
 
 
@@ -96,10 +108,18 @@ def _order(now: datetime, o: dict[str, Any], default_status: str) -> dict[str, A
     if o.get("adverse_reason"):
         reason = (b.SNOMED, "281647001", "Adverse reaction")
     return b.medication_request(
-        rid=o["id"], status=o.get("status", default_status), product=o.get("product", "tab20"),
-        drug=o.get("drug"), dosages=_dosages(now, o) if not o.get("no_dosage") else None,
-        authored=authored, prior=o.get("prior"), validity_end=validity_end, text=o.get("text"),
-        status_reason=reason, coded=o.get("coded", True))
+        rid=o["id"],
+        status=o.get("status", default_status),
+        product=o.get("product", "tab20"),
+        drug=o.get("drug"),
+        dosages=_dosages(now, o) if not o.get("no_dosage") else None,
+        authored=authored,
+        prior=o.get("prior"),
+        validity_end=validity_end,
+        text=o.get("text"),
+        status_reason=reason,
+        coded=o.get("coded", True),
+    )
 
 
 def build_request(spec: dict[str, Any], now: datetime, base: Path) -> dict[str, Any]:
@@ -107,49 +127,81 @@ def build_request(spec: dict[str, Any], now: datetime, base: Path) -> dict[str, 
     if "request_file" in spec:
         return json.loads((base / spec["request_file"]).read_text(encoding="utf-8"))
     p = spec.get("patient", {})
-    pat = b.patient(now=now, age=p.get("age", 55), sex=p.get("sex", "male"),
-                    birth_date=p.get("birth_date"))
+    pat = b.patient(
+        now=now, age=p.get("age", 55), sex=p.get("sex", "male"), birth_date=p.get("birth_date")
+    )
     body = []
     if "weight" in spec:
-        body.append(b.weight(spec["weight"]["kg"], _when(now, spec["weight"]),
-                             unit=spec["weight"].get("unit", "kg")))
+        body.append(
+            b.weight(
+                spec["weight"]["kg"],
+                _when(now, spec["weight"]),
+                unit=spec["weight"].get("unit", "kg"),
+            )
+        )
     if "height" in spec:
         body.append(b.height(spec["height"]["cm"], _when(now, spec["height"])))
     labs = []
     for i, c in enumerate(spec.get("creatinine", [])):
-        labs.append(b.creatinine(c["value"], c.get("unit", "mg/dL"), _when(now, c),
-                                 oid=f"cr-{i + 1}"))
+        labs.append(
+            b.creatinine(c["value"], c.get("unit", "mg/dL"), _when(now, c), oid=f"cr-{i + 1}")
+        )
     for e in spec.get("egfr", []):
         labs.append(b.egfr(e["value"], _when(now, e), loinc=e.get("loinc", "98979-8")))
     vitals = [b.vital(v["kind"], v["value"], _when(now, v)) for v in spec.get("vitals", [])]
-    conditions = [b.condition(c if isinstance(c, str) else c["key"],
-                              onset=_when(now, c) if isinstance(c, dict) else None)
-                  for c in spec.get("conditions", [])]
+    conditions = [
+        b.condition(
+            c if isinstance(c, str) else c["key"],
+            onset=_when(now, c) if isinstance(c, dict) else None,
+        )
+        for c in spec.get("conditions", [])
+    ]
     procedures = None
     if "procedures" in spec:
-        procedures = [b.procedure(pr["key"], status=pr.get("status", "completed"),
-                                  when=_when(now, pr) if ("days_ago" in pr or "hours_ago" in pr)
-                                  else None,
-                                  resource_type=pr.get("type", "Procedure"))
-                      for pr in spec["procedures"]]
+        procedures = [
+            b.procedure(
+                pr["key"],
+                status=pr.get("status", "completed"),
+                when=_when(now, pr) if ("days_ago" in pr or "hours_ago" in pr) else None,
+                resource_type=pr.get("type", "Procedure"),
+            )
+            for pr in spec["procedures"]
+        ]
     enc = b.encounter("enc-1", spec["encounter"]) if spec.get("encounter") else None
     meds = [_order(now, o, "active") for o in spec.get("active", [])]
     drafts = [_order(now, o, "draft") for o in spec.get("drafts", [])]
-    return b.hook_request(hook=spec.get("hook", "order-sign"), now=now, patient_res=pat,
-                          drafts=drafts, selections=spec.get("selections"), medications=meds,
-                          labs=labs, body=body, vitals=vitals, conditions=conditions,
-                          encounter_res=enc, procedures=procedures)
+    return b.hook_request(
+        hook=spec.get("hook", "order-sign"),
+        now=now,
+        patient_res=pat,
+        drafts=drafts,
+        selections=spec.get("selections"),
+        medications=meds,
+        labs=labs,
+        body=body,
+        vitals=vitals,
+        conditions=conditions,
+        encounter_res=enc,
+        procedures=procedures,
+    )
 
 
 def load_vignette(path: Path, repo_root: Path | None = None) -> Vignette:
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     now = _dt(spec.get("now", DEFAULT_NOW))
     base = repo_root or path.parent
-    return Vignette(id=spec["id"], path=path, description=spec.get("description", ""),
-                    now=now, profile=str(spec.get("profile", "US")).upper(),
-                    request=build_request(spec, now, base), expect=spec.get("expect", {}),
-                    part_d=spec.get("part_d"), covers=list(spec.get("covers", [])),
-                    xfail=spec.get("xfail"))
+    return Vignette(
+        id=spec["id"],
+        path=path,
+        description=spec.get("description", ""),
+        now=now,
+        profile=str(spec.get("profile", "US")).upper(),
+        request=build_request(spec, now, base),
+        expect=spec.get("expect", {}),
+        part_d=spec.get("part_d"),
+        covers=list(spec.get("covers", [])),
+        xfail=spec.get("xfail"),
+    )
 
 
 def load_vignettes(folder: Path) -> list[Vignette]:
@@ -191,19 +243,28 @@ def check_card(card: dict[str, Any], exp: dict[str, Any]) -> list[str]:
         if "suggestion" in exp:
             s = exp["suggestion"]
             dose, unit, freq = _first_dose(res)
-            if dose is None or abs(float(dose) - float(s["dose"])) > 1e-6 or \
-                    unit != s.get("unit", "mg") or (
-                    "frequency" in s and freq != s["frequency"]):
-                problems.append(f"{exp['category']}: suggested {dose} {unit} x{freq}, "
-                                f"expected {s['dose']} {s.get('unit', 'mg')} "
-                                f"x{s.get('frequency')}")
+            if (
+                dose is None
+                or abs(float(dose) - float(s["dose"])) > 1e-6
+                or unit != s.get("unit", "mg")
+                or ("frequency" in s and freq != s["frequency"])
+            ):
+                problems.append(
+                    f"{exp['category']}: suggested {dose} {unit} x{freq}, "
+                    f"expected {s['dose']} {s.get('unit', 'mg')} "
+                    f"x{s.get('frequency')}"
+                )
             if "start" in s:
                 di = res.get("dosageInstruction", [{}])[0]
-                start = ((di.get("timing") or {}).get("repeat") or {}).get(
-                    "boundsPeriod", {}).get("start")
+                start = (
+                    ((di.get("timing") or {}).get("repeat") or {})
+                    .get("boundsPeriod", {})
+                    .get("start")
+                )
                 if start != s["start"]:
-                    problems.append(f"{exp['category']}: suggested start {start}, "
-                                    f"expected {s['start']}")
+                    problems.append(
+                        f"{exp['category']}: suggested start {start}, expected {s['start']}"
+                    )
         if "taper" in exp:
             got = []
             for di in res.get("dosageInstruction", []):
@@ -225,17 +286,29 @@ def compare(response: Any, expect: dict[str, Any]) -> list[str]:
     expected = expect.get("cards", [])
     unmatched = list(cards)
     for exp in expected:
-        match = next((c for c in unmatched if c["source"]["topic"]["code"] == exp["category"]
-                      and c["indicator"] == exp["indicator"]), None)
+        match = next(
+            (
+                c
+                for c in unmatched
+                if c["source"]["topic"]["code"] == exp["category"]
+                and c["indicator"] == exp["indicator"]
+            ),
+            None,
+        )
         if match is None:
             problems.append(f"expected {exp['category']} {exp['indicator']}; got {got}")
             continue
         unmatched.remove(match)
         problems.extend(check_card(match, exp))
     if expect.get("exact", True) and unmatched:
-        problems.append("unexpected cards: " + ", ".join(
-            f"{c['source']['topic']['code']} {c['indicator']} "
-            f"({','.join(c['extension']['cds-baclofen']['ruleIds'])})" for c in unmatched))
+        problems.append(
+            "unexpected cards: "
+            + ", ".join(
+                f"{c['source']['topic']['code']} {c['indicator']} "
+                f"({','.join(c['extension']['cds-baclofen']['ruleIds'])})"
+                for c in unmatched
+            )
+        )
     for cat in expect.get("forbid", []):
         if any(c["source"]["topic"]["code"] == cat for c in cards):
             problems.append(f"forbidden category {cat} present")
@@ -259,9 +332,14 @@ def _registry(rules_dir: Path, pack_id: str, profile: str) -> Any:
 def run_vignette(v: Vignette, rules_dir: Path, pack_id: str) -> VignetteResult:
     from cds.evaluate_file import evaluate_request
 
-    status, response = evaluate_request(v.request, rules_dir=rules_dir, pack_ids=[pack_id],
-                                        profile=v.profile, now=v.now,
-                                        registry=_registry(rules_dir, pack_id, v.profile))
+    status, response = evaluate_request(
+        v.request,
+        rules_dir=rules_dir,
+        pack_ids=[pack_id],
+        profile=v.profile,
+        now=v.now,
+        registry=_registry(rules_dir, pack_id, v.profile),
+    )
     problems = []
     want = v.expect.get("status", 200)
     if status != want:
@@ -290,13 +368,22 @@ def run_vignettes_cli(rules_dir: Path, pack_id: str, console: Any) -> bool:
     for r in results:
         if r.vignette.xfail:
             if r.ok:
-                table.add_row(r.vignette.id, "[red]XPASS[/red]",
-                              f"marked xfail ({r.vignette.xfail}) but passes")
+                table.add_row(
+                    r.vignette.id,
+                    "[red]XPASS[/red]",
+                    f"marked xfail ({r.vignette.xfail}) but passes",
+                )
             else:
-                table.add_row(r.vignette.id, "[yellow]xfail[/yellow]",
-                              "\n".join([f"known bug: {r.vignette.xfail}", *r.problems]))
+                table.add_row(
+                    r.vignette.id,
+                    "[yellow]xfail[/yellow]",
+                    "\n".join([f"known bug: {r.vignette.xfail}", *r.problems]),
+                )
             continue
-        table.add_row(r.vignette.id, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
-                      "\n".join(r.problems))
+        table.add_row(
+            r.vignette.id,
+            "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
+            "\n".join(r.problems),
+        )
     console.print(table)
     return not failed

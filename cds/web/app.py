@@ -38,7 +38,8 @@ DEV_WARNING = (
     "\n" + "!" * 78 + "\n"
     "!!  CDS_AUTH=off: DEVELOPMENT MODE. JWT authentication is DISABLED.             !!\n"
     "!!  Any caller can invoke the CDS services. Never run this way in production.   !!\n"
-    + "!" * 78
+    + "!"
+    * 78
 )
 
 
@@ -51,18 +52,27 @@ def make_verifier(settings: Settings) -> Any:
     if settings.trusted_issuers is None:
         raise SystemExit(
             "CDS_AUTH=jwt needs CDS_TRUSTED_ISSUERS (a JSON file of trusted issuers and their "
-            "JWKS); for local development set CDS_AUTH=off")
+            "JWKS); for local development set CDS_AUTH=off"
+        )
     issuers = load_trusted_issuers(settings.trusted_issuers)
     return TokenVerifier(issuers, JwksCache(), make_replay_cache(settings.redis_url))
 
 
-def create_app(settings: Settings | None = None, *, registry: PackRegistry | None = None,
-               clock: Callable[[], datetime] | None = None, maker: Any = None,
-               announce_dev_mode: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: PackRegistry | None = None,
+    clock: Callable[[], datetime] | None = None,
+    maker: Any = None,
+    announce_dev_mode: bool = True,
+) -> FastAPI:
     settings = settings or Settings()
     if registry is None:
-        registry = PackRegistry(rules_dir=settings.rules_dir or data_dir("rules"),
-                                pack_ids=settings.pack_ids, profile=settings.profile)
+        registry = PackRegistry(
+            rules_dir=settings.rules_dir or data_dir("rules"),
+            pack_ids=settings.pack_ids,
+            profile=settings.profile,
+        )
         registry.load()
     verifier = make_verifier(settings)
     if verifier is None and announce_dev_mode:
@@ -94,7 +104,8 @@ def create_app(settings: Settings | None = None, *, registry: PackRegistry | Non
         description=(
             "CDS Hooks 2.0 service (with CDS Hooks 3.0 additions) answering order-select, "
             "order-sign and patient-view with cards from versioned rule packs. Every error "
-            "body is a FHIR OperationOutcome."),
+            "body is a FHIR OperationOutcome."
+        ),
         lifespan=lifespan,
         separate_input_output_schemas=False,
     )
@@ -107,9 +118,12 @@ def create_app(settings: Settings | None = None, *, registry: PackRegistry | Non
     app.state.session_secret = settings.session_secret or secrets.token_urlsafe(32)
     install_error_handlers(app)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["GET", "POST", "OPTIONS"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.include_router(hooks_router)
     _include_console(app)
     _document_operation_outcome(app)
@@ -135,10 +149,15 @@ def _document_operation_outcome(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
-        comps.setdefault("OperationOutcome", OperationOutcome.model_json_schema(
-            ref_template="#/components/schemas/{model}"))
-        for name, sub in OperationOutcome.model_json_schema(
-                ref_template="#/components/schemas/{model}").get("$defs", {}).items():
+        comps.setdefault(
+            "OperationOutcome",
+            OperationOutcome.model_json_schema(ref_template="#/components/schemas/{model}"),
+        )
+        for name, sub in (
+            OperationOutcome.model_json_schema(ref_template="#/components/schemas/{model}")
+            .get("$defs", {})
+            .items()
+        ):
             comps.setdefault(name, sub)
         comps["OperationOutcome"].pop("$defs", None)
         app.openapi_schema = schema

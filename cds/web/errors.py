@@ -22,9 +22,20 @@ from cds.errors import AuthenticationFailed, RequestError
 log = logging.getLogger("cds.web")
 
 FHIR_JSON = "application/fhir+json"
-HTTP_CODES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found",
-              405: "not-supported", 412: "incomplete", 413: "too-long", 415: "not-supported",
-              422: "invalid", 429: "throttled", 500: "exception", 503: "transient"}
+HTTP_CODES = {
+    400: "structure",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    412: "incomplete",
+    413: "too-long",
+    415: "not-supported",
+    422: "invalid",
+    429: "throttled",
+    500: "exception",
+    503: "transient",
+}
 
 
 class Issue(BaseModel):
@@ -43,9 +54,14 @@ class OperationOutcome(BaseModel):
     issue: list[Issue]
 
 
-def outcome(status: int, diagnostics: str, *, code: str | None = None,
-            expression: list[str] | None = None, extra_issues: list[dict[str, Any]] | None = None,
-            ) -> dict[str, Any]:
+def outcome(
+    status: int,
+    diagnostics: str,
+    *,
+    code: str | None = None,
+    expression: list[str] | None = None,
+    extra_issues: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     issue: dict[str, Any] = {
         "severity": "error" if status < 500 else "fatal",
         "code": code or HTTP_CODES.get(status, "processing"),
@@ -56,26 +72,38 @@ def outcome(status: int, diagnostics: str, *, code: str | None = None,
     return {"resourceType": "OperationOutcome", "issue": [issue, *(extra_issues or [])]}
 
 
-def outcome_response(status: int, diagnostics: str, *, code: str | None = None,
-                     expression: list[str] | None = None,
-                     headers: dict[str, str] | None = None,
-                     extra_issues: list[dict[str, Any]] | None = None) -> JSONResponse:
+def outcome_response(
+    status: int,
+    diagnostics: str,
+    *,
+    code: str | None = None,
+    expression: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    extra_issues: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
     return JSONResponse(
         outcome(status, diagnostics, code=code, expression=expression, extra_issues=extra_issues),
-        status_code=status, headers=headers, media_type=FHIR_JSON)
+        status_code=status,
+        headers=headers,
+        media_type=FHIR_JSON,
+    )
 
 
 def error_response(exc: RequestError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
     if isinstance(exc, AuthenticationFailed):
         return outcome_response(401, "authentication failed", code="login", headers=headers)
-    return outcome_response(exc.status, exc.diagnostics, code=exc.code,
-                            expression=exc.expression or None)
+    return outcome_response(
+        exc.status, exc.diagnostics, code=exc.code, expression=exc.expression or None
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": OperationOutcome, "description": text,
-             "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}}
+    status: {
+        "model": OperationOutcome,
+        "description": text,
+        "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}},
+    }
     for status, text in (
         (400, "Malformed JSON or not a valid CDS Hooks request"),
         (401, "Authentication failed (JWT)"),
@@ -103,8 +131,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": "invalid form"}, status_code=400)
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return outcome_response(400, f"invalid request: {first.get('msg', 'invalid')}",
-                                expression=[loc] if loc else None)
+        return outcome_response(
+            400,
+            f"invalid request: {first.get('msg', 'invalid')}",
+            expression=[loc] if loc else None,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Any:

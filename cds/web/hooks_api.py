@@ -149,8 +149,15 @@ Authenticated = Annotated[Principal | None, Depends(authenticate)]
 async def _reject(request: Request, status: int, reason: str, hook_instance: str | None) -> None:
     maker = request.app.state.maker
     await anyio.to_thread.run_sync(
-        lambda: record_rejection(maker=maker, received_at=_now(request), path=request.url.path,
-                                 status=status, reason=reason, hook_instance=hook_instance))
+        lambda: record_rejection(
+            maker=maker,
+            received_at=_now(request),
+            path=request.url.path,
+            status=status,
+            reason=reason,
+            hook_instance=hook_instance,
+        )
+    )
 
 
 def _service(service_id: str) -> ServiceDef:
@@ -160,8 +167,9 @@ def _service(service_id: str) -> ServiceDef:
     return svc
 
 
-@router.get("/cds-services", response_model=DiscoveryResponse,
-            responses={401: ERROR_RESPONSES[401]})
+@router.get(
+    "/cds-services", response_model=DiscoveryResponse, responses={401: ERROR_RESPONSES[401]}
+)
 async def discovery(request: Request, principal: Authenticated) -> dict[str, Any]:
     """Discovery: the services, their hooks and prefetch templates."""
     packs = request.app.state.registry.packs()
@@ -172,11 +180,18 @@ async def discovery(request: Request, principal: Authenticated) -> dict[str, Any
     "/cds-services/{service_id}",
     response_model=CardsResponse,
     responses={k: v for k, v in ERROR_RESPONSES.items()},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": HOOK_REQUEST_SCHEMA}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": HOOK_REQUEST_SCHEMA}},
+        }
+    },
 )
-async def call_service(service_id: str, request: Request, principal: Authenticated,
-                       ) -> JSONResponse:
+async def call_service(
+    service_id: str,
+    request: Request,
+    principal: Authenticated,
+) -> JSONResponse:
     """Run a service: validate, complete prefetch, evaluate the rules, store, answer."""
     t_start = time.perf_counter()
     received = _now(request)
@@ -190,11 +205,16 @@ async def call_service(service_id: str, request: Request, principal: Authenticat
         t0 = time.perf_counter()
         settings = request.app.state.settings
         resolved = await resolve_prefetch(
-            keys=svc.prefetch, prefetch=call.prefetch, context=call.context,
-            fhir_server=call.fhir_server, access_token=call.access_token,
-            allowlist=settings.allowlist, now=received,
+            keys=svc.prefetch,
+            prefetch=call.prefetch,
+            context=call.context,
+            fhir_server=call.fhir_server,
+            access_token=call.access_token,
+            allowlist=settings.allowlist,
+            now=received,
             limits=FetchLimits(deadline_seconds=settings.fetch_deadline_seconds),
-            client=request.app.state.http)
+            client=request.app.state.http,
+        )
         t_prefetch = round((time.perf_counter() - t0) * 1000, 3)
         packs = request.app.state.registry.packs()
         maker = request.app.state.maker
@@ -202,46 +222,72 @@ async def call_service(service_id: str, request: Request, principal: Authenticat
         def work() -> tuple[Evaluation, list[IssuedCard], dict[str, float]]:
             """Evaluate and audit in ONE worker-thread hop (both block: C engine, DB)."""
             require_patient(resolved.resources, call.patient_id)
-            inp = HookInput(hook=call.hook, patient_id=call.patient_id,
-                            encounter_id=call.encounter_id, draft_orders=call.draft_orders,
-                            selections=call.selections, resources=resolved.resources)
+            inp = HookInput(
+                hook=call.hook,
+                patient_id=call.patient_id,
+                encounter_id=call.encounter_id,
+                draft_orders=call.draft_orders,
+                selections=call.selections,
+                resources=resolved.resources,
+            )
             result = evaluate(inp, packs, now=received)
             timings = {"prefetch": t_prefetch, **result.timings}
             issued = [
-                IssuedCard(card=c.card, order_id=c.order_id, category=c.category,
-                           primary_rule=c.primary.rule_id,
-                           rules=[(f.rule_id, f.severity) for f in c.findings],
-                           pack_id=c.primary.pack_id, pack_version=c.primary.pack_version,
-                           facts=_facts_for_audit(c.facts, result))
+                IssuedCard(
+                    card=c.card,
+                    order_id=c.order_id,
+                    category=c.category,
+                    primary_rule=c.primary.rule_id,
+                    rules=[(f.rule_id, f.severity) for f in c.findings],
+                    pack_id=c.primary.pack_id,
+                    pack_version=c.primary.pack_version,
+                    facts=_facts_for_audit(c.facts, result),
+                )
                 for c in result.cards
             ]
             t0 = time.perf_counter()
             record = InvocationRecord(
-                id=str(uuid.uuid4()), hook_instance=call.hook_instance, service_id=svc.id,
-                hook=call.hook, patient_ref=f"Patient/{call.patient_id}",
+                id=str(uuid.uuid4()),
+                hook_instance=call.hook_instance,
+                service_id=svc.id,
+                hook=call.hook,
+                patient_ref=f"Patient/{call.patient_id}",
                 user_ref=call.user_id,
                 encounter_ref=f"Encounter/{call.encounter_id}" if call.encounter_id else None,
                 issuer=principal.iss if principal else None,
-                tenant=principal.tenant if principal else None, received_at=received,
-                evaluated_at=received, duration_ms=round((t0 - t_start) * 1000, 3),
-                timings=timings, pack_id=packs[0].id if packs else None,
+                tenant=principal.tenant if principal else None,
+                received_at=received,
+                evaluated_at=received,
+                duration_ms=round((t0 - t_start) * 1000, 3),
+                timings=timings,
+                pack_id=packs[0].id if packs else None,
                 pack_version=packs[0].version if packs else None,
-                fetched_keys=sorted(resolved.fetched))
+                fetched_keys=sorted(resolved.fetched),
+            )
             try:
                 save_invocation(maker=maker, invocation=record, cards=issued)
             except StoreUnavailable:
                 if not settings.serve_unaudited:
                     raise
-                log.error("audit store down: serving %d unaudited cards (CDS_SERVE_UNAUDITED)"
-                          " hookInstance=%s", len(issued), call.hook_instance)
+                log.error(
+                    "audit store down: serving %d unaudited cards (CDS_SERVE_UNAUDITED)"
+                    " hookInstance=%s",
+                    len(issued),
+                    call.hook_instance,
+                )
             timings["store"] = round((time.perf_counter() - t0) * 1000, 3)
             return result, issued, timings
 
         result, issued, timings = await anyio.to_thread.run_sync(work)
-        log.info("hook %s service=%s hookInstance=%s cards=%d rules=%s ms=%.1f", call.hook,
-                 svc.id, call.hook_instance, len(issued),
-                 ",".join(sorted({f.rule_id for c in result.cards for f in c.findings})),
-                 (time.perf_counter() - t_start) * 1000)
+        log.info(
+            "hook %s service=%s hookInstance=%s cards=%d rules=%s ms=%.1f",
+            call.hook,
+            svc.id,
+            call.hook_instance,
+            len(issued),
+            ",".join(sorted({f.rule_id for c in result.cards for f in c.findings})),
+            (time.perf_counter() - t_start) * 1000,
+        )
         return JSONResponse({"cards": [c.card for c in result.cards]})
     except RequestError as exc:
         if exc.status != 503:
@@ -255,9 +301,13 @@ def _facts_for_audit(fact: dict[str, Any], result: Evaluation) -> dict[str, Any]
     p = result.facts.patient
     if p.renal is not None:
         out["renal_measure"] = {
-            "kind": p.renal.kind, "value": p.renal.value, "unit": p.renal.unit,
-            "date": p.renal.effective.isoformat(), "weight_kg": p.renal.weight_kg,
-            "weight_kind": p.renal.weight_kind, "creatinine_mg_dl": p.renal.creatinine_mg_dl,
+            "kind": p.renal.kind,
+            "value": p.renal.value,
+            "unit": p.renal.unit,
+            "date": p.renal.effective.isoformat(),
+            "weight_kg": p.renal.weight_kg,
+            "weight_kind": p.renal.weight_kind,
+            "creatinine_mg_dl": p.renal.creatinine_mg_dl,
         }
     if p.weight_effective is not None:
         out["weight_date"] = p.weight_effective.isoformat()
@@ -271,8 +321,12 @@ def _facts_for_audit(fact: dict[str, Any], result: Evaluation) -> dict[str, Any]
     "/cds-services/{service_id}/feedback",
     response_model=FeedbackResponse,
     responses={k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 404, 413, 503)},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": FEEDBACK_SCHEMA}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": FEEDBACK_SCHEMA}},
+        }
+    },
 )
 async def feedback(service_id: str, request: Request, principal: Authenticated) -> JSONResponse:
     """Store what the clinician did; valid items are kept even when others are rejected."""
@@ -284,8 +338,9 @@ async def feedback(service_id: str, request: Request, principal: Authenticated) 
         maker = request.app.state.maker
 
         def work() -> tuple[int, int, list[tuple[int, str | None, str]]]:
-            cards = guarded(cards_for_feedback, maker=maker,
-                            card_ids=[it.card_id for _, it in good])
+            cards = guarded(
+                cards_for_feedback, maker=maker, card_ids=[it.card_id for _, it in good]
+            )
             keep = []
             rejected = [(r.index, r.card, r.reason) for r in bad]
             for i, it in good:
@@ -298,24 +353,42 @@ async def feedback(service_id: str, request: Request, principal: Authenticated) 
                     continue
                 unknown = [a for a in it.accepted_suggestions if a not in card.suggestion_ids]
                 if unknown:
-                    rejected.append((i, it.card_id, "acceptedSuggestions names a suggestion "
-                                                    "this card did not offer"))
+                    rejected.append(
+                        (
+                            i,
+                            it.card_id,
+                            "acceptedSuggestions names a suggestion this card did not offer",
+                        )
+                    )
                     continue
                 keep.append(it)
-            created = guarded(store_feedback, maker=maker, service_id=svc.id, items=keep,
-                              received_at=received) if keep else []
+            created = (
+                guarded(
+                    store_feedback, maker=maker, service_id=svc.id, items=keep, received_at=received
+                )
+                if keep
+                else []
+            )
             return sum(created), len(created) - sum(created), sorted(rejected)
 
         stored, dups, rejected = await anyio.to_thread.run_sync(work)
         if rejected:
-            issues = [{"severity": "error", "code": "invalid",
-                       "diagnostics": f"feedback[{i}]" + (f" (card {c})" if c else "")
-                       + f": {reason}", "expression": [f"feedback[{i}]"]}
-                      for i, c, reason in rejected]
+            issues = [
+                {
+                    "severity": "error",
+                    "code": "invalid",
+                    "diagnostics": f"feedback[{i}]" + (f" (card {c})" if c else "") + f": {reason}",
+                    "expression": [f"feedback[{i}]"],
+                }
+                for i, c, reason in rejected
+            ]
             await _reject(request, 400, f"{len(rejected)} feedback item(s) rejected", None)
             resp = outcome_response(
-                400, f"{len(rejected)} feedback item(s) rejected; {stored} stored, "
-                     f"{dups} already stored", extra_issues=issues)
+                400,
+                f"{len(rejected)} feedback item(s) rejected; {stored} stored, "
+                f"{dups} already stored",
+                extra_issues=issues,
+            )
             return resp
         return JSONResponse({"stored": stored, "duplicates": dups})
     except RequestError as exc:

@@ -22,9 +22,16 @@ def test_cards_from_hook_calls_are_reviewable(signed_in) -> None:
     assert "renal-above-limit.moderate" in detail
     assert "47.2" in detail  # the Cockcroft-Gault value the card rests on
     assert "Change to 10 mg three times daily" in detail
-    fb = {"feedback": [{"card": card["uuid"], "outcome": "accepted",
-                        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
-                        "outcomeTimestamp": "2026-11-24T10:00:00Z"}]}
+    fb = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+                "outcomeTimestamp": "2026-11-24T10:00:00Z",
+            }
+        ]
+    }
     assert client.post(f"{SIGN}/feedback", json=fb).status_code == 200
     detail = html.unescape(client.get(f"/review/alerts/{card['uuid']}").text)
     assert "accepted" in detail.lower()

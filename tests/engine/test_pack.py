@@ -44,8 +44,15 @@ def test_baclofen_compiles_for_both_profiles(us_pack) -> None:
     assert "oral-daily-above-ceiling-us" not in uk.rules
     assert "oral-daily-above-ceiling-uk-outpatient" in uk.rules
     categories = {r.category for r in us_pack.rules.values()}
-    assert categories == {"dose-ceiling", "titration-rate", "renal-adjustment",
-                          "withdrawal-risk", "side-effect", "interaction", "data-quality"}
+    assert categories == {
+        "dose-ceiling",
+        "titration-rate",
+        "renal-adjustment",
+        "withdrawal-risk",
+        "side-effect",
+        "interaction",
+        "data-quality",
+    }
 
 
 def test_every_rule_cites_evidence_and_policy_rules_are_listed(us_pack) -> None:
@@ -68,18 +75,32 @@ def test_renal_band_limits_are_computed_from_the_tables(us_pack) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message", "where"),
     [
-        (lambda d: d["rules"][0]["when"].append({"regimen_dialy": {"gt": 1}}),
-         "did you mean 'regimen_daily'", "rule oral-daily-above-ceiling-us"),
-        (lambda d: d["rules"][0].update(severity="severe"), "severity must be one of",
-         "field severity"),
-        (lambda d: d["rules"][0].update(evidence=["nobody-2020"]), "unknown evidence id",
-         "field evidence"),
-        (lambda d: d["rules"][0].update(summary="Dose {daily_dose}"), "neither a fact field",
-         "field summary"),
-        (lambda d: d["rules"][0]["when"].append({"regimen_daily": {"gt": "@profile.ceiling"}}),
-         "unknown reference", "rule oral-daily-above-ceiling-us"),
-        (lambda d: d["rules"][0].update(category="dosing"), "Input should be",
-         "field category"),
+        (
+            lambda d: d["rules"][0]["when"].append({"regimen_dialy": {"gt": 1}}),
+            "did you mean 'regimen_daily'",
+            "rule oral-daily-above-ceiling-us",
+        ),
+        (
+            lambda d: d["rules"][0].update(severity="severe"),
+            "severity must be one of",
+            "field severity",
+        ),
+        (
+            lambda d: d["rules"][0].update(evidence=["nobody-2020"]),
+            "unknown evidence id",
+            "field evidence",
+        ),
+        (
+            lambda d: d["rules"][0].update(summary="Dose {daily_dose}"),
+            "neither a fact field",
+            "field summary",
+        ),
+        (
+            lambda d: d["rules"][0]["when"].append({"regimen_daily": {"gt": "@profile.ceiling"}}),
+            "unknown reference",
+            "rule oral-daily-above-ceiling-us",
+        ),
+        (lambda d: d["rules"][0].update(category="dosing"), "Input should be", "field category"),
     ],
 )
 def test_invalid_pack_names_file_rule_and_field(tmp_path, mutate, message, where) -> None:
@@ -118,36 +139,85 @@ def test_fmt_number() -> None:
 
 ORDER_FIELDS = sorted(FACT_FIELDS["order"] - {"kind", "hook"})
 NUMERIC = {
-    "regimen_daily": (0, 400), "regimen_first_daily": (0, 400), "daily": (0, 400000),
-    "single_max": (0, 200), "single_min": (0, 200), "renal_value": (0, 150),
-    "age": (0, 100), "regimen_daily_per_kg": (0, 5), "increase_per_admin": (0, 30),
-    "increase_daily": (0, 100), "days_on_current": (0, 20), "after_to_prior": (0, 1.5),
-    "after_daily": (0, 120), "prior_daily": (0, 120), "egfr_for_beers": (0, 120),
-    "resp_rate": (0, 30), "spo2": (70, 100), "refill_overdue_days": (-5, 5),
-    "renal_age_hours": (0, 20000), "gcs": (3, 15), "rass": (-5, 4), "sbp": (60, 180),
+    "regimen_daily": (0, 400),
+    "regimen_first_daily": (0, 400),
+    "daily": (0, 400000),
+    "single_max": (0, 200),
+    "single_min": (0, 200),
+    "renal_value": (0, 150),
+    "age": (0, 100),
+    "regimen_daily_per_kg": (0, 5),
+    "increase_per_admin": (0, 30),
+    "increase_daily": (0, 100),
+    "days_on_current": (0, 20),
+    "after_to_prior": (0, 1.5),
+    "after_daily": (0, 120),
+    "prior_daily": (0, 120),
+    "egfr_for_beers": (0, 120),
+    "resp_rate": (0, 30),
+    "spo2": (70, 100),
+    "refill_overdue_days": (-5, 5),
+    "renal_age_hours": (0, 20000),
+    "gcs": (3, 15),
+    "rass": (-5, 4),
+    "sbp": (60, 180),
 }
-BOUNDARIES = [0.5, 2.0, 2.5, 5.0, 7.5, 8.0, 12.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0,
-              90.0, 94.0, 120.0, 1000.0, 2000.0]
-BOOLS = ["is_draft", "new_start", "on_dialysis", "inpatient", "chronic_user",
-         "adverse_reason", "seizure_history", "epilepsy", "anticonvulsant", "delirium_recent"]
+BOUNDARIES = [
+    0.5,
+    2.0,
+    2.5,
+    5.0,
+    7.5,
+    8.0,
+    12.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    80.0,
+    90.0,
+    94.0,
+    120.0,
+    1000.0,
+    2000.0,
+]
+BOOLS = [
+    "is_draft",
+    "new_start",
+    "on_dialysis",
+    "inpatient",
+    "chronic_user",
+    "adverse_reason",
+    "seizure_history",
+    "epilepsy",
+    "anticonvulsant",
+    "delirium_recent",
+]
 
 
 @st.composite
 def order_facts(draw):
-    fact = {"kind": "order", "hook": draw(st.sampled_from(["order-select", "order-sign",
-                                                          "patient-view"])),
-            "order_id": "o1",
-            "route": draw(st.sampled_from(["oral", "intrathecal"])),
-            "status": draw(st.sampled_from(["draft", "active", "stopped"])),
-            "change": draw(st.sampled_from(["new", "same", "increase", "decrease", "stop"]))}
+    fact = {
+        "kind": "order",
+        "hook": draw(st.sampled_from(["order-select", "order-sign", "patient-view"])),
+        "order_id": "o1",
+        "route": draw(st.sampled_from(["oral", "intrathecal"])),
+        "status": draw(st.sampled_from(["draft", "active", "stopped"])),
+        "change": draw(st.sampled_from(["new", "same", "increase", "decrease", "stop"])),
+    }
     for name, (lo, hi) in NUMERIC.items():
         if draw(st.booleans()):
             # values on and around the pack's boundaries matter most
             edges = [v for v in BOUNDARIES if lo <= v <= hi]
-            fact[name] = draw(st.one_of(
-                st.integers(int(lo), int(hi)).map(float),
-                st.sampled_from(edges),
-                st.floats(lo, hi, allow_nan=False, allow_infinity=False)))
+            fact[name] = draw(
+                st.one_of(
+                    st.integers(int(lo), int(hi)).map(float),
+                    st.sampled_from(edges),
+                    st.floats(lo, hi, allow_nan=False, allow_infinity=False),
+                )
+            )
     for name in BOOLS:
         if draw(st.booleans()):
             fact[name] = draw(st.booleans())
@@ -161,8 +231,12 @@ def test_engine_matches_reference_semantics(us_pack, facts) -> None:
         f["order_id"] = f"o{i}"
         f["continuing"] = f["status"] != "stopped"
     got = {(f.rule_id, f.order_id) for f in us_pack.findings_for(facts)}
-    want = {(rid, f["order_id"]) for rid, r in us_pack.rules.items() for f in facts
-            if r.fact_kind == "order" and cond.evaluate(r.tree, f)}
+    want = {
+        (rid, f["order_id"])
+        for rid, r in us_pack.rules.items()
+        for f in facts
+        if r.fact_kind == "order" and cond.evaluate(r.tree, f)
+    }
     assert got == want
 
 
@@ -191,8 +265,9 @@ def test_editing_a_pack_number_changes_the_card_without_python(tmp_path) -> None
     from cds.evaluate_file import evaluate_request
 
     request = _d3_request()
-    status, before = evaluate_request(request, rules_dir=REPO / "rules", pack_ids=["baclofen"],
-                                      profile="US", now=FIXED_NOW)
+    status, before = evaluate_request(
+        request, rules_dir=REPO / "rules", pack_ids=["baclofen"], profile="US", now=FIXED_NOW
+    )
     assert status == 200
     assert [c["source"]["topic"]["code"] for c in before["cards"]] == ["dose-ceiling"]
 
@@ -203,8 +278,9 @@ def test_editing_a_pack_number_changes_the_card_without_python(tmp_path) -> None
         d["profiles"]["US"]["single_dose_cap_mg"] = 30
 
     edit_yaml(folder / "pack.yaml", raise_ceiling)
-    status, after = evaluate_request(request, rules_dir=folder.parent, pack_ids=["baclofen"],
-                                     profile="US", now=FIXED_NOW)
+    status, after = evaluate_request(
+        request, rules_dir=folder.parent, pack_ids=["baclofen"], profile="US", now=FIXED_NOW
+    )
     assert status == 200
     assert after["cards"] == []
 
@@ -233,4 +309,3 @@ def test_reload_swaps_in_a_new_version(tmp_path) -> None:
 def test_identical_recompile_reuses_the_installed_ruleset(us_pack) -> None:
     again = compile_pack(PACK, "US", us_pack.runtime)
     assert again.ruleset_name == us_pack.ruleset_name
-

@@ -7,7 +7,10 @@ balancer, so a token's ``aud`` is valid on either; only its ``jti`` decides.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -154,7 +157,15 @@ def test_a_reload_published_once_is_served_by_every_worker_of_every_instance(
     assert {cluster.version(s) for s in cluster.servers} == {"baclofen-1.0.0"}
     set_version(cluster.rules, "1.1.0")
     t0 = time.monotonic()
-    assert publish_reload(redis_url) >= 4  # two workers on each of two instances
+    cli = subprocess.run(  # what an operator runs
+        [sys.executable, "-m", "cds.cli", "rules", "reload"],
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "CDS_REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
     deadline = t0 + RELOAD_BOUND_SECONDS
     for server in cluster.servers:
         # new connections spread over both workers: eight answers in a row must be new
@@ -166,7 +177,7 @@ def test_a_reload_published_once_is_served_by_every_worker_of_every_instance(
     assert elapsed < RELOAD_BOUND_SECONDS
     # a broken version published next is refused everywhere; 1.1.0 keeps serving
     set_version(cluster.rules, "1.2.0", break_it=True)
-    publish_reload(redis_url)
+    assert publish_reload(redis_url) >= 4  # two workers on each of two instances
     for server in cluster.servers:
         while server.log.read_text().count("FAILED, still serving 1.1.0") < 2:
             assert time.monotonic() < deadline + RELOAD_BOUND_SECONDS

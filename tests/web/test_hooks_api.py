@@ -61,19 +61,30 @@ def test_discovery_lists_three_services_with_prefetch(client) -> None:
     resp = client.get("/cds-services")
     assert resp.status_code == 200
     services = {s["id"]: s for s in resp.json()["services"]}
-    assert {s["hook"] for s in services.values()} == {"order-select", "order-sign",
-                                                       "patient-view"}
+    assert {s["hook"] for s in services.values()} == {"order-select", "order-sign", "patient-view"}
     for s in services.values():
         assert s["title"] and s["description"] and s["usageRequirements"]
         assert s["version"].startswith("baclofen-")
-        for key in ("patient", "medications", "renal", "weight", "vitals", "conditions",
-                    "encounter"):
+        for key in (
+            "patient",
+            "medications",
+            "renal",
+            "weight",
+            "vitals",
+            "conditions",
+            "encounter",
+        ):
             assert key in s["prefetch"]
 
 
-@pytest.mark.parametrize("name", ["order-sign-renal-moderate.json",
-                                  "order-sign-above-ceiling.json",
-                                  "order-sign-abrupt-stop.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "order-sign-renal-moderate.json",
+        "order-sign-above-ceiling.json",
+        "order-sign-abrupt-stop.json",
+    ],
+)
 def test_examples_give_cards_that_are_stored(client, name) -> None:
     resp = client.post(SIGN, json=example(name))
     assert resp.status_code == 200, resp.text
@@ -89,8 +100,9 @@ def test_examples_give_cards_that_are_stored(client, name) -> None:
 
 
 def test_patient_view_example(client) -> None:
-    resp = client.post("/cds-services/baclofen-patient-view",
-                       json=example("patient-view-itb-refill-overdue.json"))
+    resp = client.post(
+        "/cds-services/baclofen-patient-view", json=example("patient-view-itb-refill-overdue.json")
+    )
     assert resp.status_code == 200
     [card] = resp.json()["cards"]
     assert card["indicator"] == "critical"
@@ -155,8 +167,11 @@ def test_deeply_nested_json_is_400_not_500(client) -> None:
 
 
 def test_unknown_service_is_404(client) -> None:
-    assert_outcome(client.post("/cds-services/nope", json=example(
-        "order-sign-renal-moderate.json")), 404, "nope")
+    assert_outcome(
+        client.post("/cds-services/nope", json=example("order-sign-renal-moderate.json")),
+        404,
+        "nope",
+    )
     assert_outcome(client.get("/nowhere"), 404)
 
 
@@ -165,8 +180,9 @@ def test_wrong_method_is_405_outcome(client) -> None:
 
 
 def test_body_over_the_cap_is_413(db_url) -> None:
-    app = create_app(Settings(database_url=db_url, auth="off", max_body_bytes=2000),
-                     clock=lambda: FIXED_NOW)
+    app = create_app(
+        Settings(database_url=db_url, auth="off", max_body_bytes=2000), clock=lambda: FIXED_NOW
+    )
     with TestClient(app) as c:
         assert_outcome(c.post(SIGN, json=example("order-sign-renal-moderate.json")), 413)
 
@@ -175,8 +191,7 @@ def test_order_select_selections_must_be_drafts(client) -> None:
     body = example("order-sign-renal-moderate.json")
     body["hook"] = "order-select"
     body["context"]["selections"] = ["MedicationRequest/other"]
-    assert_outcome(client.post("/cds-services/baclofen-order-select", json=body), 400,
-                   "selections")
+    assert_outcome(client.post("/cds-services/baclofen-order-select", json=body), 400, "selections")
     body["context"]["selections"] = ["MedicationRequest/draft-1"]
     resp = client.post("/cds-services/baclofen-order-select", json=body)
     assert resp.status_code == 200
@@ -188,8 +203,9 @@ def test_real_ehr_quirks_are_tolerated(client) -> None:
     body["unknownTopLevel"] = {"x": 1}
     obs = body["prefetch"]["renal"]["entry"][0]["resource"]
     obs["category"] = obs["category"][0]  # an object where an array belongs
-    body["prefetch"]["weight"]["entry"].append({"resource": {"resourceType": "Observation",
-                                                             "id": "junk", "status": 7}})
+    body["prefetch"]["weight"]["entry"].append(
+        {"resource": {"resourceType": "Observation", "id": "junk", "status": 7}}
+    )
     resp = client.post(SIGN, json=body)
     assert resp.status_code == 200, resp.text
     assert "renal-adjustment" in [c["source"]["topic"]["code"] for c in resp.json()["cards"]]
@@ -210,10 +226,12 @@ def test_store_down_is_503_and_opt_in_serves_unaudited(tmp_path) -> None:
     bad = f"sqlite:///{tmp_path / 'missing-dir' / 'cds.db'}"
     app = create_app(Settings(database_url=bad, auth="off"), clock=lambda: FIXED_NOW)
     with TestClient(app) as c:
-        assert_outcome(c.post(SIGN, json=example("order-sign-renal-moderate.json")), 503,
-                       "audit store")
-    app = create_app(Settings(database_url=bad, auth="off", serve_unaudited=True),
-                     clock=lambda: FIXED_NOW)
+        assert_outcome(
+            c.post(SIGN, json=example("order-sign-renal-moderate.json")), 503, "audit store"
+        )
+    app = create_app(
+        Settings(database_url=bad, auth="off", serve_unaudited=True), clock=lambda: FIXED_NOW
+    )
     with TestClient(app) as c:
         resp = c.post(SIGN, json=example("order-sign-renal-moderate.json"))
         assert resp.status_code == 200 and len(resp.json()["cards"]) == 1
@@ -228,13 +246,18 @@ def _issue_card(client) -> dict[str, Any]:
 
 def test_feedback_accepted_is_stored_once(client) -> None:
     card = _issue_card(client)
-    item = {"card": card["uuid"], "outcome": "accepted",
-            "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
-            "outcomeTimestamp": "2026-11-20T12:01:00Z"}
+    item = {
+        "card": card["uuid"],
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+        "outcomeTimestamp": "2026-11-20T12:01:00Z",
+    }
     url = f"{SIGN}/feedback"
     assert client.post(url, json={"feedback": [item]}).json() == {"stored": 1, "duplicates": 0}
-    assert client.post(url, json={"feedback": [item, item]}).json() == {"stored": 0,
-                                                                         "duplicates": 2}
+    assert client.post(url, json={"feedback": [item, item]}).json() == {
+        "stored": 0,
+        "duplicates": 2,
+    }
     assert count(client.maker, Feedback) == 1
     with client.maker() as s:
         assert s.get(Card, card["uuid"]).feedback_outcome == "accepted"
@@ -242,18 +265,27 @@ def test_feedback_accepted_is_stored_once(client) -> None:
 
 def test_feedback_batch_keeps_valid_items_and_names_rejected_ones(client) -> None:
     card = _issue_card(client)
-    good = {"card": card["uuid"], "outcome": "overridden",
-            "overrideReason": {"reason": card["overrideReasons"][0], "userComment": "seen"},
-            "outcomeTimestamp": "2026-11-20T12:02:00Z"}
+    good = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "overrideReason": {"reason": card["overrideReasons"][0], "userComment": "seen"},
+        "outcomeTimestamp": "2026-11-20T12:02:00Z",
+    }
     items = [
         good,
-        {"card": "00000000-0000-0000-0000-000000000000", "outcome": "overridden",
-         "outcomeTimestamp": "2026-11-20T12:02:00Z"},
+        {
+            "card": "00000000-0000-0000-0000-000000000000",
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-11-20T12:02:00Z",
+        },
         {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-20T12:02Z"},
         {"card": card["uuid"], "outcome": "maybe", "outcomeTimestamp": "2026-11-20T12:02:00Z"},
-        {"card": card["uuid"], "outcome": "accepted",
-         "acceptedSuggestions": [{"id": "not-offered"}],
-         "outcomeTimestamp": "2026-11-20T12:02:00Z"},
+        {
+            "card": card["uuid"],
+            "outcome": "accepted",
+            "acceptedSuggestions": [{"id": "not-offered"}],
+            "outcomeTimestamp": "2026-11-20T12:02:00Z",
+        },
         "junk",
     ]
     resp = client.post(f"{SIGN}/feedback", json={"feedback": items})
@@ -265,8 +297,11 @@ def test_feedback_batch_keeps_valid_items_and_names_rejected_ones(client) -> Non
 
 def test_feedback_for_another_services_card_is_rejected(client) -> None:
     card = _issue_card(client)
-    item = {"card": card["uuid"], "outcome": "overridden",
-            "outcomeTimestamp": "2026-11-20T12:01:00Z"}
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-20T12:01:00Z",
+    }
     resp = client.post("/cds-services/baclofen-patient-view/feedback", json={"feedback": [item]})
     assert_outcome(resp, 400, "not issued by this service")
 
@@ -282,8 +317,12 @@ def test_feedback_body_must_be_a_feedback_array(client) -> None:
 @pytest.fixture
 def jwt_client(db_url, tmp_path):
     issuer = TestIssuer(tmp_path / "ehr")
-    settings = Settings(database_url=db_url, auth="jwt", trusted_issuers=issuer.issuers_path,
-                        public_base_url="https://cds.hospital.test")
+    settings = Settings(
+        database_url=db_url,
+        auth="jwt",
+        trusted_issuers=issuer.issuers_path,
+        public_base_url="https://cds.hospital.test",
+    )
     app = create_app(settings, clock=lambda: FIXED_NOW)
     with TestClient(app) as c:
         c.issuer = issuer  # type: ignore[attr-defined]
@@ -301,8 +340,9 @@ def test_jwt_required_and_bare_401(jwt_client) -> None:
 
 def test_jwt_valid_token_with_audience_of_the_public_url(jwt_client) -> None:
     aud = "https://cds.hospital.test" + SIGN
-    resp = jwt_client.post(SIGN, json=example("order-sign-renal-moderate.json"),
-                           headers=jwt_client.issuer.header(aud))
+    resp = jwt_client.post(
+        SIGN, json=example("order-sign-renal-moderate.json"), headers=jwt_client.issuer.header(aud)
+    )
     assert resp.status_code == 200, resp.text
     with jwt_client.maker() as s:
         inv = s.scalars(select(Invocation)).one()
@@ -311,8 +351,9 @@ def test_jwt_valid_token_with_audience_of_the_public_url(jwt_client) -> None:
 
 def test_jwt_wrong_audience_and_replay_refused(jwt_client) -> None:
     wrong = jwt_client.issuer.header("https://cds.hospital.test/cds-services/other")
-    assert_outcome(jwt_client.post(SIGN, json=example("order-sign-renal-moderate.json"),
-                                   headers=wrong), 401)
+    assert_outcome(
+        jwt_client.post(SIGN, json=example("order-sign-renal-moderate.json"), headers=wrong), 401
+    )
     headers = jwt_client.issuer.header("https://cds.hospital.test" + SIGN)
     body = example("order-sign-renal-moderate.json")
     assert jwt_client.post(SIGN, json=body, headers=headers).status_code == 200
@@ -328,17 +369,26 @@ def test_tokens_never_reach_logs_or_database(jwt_client, caplog) -> None:
     jwt_client.post(SIGN, json=body, headers={"Authorization": f"Bearer {token}"})  # replay
     assert token not in caplog.text and "secret-access-token-xyz" not in caplog.text
     db_path = Path(jwt_client.maker.kw["bind"].url.database)
-    raw = db_path.read_bytes() + (db_path.with_name(db_path.name + "-wal").read_bytes()
-                                  if db_path.with_name(db_path.name + "-wal").exists() else b"")
+    raw = db_path.read_bytes() + (
+        db_path.with_name(db_path.name + "-wal").read_bytes()
+        if db_path.with_name(db_path.name + "-wal").exists()
+        else b""
+    )
     assert token.encode() not in raw and b"secret-access-token-xyz" not in raw
 
 
 def test_cors_only_for_configured_origins(db_url) -> None:
-    app = create_app(Settings(database_url=db_url, auth="off",
-                              cors_origins="https://ehr.hospital.test"))
+    app = create_app(
+        Settings(database_url=db_url, auth="off", cors_origins="https://ehr.hospital.test")
+    )
     with TestClient(app) as c:
-        ok = c.options("/cds-services", headers={"Origin": "https://ehr.hospital.test",
-                                                 "Access-Control-Request-Method": "POST"})
+        ok = c.options(
+            "/cds-services",
+            headers={
+                "Origin": "https://ehr.hospital.test",
+                "Access-Control-Request-Method": "POST",
+            },
+        )
         assert ok.headers.get("access-control-allow-origin") == "https://ehr.hospital.test"
         other = c.get("/cds-services", headers={"Origin": "https://evil.test"})
         assert "access-control-allow-origin" not in other.headers

@@ -39,8 +39,9 @@ def _exercise(server: ServeProcess, issuer: TestIssuer) -> list[str]:
         cards = r.json()["cards"]
         assert category in [c["source"]["topic"]["code"] for c in cards]
         uuids.extend(c["uuid"] for c in cards)
-    missing = json.loads((REPO / "fhir" / "examples" / "order-sign-prefetch-missing.json")
-                         .read_text())
+    missing = json.loads(
+        (REPO / "fhir" / "examples" / "order-sign-prefetch-missing.json").read_text()
+    )
     call = f"{url}/baclofen-order-sign"
     r = httpx.post(call, json=missing, headers=issuer.header(call), timeout=10)
     assert r.status_code == 412 and r.json()["resourceType"] == "OperationOutcome"
@@ -62,8 +63,12 @@ def _assert_stored(url: str, uuids: list[str]) -> None:
 
 
 def _env(tmp_path: Path, db_url: str, issuer: TestIssuer) -> dict[str, str]:
-    return {"CDS_DATABASE_URL": db_url, "CDS_AUTH": "jwt",
-            "CDS_TRUSTED_ISSUERS": str(issuer.issuers_path), "TMPDIR": str(tmp_path)}
+    return {
+        "CDS_DATABASE_URL": db_url,
+        "CDS_AUTH": "jwt",
+        "CDS_TRUSTED_ISSUERS": str(issuer.issuers_path),
+        "TMPDIR": str(tmp_path),
+    }
 
 
 def test_real_http_on_sqlite_serve_migrates_itself(tmp_path: Path) -> None:
@@ -87,8 +92,11 @@ def test_real_http_on_postgres(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_dev_mode_warns_loudly(tmp_path: Path) -> None:
-    env = {"CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}", "CDS_AUTH": "off",
-           "TMPDIR": str(tmp_path)}
+    env = {
+        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+        "CDS_AUTH": "off",
+        "TMPDIR": str(tmp_path),
+    }
     with ServeProcess(env, cwd=tmp_path) as server:
         r = httpx.get(f"{server.base}/cds-services")
         assert r.status_code == 200

@@ -35,8 +35,14 @@ def _resources(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _summary(resp) -> list[tuple[str, str, tuple[str, ...]]]:
-    return sorted((c["source"]["topic"]["code"], c["indicator"],
-                   tuple(c["extension"]["cds-baclofen"]["ruleIds"])) for c in resp.json()["cards"])
+    return sorted(
+        (
+            c["source"]["topic"]["code"],
+            c["indicator"],
+            tuple(c["extension"]["cds-baclofen"]["ruleIds"]),
+        )
+        for c in resp.json()["cards"]
+    )
 
 
 @pytest.fixture
@@ -44,9 +50,13 @@ def app_for(sqlite_url):
     upgrade(sqlite_url)
 
     def build(allowlist: str) -> TestClient:
-        return TestClient(create_app(Settings(database_url=sqlite_url, auth="off",
-                                              fhir_allowlist=allowlist),
-                                     clock=lambda: FIXED_NOW))
+        return TestClient(
+            create_app(
+                Settings(database_url=sqlite_url, auth="off", fhir_allowlist=allowlist),
+                clock=lambda: FIXED_NOW,
+            )
+        )
+
     return build
 
 
@@ -56,9 +66,13 @@ def test_fetched_data_gives_the_same_cards_as_prefetch(fhir_server, app_for) -> 
     bare = copy.deepcopy(full)
     bare["prefetch"] = {"patient": full["prefetch"]["patient"]}  # like prefetch-missing
     bare["fhirServer"] = fhir_server.base_url
-    bare["fhirAuthorization"] = {"access_token": fhir_server.token, "token_type": "Bearer",
-                                 "expires_in": 300, "scope": "user/*.read",
-                                 "subject": "cds-service"}
+    bare["fhirAuthorization"] = {
+        "access_token": fhir_server.token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/*.read",
+        "subject": "cds-service",
+    }
     with app_for(fhir_server.base_url) as client:
         with_prefetch = client.post(SIGN, json=full)
         fetched = client.post(SIGN, json=bare)
