@@ -27,11 +27,19 @@ RESULTS = HERE / "results"
 PG_ADMIN = os.environ.get("CDS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def ensure_requests(folder: Path | None = None) -> dict[str, Path]:
-    """Generate ``bench/requests/*.json`` (relative to now) and return kind -> path."""
-    from bench.gen_requests import parse_now, write_all
+def ensure_requests(folder: Path | None = None, *, wall_clock: bool = False) -> dict[str, Path]:
+    """kind -> request file. ``wall_clock``: fresh copies relative to now in ``folder`` (for a
+    server that uses the wall clock); else the committed files at the fixed instant."""
+    from bench.gen_requests import FIXED_NOW, KINDS, write_all
 
-    return write_all(folder or HERE / "requests", parse_now(None))
+    if wall_clock:
+        assert folder is not None
+        return write_all(folder, datetime.now(UTC).replace(microsecond=0))
+    folder = folder or HERE / "requests"
+    paths = {k: folder / f"{k}.json" for k in KINDS}
+    if not all(p.exists() for p in paths.values()):
+        write_all(folder, FIXED_NOW)
+    return paths
 
 
 def load_request(path: Path) -> dict[str, Any]:
@@ -94,10 +102,8 @@ def tree_cpu_seconds(pid: int) -> float:
     this per-request figure is steadier than throughput."""
     total = 0.0
     for p in [pid, *children(pid)]:
-        try:
+        with suppress(OSError, IndexError, ValueError):
             total += cpu_seconds(p)
-        except (OSError, IndexError, ValueError):
-            pass
     return total
 
 

@@ -10,10 +10,12 @@ every request goes through the same parsing as an EHR's:
 - ``patient-view``: the same patient's chart opened (active regimen against new labs).
 - ``order-sign-heavy``: 2,000 observations and 100 medications.
 
-Dates are relative to ``--now`` (default: the wall clock at generation, which is what the
-server uses when no clock is injected). Deterministic for a given ``--now`` and ``--seed``.
+Dates are relative to ``--now``. The committed files are at the project's fixed instant
+(2026-11-20T12:00:00Z, the default), byte-for-byte reproducible; the in-process benchmarks
+evaluate them at that instant. The HTTP benchmarks talk to a server that uses the wall
+clock, so they generate copies relative to now (``--now now``) in their run folder.
 
-    python bench/gen_requests.py [--out bench/requests] [--now 2026-11-20T12:00:00Z]
+    python bench/gen_requests.py [--out bench/requests] [--now 2026-11-20T12:00:00Z|now]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from typing import Any
 from cds.testing import builders as b
 
 HERE = Path(__file__).resolve().parent
+FIXED_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 KINDS = ("order-sign-typical", "order-select", "patient-view", "order-sign-heavy")
 SERVICE = {
     "order-sign-typical": "baclofen-order-sign",
@@ -179,7 +183,20 @@ def build(kind: str, now: datetime, seed: int = 7) -> dict[str, Any]:
         encounter_res=enc,
         hook_instance=f"00000000-0000-4000-8000-{seed:012d}",
     )
+    _stable_full_urls(req)
     return req
+
+
+def _stable_full_urls(obj: Any) -> None:
+    """Bundle entries' ``fullUrl`` from the resource identity, not a random uuid."""
+    if isinstance(obj, dict):
+        if obj.get("resourceType") == "Bundle":
+            for e in obj.get("entry", []):
+                r = e.get("resource", {})
+                name = f"{r.get('resourceType')}/{r.get('id')}"
+                e["fullUrl"] = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+        for v in obj.values():
+            _stable_full_urls(v)
 
 
 def prefetch_count(req: dict[str, Any]) -> int:
@@ -202,6 +219,8 @@ def write_all(out: Path, now: datetime, seed: int = 7) -> dict[str, Path]:
 
 def parse_now(text: str | None) -> datetime:
     if not text:
+        return FIXED_NOW
+    if text == "now":
         return datetime.now(UTC).replace(microsecond=0)
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
@@ -209,7 +228,10 @@ def parse_now(text: str | None) -> datetime:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=HERE / "requests")
-    ap.add_argument("--now", help="ISO 8601 instant the dates are relative to (default: now)")
+    ap.add_argument(
+        "--now",
+        help="ISO 8601 instant the dates are relative to, or 'now' (default: 2026-11-20T12:00:00Z)",
+    )
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     now = parse_now(args.now)

@@ -172,7 +172,7 @@ class JwtMinter:
     iss: str
     alg: str
     base: str
-    lifetime: int = 600
+    lifetime: int = 300  # as TestIssuer: the replay cache keeps each jti this long
     _key: Any = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:

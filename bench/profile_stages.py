@@ -22,14 +22,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.common import RESULTS, ensure_requests, machine, migrate, percentile, pg_db
-from bench.gen_requests import KINDS, SERVICE
+from bench.gen_requests import FIXED_NOW, KINDS, SERVICE
 from cds.clinical.extract import HookInput
 from cds.engine.registry import PackRegistry
 from cds.hooks.fetch import FetchLimits
@@ -163,7 +163,7 @@ def summarise(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 def run(n: int, db_url: str, out: Path, profile_n: int) -> dict[str, Any]:
     paths = ensure_requests()
-    now = datetime.now(UTC)
+    now = FIXED_NOW  # the committed requests are relative to it
     registry = PackRegistry(rules_dir=data_dir("rules"), pack_ids=["baclofen"], profile="US")
     registry.load()
     maker = make_sessionmaker(make_engine(db_url))
@@ -200,7 +200,6 @@ def run(n: int, db_url: str, out: Path, profile_n: int) -> dict[str, Any]:
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(sort).print_stats(40)
         (out / f"profile-typical-{sort}.txt").write_text(buf.getvalue())
-    prof.dump_stats(str(out / "profile-typical.pstats"))
     return report
 
 

@@ -37,7 +37,7 @@ def http_tables(report: dict[str, Any]) -> str:
     ]
     out += [
         "| target | db | workers | auth (replay cache) | conns | req/s | p50 ms | p95 ms "
-        "| p99 ms | server p50 / p99 ms | server CPU ms/req | ours/bare |",
+        "| p99 ms | handler p50 / p99 ms | server CPU ms/req | ours/bare |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     typical = [r for r in rows if r["kind"] == "order-sign-typical"]
@@ -50,6 +50,10 @@ def http_tables(report: dict[str, Any]) -> str:
             if bare and r["target"] == "cds" and bare["rps"]
             else ""
         )
+        if ratio and bare and bare.get("server_cpu_ms_per_req") and r.get("server_cpu_ms_per_req"):
+            ratio += (
+                f" (CPU {bare['server_cpu_ms_per_req'] / r['server_cpu_ms_per_req'] * 100:.1f}%)"
+            )
         server = (
             f"{r['server_p50_ms']:.1f} / {r['server_p99_ms']:.1f}" if "server_p50_ms" in r else ""
         )
@@ -66,15 +70,15 @@ def http_tables(report: dict[str, Any]) -> str:
             "Other request kinds, 16 connections:",
             "",
             "| kind | db | workers | auth | req/s | p50 ms | p95 ms | p99 ms "
-            "| server p50 / p99 ms |",
-            "|---|---|---:|---|---:|---:|---:|---:|---:|",
+            "| handler p50 / p99 ms | server CPU ms/req |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in sorted(others, key=lambda r: (r["kind"], r["db"], r["workers"], r["auth"])):
             out.append(
                 f"| {r['kind']} | {r['db']} | {r['workers']} | {r['auth']} | "
                 f"{r['rps']:.0f}{_valid(r)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
                 f"{r['p99_ms']:.1f} | {r.get('server_p50_ms', 0):.1f} / "
-                f"{r.get('server_p99_ms', 0):.1f} |"
+                f"{r.get('server_p99_ms', 0):.1f} | {r.get('server_cpu_ms_per_req', 0):.2f} |"
             )
     return "\n".join(out)
 

@@ -29,5 +29,9 @@ step "engine scale";       $PY -m bench.engine_scale -n 5000 --max-growth 5 --ou
 step "HTTP (ours vs bare)"
 $PY -m bench.http_bench --duration 2 --warmup 1 --db "$dbs" --workers 1 --auth off,jwt \
   --conns 16 --kind-workers "" --scale-workers "" --out "$out/http.json" | grep -v '^{'
-step "soak 30 s";          $PY -m bench.soak --seconds 30 --max-rss-growth 25 --out "$out"
+# The soak runs on PostgreSQL (the production store) when it is there: on SQLite, 16
+# concurrent writers in one process starve on the file lock and a few calls get 503 (the
+# finding and its fix are in bench/README.md).
+soak_db=sqlite; case "$dbs" in *postgresql*) soak_db=postgresql;; esac
+step "soak 30 s ($soak_db)"; $PY -m bench.soak --seconds 30 --db "$soak_db" --max-rss-growth 25 --out "$out"
 echo; echo "bench smoke: OK in $((SECONDS - t0)) s"

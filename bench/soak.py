@@ -48,11 +48,18 @@ def _load_child(
 
 
 def soak(
-    url: str, seconds: float, conns: int, workers: int, auth: str, work: Path, sample_every: float
+    url: str,
+    seconds: float,
+    conns: int,
+    workers: int,
+    auth: str,
+    work: Path,
+    sample_every: float,
+    out: Path,
 ) -> dict[str, Any]:
     from cds.testing.issuer import TestIssuer
 
-    paths = ensure_requests()
+    paths = ensure_requests(work / "requests", wall_clock=True)
     issuer = TestIssuer(work / "issuer")
     env = {"CDS_DATABASE_URL": url, "CDS_AUTH": auth}
     if auth == "jwt":
@@ -85,6 +92,9 @@ def soak(
     finally:
         stop.set()
         server.stop()
+        keep = out / "soak-server.log"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_bytes(server.log.read_bytes()[-200_000:])  # the server's own account
     rss = [kib for _, kib in samples]
     q = max(1, len(rss) // 4)
     second_q = sum(rss[q : 2 * q]) / max(1, len(rss[q : 2 * q]))
@@ -127,11 +137,13 @@ def main() -> None:
         if args.db == "postgresql":
             with pg_db() as url:
                 migrate(url)
-                report = soak(url, seconds, args.conns, args.workers, args.auth, work, every)
+                report = soak(
+                    url, seconds, args.conns, args.workers, args.auth, work, every, args.out
+                )
         else:
             url = sqlite_db(work / "db")
             migrate(url)
-            report = soak(url, seconds, args.conns, args.workers, args.auth, work, every)
+            report = soak(url, seconds, args.conns, args.workers, args.auth, work, every, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"soak-{args.db}-{int(seconds)}s.json").write_text(json.dumps(report, indent=2))
     load = report["load"]
