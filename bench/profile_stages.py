@@ -39,9 +39,10 @@ from cds.hooks.request import parse_hook_call
 from cds.hooks.services import SERVICES
 from cds.paths import data_dir
 from cds.settings import Settings
-from cds.store.audit import InvocationRecord, IssuedCard, save_invocation
+from cds.store.audit import InvocationRecord, save_invocation
 from cds.store.db import make_engine, make_sessionmaker
 from cds.web.app import create_app
+from cds.web.hooks_api import issued_cards
 
 _LOOP = asyncio.new_event_loop()
 STAGES = ("json", "parse", "prefetch", "facts", "engine", "cards", "store", "encode")
@@ -103,19 +104,7 @@ def one_call(
         pack_version=packs[0].version,
         fetched_keys=[],
     )
-    issued = [
-        IssuedCard(
-            card=c.card,
-            order_id=c.order_id,
-            category=c.category,
-            primary_rule=c.primary.rule_id,
-            rules=[(f.rule_id, f.severity) for f in c.findings],
-            pack_id=c.primary.pack_id,
-            pack_version=c.primary.pack_version,
-            facts=dict(c.facts),
-        )
-        for c in result.cards
-    ]
+    issued = issued_cards(result)  # exactly what the hook route stores
     t0 = time.perf_counter()
     save_invocation(maker=maker, invocation=record, cards=issued)
     t["store"] = (time.perf_counter() - t0) * 1000
