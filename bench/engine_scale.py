@@ -54,14 +54,7 @@ def hook_input(req: dict[str, Any], now: datetime) -> HookInput:
             client=None,
         )
     )
-    return HookInput(
-        hook=call.hook,
-        patient_id=call.patient_id,
-        encounter_id=call.encounter_id,
-        draft_orders=call.draft_orders,
-        selections=call.selections,
-        resources=resolved.resources,
-    )
+    return call.pipeline_input(resolved.resources)
 
 
 def run(n: int, pipeline: bool, kinds: tuple[str, ...]) -> dict[str, Any]:

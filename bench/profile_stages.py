@@ -30,7 +30,6 @@ import httpx
 
 from bench.common import RESULTS, ensure_requests, machine, migrate, percentile, pg_db
 from bench.gen_requests import FIXED_NOW, KINDS, SERVICE
-from cds.clinical.extract import HookInput
 from cds.engine.registry import PackRegistry
 from cds.hooks.fetch import FetchLimits
 from cds.hooks.pipeline import evaluate
@@ -75,14 +74,7 @@ def one_call(
         )
     )
     t["prefetch"] = (time.perf_counter() - t0) * 1000
-    inp = HookInput(
-        hook=call.hook,
-        patient_id=call.patient_id,
-        encounter_id=call.encounter_id,
-        draft_orders=call.draft_orders,
-        selections=call.selections,
-        resources=resolved.resources,
-    )
+    inp = call.pipeline_input(resolved.resources)
     packs = registry.packs()
     result = evaluate(inp, packs, now=now)
     t.update({k: result.timings.get(k, 0.0) for k in ("facts", "engine", "cards")})

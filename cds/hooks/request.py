@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cds.clinical.extract import HookInput
 from cds.errors import MalformedRequest
 
 CONTEXT_REQUIRED = {
@@ -42,6 +43,17 @@ class HookCall:
     def encounter_id(self) -> str | None:
         e = self.context.get("encounterId")
         return str(e) if isinstance(e, str) and e else None
+
+    def pipeline_input(self, resources: list[dict[str, Any]]) -> HookInput:
+        """What the clinical layer needs: this call plus the resolved prefetch resources."""
+        return HookInput(
+            hook=self.hook,
+            patient_id=self.patient_id,
+            encounter_id=self.encounter_id,
+            draft_orders=self.draft_orders,
+            selections=self.selections,
+            resources=resources,
+        )
 
     @property
     def user_id(self) -> str | None:

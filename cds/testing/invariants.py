@@ -213,14 +213,7 @@ def hook_input(
         )
     )
     require_patient(resolved.resources, call.patient_id)
-    return HookInput(
-        hook=call.hook,
-        patient_id=call.patient_id,
-        encounter_id=call.encounter_id,
-        draft_orders=call.draft_orders,
-        selections=call.selections,
-        resources=resolved.resources,
-    )
+    return call.pipeline_input(resolved.resources)
 
 
 def run_request(

@@ -20,7 +20,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from cds.clinical.extract import HookInput
 from cds.errors import (
     AuthenticationFailed,
     MalformedRequest,
@@ -222,14 +221,7 @@ async def call_service(
         def work() -> tuple[Evaluation, list[IssuedCard], dict[str, float]]:
             """Evaluate and audit in ONE worker-thread hop (both block: C engine, DB)."""
             require_patient(resolved.resources, call.patient_id)
-            inp = HookInput(
-                hook=call.hook,
-                patient_id=call.patient_id,
-                encounter_id=call.encounter_id,
-                draft_orders=call.draft_orders,
-                selections=call.selections,
-                resources=resolved.resources,
-            )
+            inp = call.pipeline_input(resolved.resources)
             result = evaluate(inp, packs, now=received)
             timings = {"prefetch": t_prefetch, **result.timings}
             issued = issued_cards(result)
