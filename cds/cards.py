@@ -17,7 +17,7 @@ from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import fmt_number
 from cds.suggestions import Suggestion
 
-ALERT_CATEGORY_SYSTEM = "urn:cds-baclofen:CodeSystem:alert-category"
+ALERT_CATEGORY_SYSTEM = "https://posologic.example.org/fhir/CodeSystem/alert-category"
 CATEGORY_DISPLAY = {
     "dose-ceiling": "Dose ceiling",
     "titration-rate": "Titration rate",
@@ -27,7 +27,10 @@ CATEGORY_DISPLAY = {
     "interaction": "Interaction",
     "data-quality": "Data quality",
 }
-EXTENSION_KEY = "cds-baclofen"
+EXTENSION_KEY = "posologic"
+# Cards stored before the product was named carry their extension under this key; readers
+# (feedback, the console, the kit) accept both.
+LEGACY_EXTENSION_KEYS = ("cds-baclofen",)
 SUMMARY_MAX = 139
 
 
@@ -239,6 +242,18 @@ def build_card(
 REQUIRED = ("uuid", "summary", "indicator", "source")
 
 
+def card_extension(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The service's own extension of a card (rule ids, pack, order), under either key."""
+    ext = card.get("extension")
+    if not isinstance(ext, Mapping):
+        return {}
+    for key in (EXTENSION_KEY, *LEGACY_EXTENSION_KEYS):
+        value = ext.get(key)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
 def contract_problems(card: Mapping[str, Any]) -> list[str]:
     """Every way a card breaks the card contract (empty list: it conforms)."""
     problems = [f"missing {k}" for k in REQUIRED if k not in card]
@@ -286,7 +301,7 @@ def contract_problems(card: Mapping[str, Any]) -> list[str]:
         for r in card.get("overrideReasons", []):
             if not r.get("display"):
                 problems.append("override reason without display")
-    ext = (card.get("extension") or {}).get(EXTENSION_KEY) or {}
+    ext = card_extension(card)
     for k in ("ruleIds", "packId", "packVersion"):
         if not ext.get(k):
             problems.append(f"extension without {k}")

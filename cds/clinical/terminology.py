@@ -27,7 +27,7 @@ from cds.clinical.drugs import medication_form_kind, medication_strength
 from cds.clinical.units import Strength
 from cds.paths import data_dir
 
-BASE_URL = "https://cds-baclofen.example.org/fhir"
+BASE_URL = "https://posologic.example.org/fhir"
 EXT_TEXT_MATCH = f"{BASE_URL}/StructureDefinition/text-match"
 EXT_TEXT_EXCLUDE = f"{BASE_URL}/StructureDefinition/text-exclude"
 LOCAL_SYSTEM = f"{BASE_URL}/CodeSystem/cds-local"

@@ -19,7 +19,7 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
 V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-LOCAL = "https://cds-baclofen.example.org/fhir/CodeSystem/cds-local"
+LOCAL = "https://posologic.example.org/fhir/CodeSystem/cds-local"
 
 # product key -> (RxNorm code, display)
 PRODUCTS: dict[str, tuple[str, str]] = {

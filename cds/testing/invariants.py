@@ -69,7 +69,7 @@ from hypothesis.errors import HypothesisException
 from hypothesis.reporting import with_reporter
 from hypothesis.strategies import SearchStrategy
 
-from cds.cards import EXTENSION_KEY, BuiltCard, contract_problems
+from cds.cards import BuiltCard, card_extension, contract_problems
 from cds.clinical.dosing import admins_per_day
 from cds.clinical.extract import HookInput
 from cds.clinical.terminology import get_terminology
@@ -332,7 +332,7 @@ def card_key(card: Mapping[str, Any] | BuiltCard) -> CardKey:
     administrations per day: what the clinician would accept, not how it is spelled.
     """
     c = card.card if isinstance(card, BuiltCard) else card
-    ext = (c.get("extension") or {}).get(EXTENSION_KEY) or {}
+    ext = card_extension(c)
     suggestions = [
         {
             "label": s.get("label"),
@@ -749,7 +749,7 @@ def check_valid_cards(request: JSON, packs: Packs, now: datetime) -> None:
             if u in seen_uuids:
                 problems.append(f"{what}: uuid {u} used twice")
             seen_uuids.add(str(u))
-        ext = (card.get("extension") or {}).get(EXTENSION_KEY) or {}
+        ext = card_extension(card)
         for rule in ext.get("ruleIds") or []:
             pair = (str(ext.get("orderId", "")), rule)
             if pair in seen_rules:

@@ -139,7 +139,7 @@ PREFETCH_KEYS = (
 )
 REQUIRED_PREFETCH_KEYS = frozenset({"patient", "medications"})
 GTS = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
-LOCAL = "https://cds-baclofen.example.org/fhir/CodeSystem/cds-local"
+LOCAL = "https://posologic.example.org/fhir/CodeSystem/cds-local"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 FHIR_BASE = "https://ehr.example.org/fhir"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from cds.cards import card_extension
 from cds.testing import builders as b
 
 DEFAULT_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -223,7 +224,7 @@ def _first_dose(resource: dict[str, Any]) -> tuple[float | None, str | None, flo
 
 def check_card(card: dict[str, Any], exp: dict[str, Any]) -> list[str]:
     problems = []
-    ext = card.get("extension", {}).get("cds-baclofen", {})
+    ext = card_extension(card)
     rules = ext.get("ruleIds", [])
     for r in exp.get("rules_include", []):
         if r not in rules:
@@ -305,7 +306,7 @@ def compare(response: Any, expect: dict[str, Any]) -> list[str]:
             "unexpected cards: "
             + ", ".join(
                 f"{c['source']['topic']['code']} {c['indicator']} "
-                f"({','.join(c['extension']['cds-baclofen']['ruleIds'])})"
+                f"({','.join(card_extension(c).get('ruleIds', []))})"
                 for c in unmatched
             )
         )

@@ -156,7 +156,7 @@ def test_delirium_recent() -> None:
         "code": {
             "coding": [
                 {
-                    "system": "https://cds-baclofen.example.org/fhir/CodeSystem/cds-local",
+                    "system": "https://posologic.example.org/fhir/CodeSystem/cds-local",
                     "code": "delirium-screen",
                 }
             ]

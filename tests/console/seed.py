@@ -184,7 +184,7 @@ def build_card(
             },
         },
         "extension": {
-            "cds-baclofen": {
+            "cds-baclofen": {  # the legacy key: the console must still read such cards
                 "ruleIds": [rule.id],
                 "severityRule": rule.id,
                 "packId": PACK_ID,

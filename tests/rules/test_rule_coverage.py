@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from cds.cards import card_extension
 from cds.engine.pack import compile_pack
 from cds.testing.vignettes import Vignette
 from tests.conftest import REPO
@@ -56,7 +57,7 @@ def runs() -> list[Run]:
         fired: set[str] = set()
         if result.status == 200 and isinstance(result.response, dict):
             for card in result.response.get("cards", []):
-                fired.update(card.get("extension", {}).get("cds-baclofen", {}).get("ruleIds", []))
+                fired.update(card_extension(card).get("ruleIds", []))
         out.append(Run(v, result.ok and not v.xfail, frozenset(fired)))
     return out
 

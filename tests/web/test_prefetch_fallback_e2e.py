@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from cds.cards import card_extension
 from cds.settings import Settings
 from cds.store.db import upgrade
 from cds.web.app import create_app
@@ -39,7 +40,7 @@ def _summary(resp) -> list[tuple[str, str, tuple[str, ...]]]:
         (
             c["source"]["topic"]["code"],
             c["indicator"],
-            tuple(c["extension"]["cds-baclofen"]["ruleIds"]),
+            tuple(card_extension(c)["ruleIds"]),
         )
         for c in resp.json()["cards"]
     )
