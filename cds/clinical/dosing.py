@@ -15,7 +15,10 @@ Rules implemented (A2):
   daily dose directly (a pump);
 - PRN: ``maxDosePerPeriod`` normalised to 24 h, else dose x maximum frequency, else unknown
   (contributes nothing, ``prn_max_unknown``);
-- intrathecal dose with no timing and no rate: a bolus;
+- intrathecal dose with no timing and no rate: a bolus when the order is marked as a
+  screening bolus (``bolus_marked``), else a pump dose whose daily amount is unknown (A6
+  revision: "a dose with no timing on an active pump order is a data-quality warning, not a
+  bolus");
 - STU3 ``dose[x]``/``rate[x]`` directly on Dosage and R5 ``asNeeded``/``asNeededFor`` and
   list-valued ``maxDosePerPeriod`` are read too.
 """
@@ -261,6 +264,7 @@ def _instruction(
     intrathecal: bool,
     term: Terminology,
     tz: tzinfo,
+    bolus_marked: bool = False,
 ) -> tuple[_Instruction, str | None]:
     out = _Instruction(sequence=_sequence(dosage), prn=is_prn(dosage))
     timing = as_dict(dosage.get("timing"))
@@ -306,8 +310,10 @@ def _instruction(
         out.problem = problem
     elif single is None:
         out.problem = "no dose"
-    elif admins is None and timing_problem is None and intrathecal:
+    elif admins is None and timing_problem is None and intrathecal and bolus_marked:
         out.bolus, out.daily, out.admins = True, single, 1.0
+    elif admins is None and timing_problem is None and intrathecal:
+        out.problem = "intrathecal dose with no timing or rate (not marked as a screening bolus)"
     elif admins is None:
         out.problem = timing_problem or "no frequency"
     else:
@@ -343,6 +349,7 @@ def parse_dosage(
     intrathecal: bool,
     term: Terminology,
     tz: tzinfo,
+    bolus_marked: bool = False,
 ) -> OrderDose:
     """Normalise an order's Dosage list; see the module docstring for the rules."""
     target = "ug" if intrathecal else "mg"
@@ -356,7 +363,13 @@ def parse_dosage(
         if not isinstance(dosage, dict):
             continue
         inst, unit_written = _instruction(
-            dosage, strength=strength, target=target, intrathecal=intrathecal, term=term, tz=tz
+            dosage,
+            strength=strength,
+            target=target,
+            intrathecal=intrathecal,
+            term=term,
+            tz=tz,
+            bolus_marked=bolus_marked,
         )
         out.unit_written = out.unit_written or unit_written
         instructions.append(inst)

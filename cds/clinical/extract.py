@@ -218,16 +218,27 @@ def extract_facts(inp: HookInput, *, now: datetime, params: ClinicalParams) -> C
 
     reg = build_regimen(baclofen_before, baclofen_drafts)
     if inp.hook == "patient-view":
-        checked = [r for r in baclofen_before if r.kind == "request" and r.status == "active"]
+        # the active regimen: orders and the home-use statements that are not the record
+        # of one of those orders (a statement based on an active order is that order)
+        checked = [r for r in reg.current if r not in reg.stand_ins]
     else:
         checked = [d for d in baclofen_drafts if selected is None or d.id in selected]
-        # The active orders that go on unchanged after signing are part of the regimen the
-        # A6-A8 rules judge (a draft opioid next to a chronic order, D12); they are facts
-        # with is_draft=False, which the draft-only rules (A1-A5, A9) skip.
-        checked += [r for r in reg.after if r.kind == "request" and not r.is_draft]
+        # The active orders and home-use statements that go on unchanged after signing are
+        # part of the regimen the A6-A8 rules judge (a draft opioid next to a chronic order,
+        # D12; home baclofen known only from a MedicationStatement); they are facts with
+        # is_draft=False, which the draft-only rules (A1-A5, A9) skip.
+        checked += [r for r in reg.after if not r.is_draft]
     hist = patient_history(reg, ctx)
     obs = read_observations(idx["Observation"], ctx)
-    flags = read_conditions(idx["Condition"], idx["Procedure"], idx["ServiceRequest"], ctx)
+    # a planned procedure may be among the drafts being signed (a pump removal ordered now)
+    draft_requests = [
+        r
+        for r in inp.draft_orders
+        if isinstance(r, dict) and r.get("resourceType") == "ServiceRequest"
+    ]
+    flags = read_conditions(
+        idx["Condition"], idx["Procedure"], idx["ServiceRequest"] + draft_requests, ctx
+    )
     patients = idx["Patient"]
     patient, _ = assemble_patient(
         patient=patients[0] if patients else None,

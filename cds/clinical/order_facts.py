@@ -221,13 +221,11 @@ def _intrathecal(
     assert rec.dose is not None
     o.itb_first_order = hist.itb_first_order
     links = {rec.id, rec.prior_id} - {None}
-    due = [r for r in current_records if r.validity_end is not None]
-    linked = [r for r in due if r.id in links]
-    overdue = [
-        calendar_days(r.validity_end, now) for r in (linked or due) if r.validity_end is not None
-    ]
-    if overdue:
-        o.refill_overdue_days = float(max(overdue))
+    # The refill is due at this order's own validity end (A6 convention): an active pump
+    # order that goes on unchanged after signing carries its due date; a renewal being
+    # signed is the refill, judged by its own new date (none written: not overdue).
+    if rec.kind == "request" and rec.contributes and rec.validity_end is not None:
+        o.refill_overdue_days = float(calendar_days(rec.validity_end, now))
     stopping = any(
         d.route == "intrathecal" and not d.is_bolus and d.status in STOP_STATUSES
         for d in reg.drafts

@@ -55,6 +55,7 @@ _ROUTE_VALUESETS = (
     ("epidural", "route-epidural"),
 )
 _INJECTION_ROUTES = frozenset({"iv", "im", "sc", "epidural"})
+SCREENING_BOLUS_VS = "itb-screening-bolus"
 
 
 @dataclass
@@ -142,6 +143,22 @@ def _reasons(resource: JSON) -> tuple[list[tuple[str, str, str]], list[str]]:
     return items, texts
 
 
+def _bolus_marked(med: MedicationConcept, dosages: list[JSON], ctx: Context) -> bool:
+    """The order is a one-off screening bolus: its product or words say so, or its timing
+    names a single administration (``timing.event``, or ``repeat.count`` 1)."""
+    texts = list(med.texts)
+    for d in dosages:
+        texts += [t for k in ("text", "patientInstruction") if (t := as_str(d.get(k)))]
+        timing = as_dict(d.get("timing"))
+        if timing is not None:
+            if as_list(timing.get("event")):
+                return True
+            repeat = as_dict(timing.get("repeat"))
+            if repeat is not None and repeat.get("count") == 1:
+                return True
+    return SCREENING_BOLUS_VS in ctx.term.hits(med.codings, texts)
+
+
 def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
     """Read a MedicationRequest or MedicationStatement (identity first, dose for baclofen)."""
     kind: Literal["request", "statement"] = (
@@ -198,7 +215,12 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
     rec.route, rec.route_unknown = choose_route(rec.route_given, rec.product_kind)
     strength = med.strength or (product.strength if product is not None else None)
     rec.dose = parse_dosage(
-        dosages, strength=strength, intrathecal=rec.route == "intrathecal", term=ctx.term, tz=tz
+        dosages,
+        strength=strength,
+        intrathecal=rec.route == "intrathecal",
+        term=ctx.term,
+        tz=tz,
+        bolus_marked=rec.route == "intrathecal" and _bolus_marked(med, dosages, ctx),
     )
     if rec.dose.steps:
         rec.start = rec.start or rec.dose.steps[0].start

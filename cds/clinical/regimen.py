@@ -61,7 +61,14 @@ def build_regimen(before: list[MedRecord], drafts: list[MedRecord]) -> Regimen:
         if d.status in STOP_STATUSES and not (targets & known_ids):
             reg.stand_ins.append(dataclasses.replace(d, status="active", is_draft=False))
         reg.replaced |= targets
-    reg.current = active_requests + statements + reg.stand_ins
+    # An order on hold that a draft resumes (or replaces) is the regimen being resumed:
+    # the change is judged against it (a resume at the same dose is no change, a cut is a
+    # step-down), and it makes no "new start". A hold nobody touches stays out of the
+    # regimen: the patient is not taking it (Conventions: on-hold orders feed A6).
+    resumed = [
+        r for r in before if r.kind == "request" and r.status == "on-hold" and r.id in reg.replaced
+    ]
+    reg.current = active_requests + resumed + statements + reg.stand_ins
     reg.after = [
         r
         for r in reg.current

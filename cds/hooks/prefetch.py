@@ -211,7 +211,9 @@ async def resolve_prefetch(
     first required key that could not be obtained; optional failures become ``no_data`` and a
     ``problems`` note. A ``null`` value is no data even for a required key (the EHR looked
     and found nothing: whether the rules can run without it is theirs to say). Keys in
-    ``prefetch`` that the service did not declare are ignored. A template with an unknown
+    ``prefetch`` that the service did not declare are used as given (a site may prefetch
+    under its own key names; the clinical layer still drops other patients' data), never
+    fetched. A template with an unknown
     token raises ``ValueError``: that is a bug in the service, not in the request.
     """
     limits = limits or FetchLimits()
@@ -269,8 +271,11 @@ async def resolve_prefetch(
             expression=[f"prefetch.{k}" for k in required_failures],
         )
 
+    for key, value in given.items():
+        if key not in keys and isinstance(key, str) and _usable(value):
+            per_key[key] = resources_of(value)
     seen: set[tuple[str, str]] = set()
-    for key in keys:
+    for key in [*keys, *(k for k in per_key if k not in keys)]:
         if key in unobtainable:
             data.no_data.add(key)
             data.problems.append(f"{key}: {unobtainable[key]}")

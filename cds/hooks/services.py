@@ -79,6 +79,15 @@ COMMON: dict[str, PrefetchKey] = {
     "procedures": PrefetchKey(
         f"Procedure?patient={PATIENT}&date=ge{{{{today() - 90 days}}}}&_count=100", required=False
     ),
+    # planned procedures carry no performed date, so the dated search above misses them
+    "plannedProcedures": PrefetchKey(
+        f"Procedure?patient={PATIENT}&status=preparation,in-progress,on-hold&_count=100",
+        required=False,
+    ),
+    "serviceRequests": PrefetchKey(
+        f"ServiceRequest?patient={PATIENT}&status=draft,active,on-hold&_count=100",
+        required=False,
+    ),
     "encounter": PrefetchKey("Encounter/{{context.encounterId}}", required=False),
 }
 

@@ -46,6 +46,8 @@ OTHER_DRUGS: dict[str, tuple[str, str, str]] = {
     "amitriptyline": ("704", "amitriptyline", "N06AA09"),
     "lithium": ("6448", "lithium", "N05AN01"),
     "levetiracetam": ("114477", "levetiracetam", "N03AX14"),
+    "clonazepam": ("2598", "clonazepam", "N03AE01"),
+    "hydromorphone": ("3423", "hydromorphone", "N02AA03"),
 }
 ROUTES = {
     "oral": (SNOMED, "26643006", "Oral route"),
@@ -56,6 +58,8 @@ ROUTES = {
 CONDITIONS: dict[str, tuple[str, str, str]] = {
     "haemodialysis": (SNOMED, "302497006", "Hemodialysis"),
     "esrd": (SNOMED, "46177005", "End-stage renal disease"),
+    "ckd-5": (SNOMED, "433146000", "Chronic kidney disease stage 5"),
+    "kidney-transplant": (SNOMED, "737295003", "Transplanted kidney present"),
     "epilepsy": (SNOMED, "84757009", "Epilepsy"),
     "seizure": (SNOMED, "91175000", "Seizure"),
     "cerebral-palsy": (SNOMED, "128188000", "Cerebral palsy"),
@@ -77,7 +81,15 @@ CONDITIONS: dict[str, tuple[str, str, str]] = {
 PROCEDURES: dict[str, tuple[str, str, str]] = {
     "haemodialysis": (SNOMED, "302497006", "Hemodialysis"),
     "itb-pump-removal": (LOCAL, "itb-pump-removal", "Removal of intrathecal baclofen pump"),
+    "itb-pump-removal-cpt": (
+        "http://www.ama-assn.org/go/cpt",
+        "62365",
+        "Removal of subcutaneous reservoir or pump, previously implanted for intrathecal or "
+        "epidural infusion",
+    ),
 }
+# UCUM annotations and words EHRs use for a count of the product's unit of presentation
+COUNT_UNITS = ("{pill}", "{tablet}", "{tab}", "{capsule}", "tablet(s)", "TAB")
 VITALS = {
     "resp_rate": ("9279-1", "Respiratory rate", "/min"),
     "spo2": ("2708-6", "Oxygen saturation in Arterial blood", "%"),
@@ -330,7 +342,10 @@ def dosage(
     rate_per_day: float | None = None,
     text: str | None = None,
     event: datetime | None = None,
+    unit_text: str | None = None,
 ) -> dict[str, Any]:
+    """One Dosage. ``unit`` is the Quantity's UCUM ``code`` (``{pill}``, ``mg``...);
+    ``unit_text`` its human ``unit`` when an EHR writes one that differs ("tablet(s)")."""
     d: dict[str, Any] = {}
     if sequence is not None:
         d["sequence"] = sequence
@@ -383,9 +398,10 @@ def dosage(
         ]
     elif dose is not None:
         code = {"mcg": "ug"}.get(unit, unit)
-        d["doseAndRate"] = [
-            {"doseQuantity": {"value": dose, "unit": unit, "system": UCUM, "code": code}}
-        ]
+        quantity: dict[str, Any] = {"value": dose, "unit": unit_text or unit}
+        if not unit_text or unit != unit_text:
+            quantity.update(system=UCUM, code=code)
+        d["doseAndRate"] = [{"doseQuantity": quantity}]
     return d
 
 
@@ -436,6 +452,45 @@ def medication_request(
     return res
 
 
+def medication_statement(
+    *,
+    rid: str,
+    status: str = "active",
+    product: str = "tab20",
+    dosages: list[dict[str, Any]] | None = None,
+    start: datetime | date | None = None,
+    pid: str = "pat-1",
+    drug: str | None = None,
+    based_on: str | None = None,
+    asserted: datetime | None = None,
+) -> dict[str, Any]:
+    """A home-use MedicationStatement (what the patient takes, known from the history)."""
+    if drug:
+        code, name, atc = OTHER_DRUGS[drug]
+        med = {"coding": [coding(RXNORM, code, name), coding(ATC, atc, name)], "text": name}
+    else:
+        code, display = PRODUCTS[product]
+        med = {"coding": [coding(RXNORM, code, display)], "text": display}
+    res: dict[str, Any] = {
+        "resourceType": "MedicationStatement",
+        "id": rid,
+        "status": status,
+        "medicationCodeableConcept": med,
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    if start is not None:
+        res["effectivePeriod"] = {
+            "start": start.date().isoformat() if isinstance(start, datetime) else str(start)
+        }
+    if asserted is not None:
+        res["dateAsserted"] = iso(asserted)
+    if dosages:
+        res["dosage"] = dosages
+    if based_on:
+        res["basedOn"] = [{"reference": f"MedicationRequest/{based_on}"}]
+    return res
+
+
 def bundle(resources: list[dict[str, Any]], kind: str = "searchset") -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
@@ -459,8 +514,14 @@ def hook_request(
     encounter_res: dict[str, Any] | None = None,
     hook_instance: str | None = None,
     procedures: list[dict[str, Any]] | None = None,
+    statements: Sequence[dict[str, Any]] | None = None,
+    service_requests: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A whole CDS Hooks request with every prefetch key the service asks for."""
+    """A whole CDS Hooks request with every prefetch key the service asks for.
+
+    ``drafts`` may hold other draft resources than MedicationRequests (a ServiceRequest
+    planning a procedure); ``selections`` defaults to every draft.
+    """
     pid = patient_res["id"]
     context: dict[str, Any] = {"userId": "Practitioner/prac-1", "patientId": pid}
     if encounter_res is not None:
@@ -471,17 +532,19 @@ def hook_request(
         context["selections"] = (
             selections
             if selections is not None
-            else [f"MedicationRequest/{d['id']}" for d in (drafts or [])]
+            else [f"{d['resourceType']}/{d['id']}" for d in (drafts or [])]
         )
     prefetch: dict[str, Any] = {
         "patient": patient_res,
         "medications": bundle(list(medications)),
-        "medicationStatements": None,
+        "medicationStatements": bundle(list(statements)) if statements else None,
         "renal": bundle(list(labs)),
         "weight": bundle(list(body)),
         "vitals": bundle(list(vitals)),
         "conditions": bundle(list(conditions)),
         "procedures": bundle(list(procedures)) if procedures is not None else None,
+        "plannedProcedures": None,
+        "serviceRequests": bundle(list(service_requests)) if service_requests else None,
         "encounter": encounter_res,
     }
     return {

@@ -20,6 +20,14 @@ import yaml
 
 from cds.cards import card_extension
 from cds.testing import builders as b
+from cds.testing.vignette_spec import (
+    DosageSpec,
+    OrderSpec,
+    ServiceRequestSpec,
+    VignetteSpec,
+    When,
+    parse_vignette_spec,
+)
 
 DEFAULT_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -57,151 +65,173 @@ def _dt(v: Any) -> datetime:
     return datetime.fromisoformat(str(v).replace("Z", "+00:00"))
 
 
-def _when(now: datetime, spec: dict[str, Any]) -> datetime:
-    return now - timedelta(
-        days=float(spec.get("days_ago", 0)), hours=float(spec.get("hours_ago", 0))
-    )
+def _when(now: datetime, spec: When) -> datetime:
+    return now - timedelta(days=spec.days_ago, hours=spec.hours_ago)
 
 
-def _dosages(now: datetime, o: dict[str, Any]) -> list[dict[str, Any]]:
-    specs = o.get("dosages") or [o]
+def _dosages(now: datetime, o: OrderSpec) -> list[dict[str, Any]]:
+    specs: list[DosageSpec | OrderSpec] = list(o.dosages) if o.dosages else [o]
     out = []
     for d in specs:
-        start = None
-        if "start_in_days" in d:
-            start = now + timedelta(days=float(d["start_in_days"]))
-        end = None
-        if "end_in_days" in d:
-            end = now + timedelta(days=float(d["end_in_days"]))
+        start = now + timedelta(days=d.start_in_days) if d.start_in_days is not None else None
+        end = now + timedelta(days=d.end_in_days) if d.end_in_days is not None else None
         event = None  # a one-off administration time (timing.event), e.g. a bolus given
-        if "event_hours_ago" in d:
-            event = now - timedelta(hours=float(d["event_hours_ago"]))
+        if isinstance(d, DosageSpec) and d.event_hours_ago is not None:
+            event = now - timedelta(hours=d.event_hours_ago)
+        # a dosage's own route when it writes one (even null), else the order's
+        route = d.route if "route" in d.model_fields_set or d is o else o.route
         out.append(
             b.dosage(
-                dose=d.get("dose"),
-                unit=d.get("unit", "mg"),
-                frequency=d.get("frequency"),
-                period=d.get("period", 1),
-                period_unit=d.get("period_unit", "d"),
-                timing_code=d.get("timing_code"),
-                route=d.get("route", "oral") if "route" in d or "route" not in o else o["route"],
-                prn=d.get("prn", False),
-                max_per_day=d.get("max_per_day"),
-                sequence=d.get("sequence"),
+                dose=d.dose,
+                unit=d.unit,
+                unit_text=d.unit_text,
+                frequency=d.frequency,
+                period=d.period,
+                period_unit=d.period_unit,
+                timing_code=d.timing_code,
+                route=route,
+                prn=d.prn,
+                max_per_day=d.max_per_day,
+                sequence=d.sequence if isinstance(d, DosageSpec) else None,
                 start=start,
                 end=end,
-                rate_per_day=d.get("rate_per_day"),
-                text=d.get("text"),
+                rate_per_day=d.rate_per_day,
+                text=d.text if isinstance(d, DosageSpec) else None,
                 event=event,
             )
         )
     return out
 
 
-def _order(now: datetime, o: dict[str, Any], default_status: str) -> dict[str, Any]:
+def _order(now: datetime, o: OrderSpec, default_status: str) -> dict[str, Any]:
     authored = None
-    if "start_days_ago" in o:
-        authored = now - timedelta(days=float(o["start_days_ago"]))
+    if o.start_days_ago is not None:
+        authored = now - timedelta(days=o.start_days_ago)
     validity_end = None
-    if "refill_due_days_ago" in o:
-        validity_end = (now - timedelta(days=float(o["refill_due_days_ago"]))).date()
-    reason = None
-    if o.get("adverse_reason"):
-        reason = (b.SNOMED, "281647001", "Adverse reaction")
+    if o.refill_due_days_ago is not None:
+        validity_end = (now - timedelta(days=o.refill_due_days_ago)).date()
+    if o.refill_due_in_days is not None:
+        validity_end = (now + timedelta(days=o.refill_due_in_days)).date()
+    reason = (b.SNOMED, "281647001", "Adverse reaction") if o.adverse_reason else None
     return b.medication_request(
-        rid=o["id"],
-        status=o.get("status", default_status),
-        product=o.get("product", "tab20"),
-        drug=o.get("drug"),
-        dosages=_dosages(now, o) if not o.get("no_dosage") else None,
+        rid=o.id,
+        status=o.status or default_status,
+        product=o.product,
+        drug=o.drug,
+        dosages=_dosages(now, o) if not o.no_dosage else None,
         authored=authored,
-        prior=o.get("prior"),
+        prior=o.prior,
         validity_end=validity_end,
-        text=o.get("text"),
+        text=o.text,
         status_reason=reason,
-        coded=o.get("coded", True),
+        coded=o.coded,
     )
 
 
-def build_request(spec: dict[str, Any], now: datetime, base: Path) -> dict[str, Any]:
+def _statement(now: datetime, o: OrderSpec) -> dict[str, Any]:
+    start = now - timedelta(days=o.start_days_ago) if o.start_days_ago is not None else None
+    return b.medication_statement(
+        rid=o.id,
+        status=o.status or "active",
+        product=o.product,
+        drug=o.drug,
+        dosages=_dosages(now, o) if not o.no_dosage else None,
+        start=start,
+        based_on=o.based_on,
+    )
+
+
+def _draft(now: datetime, d: OrderSpec | ServiceRequestSpec) -> dict[str, Any]:
+    if isinstance(d, ServiceRequestSpec):
+        return b.procedure(
+            d.service_request, status=d.status, resource_type="ServiceRequest", rid=d.id
+        )
+    return _order(now, d, "draft")
+
+
+def build_request(spec: VignetteSpec, now: datetime, base: Path) -> dict[str, Any]:
     """The full CDS Hooks request a vignette describes."""
-    if "request_file" in spec:
-        return json.loads((base / spec["request_file"]).read_text(encoding="utf-8"))
-    p = spec.get("patient", {})
-    pat = b.patient(
-        now=now, age=p.get("age", 55), sex=p.get("sex", "male"), birth_date=p.get("birth_date")
-    )
+    if spec.request_file is not None:
+        return json.loads((base / spec.request_file).read_text(encoding="utf-8"))
+    p = spec.patient
+    pat = b.patient(now=now, age=p.age, sex=p.sex, birth_date=p.birth_date)
     body = []
-    if "weight" in spec:
-        body.append(
-            b.weight(
-                spec["weight"]["kg"],
-                _when(now, spec["weight"]),
-                unit=spec["weight"].get("unit", "kg"),
-            )
-        )
-    if "height" in spec:
-        body.append(b.height(spec["height"]["cm"], _when(now, spec["height"])))
-    labs = []
-    for i, c in enumerate(spec.get("creatinine", [])):
-        labs.append(
-            b.creatinine(c["value"], c.get("unit", "mg/dL"), _when(now, c), oid=f"cr-{i + 1}")
-        )
-    for e in spec.get("egfr", []):
-        labs.append(b.egfr(e["value"], _when(now, e), loinc=e.get("loinc", "98979-8")))
-    vitals = [b.vital(v["kind"], v["value"], _when(now, v)) for v in spec.get("vitals", [])]
-    conditions = [
-        b.condition(
-            c if isinstance(c, str) else c["key"],
-            onset=_when(now, c) if isinstance(c, dict) else None,
-        )
-        for c in spec.get("conditions", [])
+    weights = ([spec.weight] if spec.weight else []) + list(spec.weights)
+    for i, w in enumerate(weights):
+        res = b.weight(w.kg, _when(now, w), unit=w.unit)
+        res["id"] = w.id or ("wt-1" if i == 0 else f"wt-{i + 1}")
+        body.append(res)
+    if spec.height is not None:
+        body.append(b.height(spec.height.cm, _when(now, spec.height)))
+    labs = [
+        b.creatinine(c.value, c.unit, _when(now, c), oid=f"cr-{i + 1}")
+        for i, c in enumerate(spec.creatinine)
     ]
+    labs += [b.egfr(e.value, _when(now, e), loinc=e.loinc) for e in spec.egfr]
+    vitals = [b.vital(v.kind, v.value, _when(now, v)) for v in spec.vitals]
+    conditions = []
+    for c in spec.conditions:
+        if isinstance(c, str):
+            conditions.append(b.condition(c))
+        else:
+            onset = _when(now, c) if (c.days_ago or c.hours_ago) else None
+            res = b.condition(c.key, onset=onset)
+            if c.status != "active":
+                res["clinicalStatus"]["coding"][0]["code"] = c.status
+            conditions.append(res)
     procedures = None
-    if "procedures" in spec:
-        procedures = [
-            b.procedure(
-                pr["key"],
-                status=pr.get("status", "completed"),
-                when=_when(now, pr) if ("days_ago" in pr or "hours_ago" in pr) else None,
-                resource_type=pr.get("type", "Procedure"),
+    service_requests = []
+    if spec.procedures is not None:
+        procedures = []
+        for pr in spec.procedures:
+            res = b.procedure(
+                pr.key,
+                status=pr.status,
+                when=_when(now, pr) if (pr.days_ago or pr.hours_ago) else None,
+                resource_type=pr.type,
+                rid=pr.id,
             )
-            for pr in spec["procedures"]
-        ]
-    enc = b.encounter("enc-1", spec["encounter"]) if spec.get("encounter") else None
-    meds = [_order(now, o, "active") for o in spec.get("active", [])]
-    drafts = [_order(now, o, "draft") for o in spec.get("drafts", [])]
+            (service_requests if pr.type == "ServiceRequest" else procedures).append(res)
+    enc = b.encounter("enc-1", spec.encounter) if spec.encounter else None
     return b.hook_request(
-        hook=spec.get("hook", "order-sign"),
+        hook=spec.hook,
         now=now,
         patient_res=pat,
-        drafts=drafts,
-        selections=spec.get("selections"),
-        medications=meds,
+        drafts=[_draft(now, d) for d in spec.drafts],
+        selections=spec.selections,
+        medications=[_order(now, o, "active") for o in spec.active],
+        statements=[_statement(now, o) for o in spec.statements],
         labs=labs,
         body=body,
         vitals=vitals,
         conditions=conditions,
         encounter_res=enc,
         procedures=procedures,
+        service_requests=service_requests,
     )
 
 
 def load_vignette(path: Path, repo_root: Path | None = None) -> Vignette:
-    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    now = _dt(spec.get("now", DEFAULT_NOW))
-    base = repo_root or path.parent
+    """Read and validate one vignette file (strict: an unknown key is an error)."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    spec = parse_vignette_spec(raw, where=str(path))
+    now = _dt(spec.now) if spec.now is not None else DEFAULT_NOW
+    base = (
+        path.parent
+        if spec.request_file and (path.parent / spec.request_file).exists()
+        else (repo_root or path.parent)
+    )
     return Vignette(
-        id=spec["id"],
+        id=spec.id,
         path=path,
-        description=spec.get("description", ""),
+        description=spec.description,
         now=now,
-        profile=str(spec.get("profile", "US")).upper(),
+        profile=spec.profile.upper(),
         request=build_request(spec, now, base),
-        expect=spec.get("expect", {}),
-        part_d=spec.get("part_d"),
-        covers=list(spec.get("covers", [])),
-        xfail=spec.get("xfail"),
+        expect=spec.expect.model_dump(exclude_defaults=False),
+        part_d=spec.part_d,
+        covers=list(spec.covers),
+        xfail=spec.xfail,
     )
 
 
@@ -219,61 +249,88 @@ def _first_dose(resource: dict[str, Any]) -> tuple[float | None, str | None, flo
     di = (resource.get("dosageInstruction") or [{}])[0]
     q = ((di.get("doseAndRate") or [{}])[0]).get("doseQuantity") or {}
     freq = ((di.get("timing") or {}).get("repeat") or {}).get("frequency")
-    return q.get("value"), q.get("unit"), freq
+    return q.get("value"), q.get("code") or q.get("unit"), freq
+
+
+def _product_codes(resource: dict[str, Any]) -> list[str]:
+    concept = resource.get("medicationCodeableConcept") or {}
+    return [str(c.get("code")) for c in concept.get("coding") or [] if isinstance(c, dict)]
+
+
+def _check_suggestion(cat: str, s: dict[str, Any], sugg: dict[str, Any]) -> list[str]:
+    problems = []
+    res = sugg["actions"][0].get("resource", {})
+    dose, unit, freq = _first_dose(res)
+    if (
+        dose is None
+        or abs(float(dose) - float(s["dose"])) > 1e-6
+        or unit != s["unit"]
+        or (s.get("frequency") is not None and freq != s["frequency"])
+    ):
+        problems.append(
+            f"{cat}: suggested {dose} {unit} x{freq}, "
+            f"expected {s['dose']} {s['unit']} x{s.get('frequency')}"
+        )
+    if s.get("start") is not None:
+        di = res.get("dosageInstruction", [{}])[0]
+        start = ((di.get("timing") or {}).get("repeat") or {}).get("boundsPeriod", {}).get("start")
+        if start != s["start"]:
+            problems.append(f"{cat}: suggested start {start}, expected {s['start']}")
+    if s.get("product") is not None and s["product"] not in _product_codes(res):
+        problems.append(f"{cat}: suggested product {_product_codes(res)}, expected {s['product']}")
+    for text in s.get("label_includes") or []:
+        if text not in sugg.get("label", ""):
+            problems.append(f"{cat}: suggestion label {sugg.get('label')!r} lacks {text!r}")
+    if s.get("prn") is not None:
+        di = res.get("dosageInstruction", [{}])[0]
+        if bool(di.get("asNeededBoolean")) != s["prn"]:
+            problems.append(f"{cat}: suggestion asNeeded is not {s['prn']}")
+    return problems
 
 
 def check_card(card: dict[str, Any], exp: dict[str, Any]) -> list[str]:
     problems = []
+    cat = exp["category"]
     ext = card_extension(card)
     rules = ext.get("ruleIds", [])
-    for r in exp.get("rules_include", []):
+    if exp.get("order") is not None and ext.get("orderId") != exp["order"]:
+        problems.append(f"{cat}: card is about order {ext.get('orderId')}, expected {exp['order']}")
+    for r in exp.get("rules_include") or []:
         if r not in rules:
-            problems.append(f"{exp['category']}: rule {r} missing (fired: {rules})")
-    for r in exp.get("rules_exclude", []):
+            problems.append(f"{cat}: rule {r} missing (fired: {rules})")
+    for r in exp.get("rules_exclude") or []:
         if r in rules:
-            problems.append(f"{exp['category']}: rule {r} fired but must not")
-    if "suggestion" in exp or "taper" in exp or "no_suggestion" in exp:
-        suggs = card.get("suggestions", [])
-        if exp.get("no_suggestion"):
-            if suggs:
-                problems.append(f"{exp['category']}: unexpected suggestion {suggs[0]['label']}")
-            return problems
-        if not suggs:
-            return [*problems, f"{exp['category']}: no suggestion"]
+            problems.append(f"{cat}: rule {r} fired but must not")
+    summary = card.get("summary", "")
+    for text in exp.get("summary_includes") or []:
+        if text not in summary:
+            problems.append(f"{cat}: summary {summary!r} lacks {text!r}")
+    for text in exp.get("summary_excludes") or []:
+        if text in summary:
+            problems.append(f"{cat}: summary {summary!r} contains {text!r}")
+    for text in exp.get("detail_includes") or []:
+        if text not in card.get("detail", ""):
+            problems.append(f"{cat}: detail lacks {text!r}")
+    suggs = card.get("suggestions", [])
+    if exp.get("no_suggestion"):
+        if suggs:
+            problems.append(f"{cat}: unexpected suggestion {suggs[0]['label']}")
+        return problems
+    if exp.get("suggestion") is None and exp.get("taper") is None:
+        return problems
+    if not suggs:
+        return [*problems, f"{cat}: no suggestion"]
+    if exp.get("suggestion") is not None:
+        problems.extend(_check_suggestion(cat, exp["suggestion"], suggs[0]))
+    if exp.get("taper") is not None:
         res = suggs[0]["actions"][0].get("resource", {})
-        if "suggestion" in exp:
-            s = exp["suggestion"]
-            dose, unit, freq = _first_dose(res)
-            if (
-                dose is None
-                or abs(float(dose) - float(s["dose"])) > 1e-6
-                or unit != s.get("unit", "mg")
-                or ("frequency" in s and freq != s["frequency"])
-            ):
-                problems.append(
-                    f"{exp['category']}: suggested {dose} {unit} x{freq}, "
-                    f"expected {s['dose']} {s.get('unit', 'mg')} "
-                    f"x{s.get('frequency')}"
-                )
-            if "start" in s:
-                di = res.get("dosageInstruction", [{}])[0]
-                start = (
-                    ((di.get("timing") or {}).get("repeat") or {})
-                    .get("boundsPeriod", {})
-                    .get("start")
-                )
-                if start != s["start"]:
-                    problems.append(
-                        f"{exp['category']}: suggested start {start}, expected {s['start']}"
-                    )
-        if "taper" in exp:
-            got = []
-            for di in res.get("dosageInstruction", []):
-                q = ((di.get("doseAndRate") or [{}])[0]).get("doseQuantity") or {}
-                f = ((di.get("timing") or {}).get("repeat") or {}).get("frequency")
-                got.append([q.get("value"), f])
-            if got != exp["taper"]:
-                problems.append(f"{exp['category']}: taper {got}, expected {exp['taper']}")
+        got = []
+        for di in res.get("dosageInstruction", []):
+            q = ((di.get("doseAndRate") or [{}])[0]).get("doseQuantity") or {}
+            f = ((di.get("timing") or {}).get("repeat") or {}).get("frequency")
+            got.append([q.get("value"), f])
+        if got != exp["taper"]:
+            problems.append(f"{cat}: taper {got}, expected {exp['taper']}")
     return problems
 
 
@@ -284,17 +341,18 @@ def compare(response: Any, expect: dict[str, Any]) -> list[str]:
     cards = response.get("cards", []) if isinstance(response, dict) else []
     problems: list[str] = []
     got = [(c["source"]["topic"]["code"], c["indicator"]) for c in cards]
-    expected = expect.get("cards", [])
     unmatched = list(cards)
-    for exp in expected:
+    for exp in expect.get("cards", []):
+        candidates = [
+            c
+            for c in unmatched
+            if c["source"]["topic"]["code"] == exp["category"]
+            and c["indicator"] == exp["indicator"]
+        ]
+        # several cards of one category (one per order): the one about the expected order
         match = next(
-            (
-                c
-                for c in unmatched
-                if c["source"]["topic"]["code"] == exp["category"]
-                and c["indicator"] == exp["indicator"]
-            ),
-            None,
+            (c for c in candidates if card_extension(c).get("orderId") == exp.get("order")),
+            candidates[0] if candidates else None,
         )
         if match is None:
             problems.append(f"expected {exp['category']} {exp['indicator']}; got {got}")
