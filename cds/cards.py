@@ -140,20 +140,41 @@ def facts_used(
     return lines
 
 
-def evidence_lines(
-    findings: Sequence[Finding],
-    evidence: Mapping[str, Mapping[str, Any]],
-) -> list[str]:
+def _evidence_ids(findings: Sequence[Finding]) -> list[str]:
     seen: list[str] = []
     for f in findings:
         for e in f.evidence:
             if e not in seen:
                 seen.append(e)
+    return seen
+
+
+def evidence_lines(
+    findings: Sequence[Finding],
+    evidence: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """The citations, as text: their URLs go in the card's ``links`` (which EHRs open in a
+    new window), never as Markdown links that would navigate the EHR's own frame."""
+    return [evidence.get(e, {"citation": e})["citation"] for e in _evidence_ids(findings)]
+
+
+LINK_LABEL_MAX = 80
+
+
+def evidence_links(
+    findings: Sequence[Finding], evidence: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, str]]:
+    """CDS Hooks ``links`` (type absolute) for every cited source that has a URL."""
     out = []
-    for e in seen:
-        ev = evidence.get(e, {"citation": e})
-        text = ev["citation"]
-        out.append(f"[{text}]({ev['url']})" if ev.get("url") else text)
+    for e in _evidence_ids(findings):
+        ev = evidence.get(e) or {}
+        url = ev.get("url")
+        if not url:
+            continue
+        label = str(ev.get("citation", e))
+        if len(label) > LINK_LABEL_MAX:
+            label = label[: LINK_LABEL_MAX - 1].rstrip() + "…"
+        out.append({"label": label, "url": str(url), "type": "absolute"})
     return out
 
 
@@ -166,6 +187,7 @@ def build_card(
     override_reasons: Mapping[str, Mapping[str, str]],
     label: str,
     suggestions: Sequence[Suggestion] = (),
+    notes: Sequence[str] = (),
 ) -> BuiltCard:
     top = findings[0]
     category = top.category
@@ -174,6 +196,8 @@ def build_card(
         reasons.append(f"- **{f.severity}**: {f.detail} (rule `{f.rule_id}`)")
     used = facts_used(facts, order, category, top.fact)
     detail = "**Why**\n\n" + "\n".join(reasons)
+    if notes:
+        detail += "\n\n**No suggestion**\n\n" + "\n".join(f"- {n}" for n in notes)
     detail += "\n\n**Facts used**\n\n" + "\n".join(f"- {line}" for line in used)
     detail += "\n\n**Evidence**\n\n" + "\n".join(
         f"- {line}" for line in evidence_lines(findings, evidence)
@@ -197,6 +221,9 @@ def build_card(
             },
         },
     }
+    links = evidence_links(findings, evidence)
+    if links:
+        card["links"] = links
     if suggestions:
         card["suggestions"] = [
             {

@@ -40,6 +40,7 @@ CONDITION_SETS: dict[str, tuple[str, bool]] = {
     "cerebral_origin": ("cerebral-origin", True),
     "alcohol_use_disorder": ("alcohol-use-disorder", False),
     "pregnant": ("pregnancy", False),
+    "pregnancy_third_trimester": ("pregnancy-third-trimester", False),
 }
 # flags that also need an onset (else recorded date) in a recent window
 RECENT_SETS: dict[str, str] = {
@@ -58,6 +59,7 @@ class ConditionFlags:
     alcohol_use_disorder: bool = False
     alcohol_condition_ids: tuple[str, ...] = ()
     pregnant: bool = False
+    pregnancy_third_trimester: bool = False  # the problem list says so (no gestational age)
     pregnancy_ended: datetime | None = None  # latest abatement of a pregnancy condition
     delirium_recent: bool = False
     itb_withdrawal_sign: bool = False

@@ -32,12 +32,28 @@ class Context:
         assert tz is not None, "now must be timezone-aware"
         return tz
 
-    def issue(self, code: str, detail: str, *, ref: str | None = None, order_id: str = "") -> None:
+    def issue(
+        self,
+        code: str,
+        detail: str,
+        *,
+        ref: str | None = None,
+        order_id: str = "",
+        measure: str | None = None,
+        value_text: str | None = None,
+    ) -> None:
         """Record a data problem once (same code, resource and order)."""
         key = (code, ref or detail, order_id)
         if key in self._seen:
             return
         self._seen.add(key)
         self.issues.append(
-            DataIssue(issue=code, detail=detail, order_id=order_id, resource_ref=ref)
+            DataIssue(
+                issue=code,
+                detail=detail,
+                order_id=order_id,
+                measure=measure,
+                value_text=value_text,
+                resource_ref=ref,
+            )
         )

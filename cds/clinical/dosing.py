@@ -88,10 +88,19 @@ class OrderDose:
     prn: bool = False
     prn_only: bool = False
     prn_max_unknown: bool = False
-    is_taper: bool = False
+    is_taper: bool = False  # sequenced instructions (steps in time)
     bolus: float | None = None  # an intrathecal bolus, ug
     unit_written: str | None = None
     strength_per_ml: float | None = None
+
+    @property
+    def tapering(self) -> bool:
+        """Steps in time that never rise and end lower than they start (a wean)."""
+        dailies = [s.daily for s in self.steps]
+        if len(dailies) < 2 or any(d is None for d in dailies):
+            return False
+        known = [d for d in dailies if d is not None]
+        return all(b <= a for a, b in zip(known, known[1:], strict=False)) and known[-1] < known[0]
 
     def daily_at(self, when: datetime) -> float | None:
         """Daily dose of the step in effect at ``when`` (first step if none is dated)."""
@@ -170,7 +179,10 @@ def admins_per_day(timing: Any, term: Terminology) -> tuple[float | None, str | 
 
 
 def _amount(
-    quantity: JSON, strength: Strength | None, target: str
+    quantity: JSON,
+    strength: Strength | None,
+    target: str,
+    presentation_codes: frozenset[tuple[str, str]] = frozenset(),
 ) -> tuple[float | None, str | None]:
     """One administration's amount in ``target`` (mg or ug), or a problem."""
     value = as_num(quantity.get("value"))
@@ -178,18 +190,19 @@ def _amount(
         return None, "dose value missing or not a number"
     if value <= 0:
         return None, "dose value not positive"
-    unit = dose_unit(quantity)
+    unit = dose_unit(quantity, presentation_codes)
+    written = unit_of(quantity) or "no unit"
     if unit is None:
-        return None, "dose unit not recognised"
+        return None, f"dose unit '{written}' not recognised"
     kind, name = unit
     if kind == "mass":
         return convert_mass(value, name, target), None
     if strength is None:
-        return None, f"dose in {name} but the product strength is unknown"
+        return None, f"dose in '{written}' but the product strength is unknown"
     if kind == "volume" and strength.per != "mL":
-        return None, "dose in mL but the strength is not per mL"
-    if kind == "count" and strength.per not in (name, "each"):
-        return None, f"dose in {name}s but the strength is per {strength.per}"
+        return None, f"dose in '{written}' but the product is not a liquid (strength per unit)"
+    if kind == "count" and strength.per == "mL":
+        return None, f"dose in '{written}' but the product is a liquid (strength per mL)"
     mass = value * strength.amount / strength.per_value
     return convert_mass(mass, strength.unit, target), None
 
@@ -207,7 +220,10 @@ def _dose_quantity(holder: JSON) -> JSON | None:
 
 
 def _rate_daily(
-    holder: JSON, strength: Strength | None, target: str
+    holder: JSON,
+    strength: Strength | None,
+    target: str,
+    codes: frozenset[tuple[str, str]] = frozenset(),
 ) -> tuple[float | None, str | None, bool]:
     """(daily amount, problem, rate present) from rateQuantity/rateRatio/rateRange."""
     q = as_dict(holder.get("rateQuantity"))
@@ -223,7 +239,7 @@ def _rate_daily(
         if split is None:
             return None, "rate unit not recognised", True
         num_text, per = split
-        amount, problem = _amount({"value": value, "code": num_text}, strength, target)
+        amount, problem = _amount({"value": value, "code": num_text}, strength, target, codes)
         if amount is None:
             return None, problem, True
         return amount * PER_DAY[per], None, True
@@ -233,14 +249,19 @@ def _rate_daily(
         days = duration_days(ratio.get("denominator"))
         if num is None or days is None:
             return None, "rateRatio numerator or time denominator unreadable", True
-        amount, problem = _amount(num, strength, target)
+        amount, problem = _amount(num, strength, target, codes)
         if amount is None:
             return None, problem, True
         return amount / days, None, True
     return None, None, False
 
 
-def _max_per_day(dosage: JSON, strength: Strength | None, target: str) -> float | None:
+def _max_per_day(
+    dosage: JSON,
+    strength: Strength | None,
+    target: str,
+    codes: frozenset[tuple[str, str]] = frozenset(),
+) -> float | None:
     """maxDosePerPeriod normalised to 24 h (R5 lists: the tightest)."""
     best = None
     for ratio in as_dicts(dosage.get("maxDosePerPeriod")):
@@ -248,7 +269,7 @@ def _max_per_day(dosage: JSON, strength: Strength | None, target: str) -> float 
         days = duration_days(ratio.get("denominator"))
         if num is None or days is None:
             continue
-        amount, _ = _amount(num, strength, target)
+        amount, _ = _amount(num, strength, target, codes)
         if amount is None:
             continue
         per_day = amount / days
@@ -282,8 +303,10 @@ def _instruction(
         q = _dose_quantity(holder)
         if q is not None and single is None and problem is None:
             unit_written = unit_of(q)
-            single, problem = _amount(q, strength, target)
-        r_daily, r_problem, r_present = _rate_daily(holder, strength, target)
+            single, problem = _amount(q, strength, target, term.presentation_codes)
+        r_daily, r_problem, r_present = _rate_daily(
+            holder, strength, target, term.presentation_codes
+        )
         if r_present and not rate_present:
             rate_present, rate_daily = True, r_daily
             if r_problem and problem is None:
@@ -295,7 +318,7 @@ def _instruction(
         return out, unit_written
     admins, timing_problem = admins_per_day(timing, term)
     if out.prn:
-        cap = _max_per_day(dosage, strength, target)
+        cap = _max_per_day(dosage, strength, target, term.presentation_codes)
         if cap is not None:
             out.daily = cap
             out.admins = admins if admins is not None else (cap / single if single else None)

@@ -39,6 +39,8 @@ RENAL_LABELS = {
 DERIVED_ORDER_FIELDS = frozenset(
     {"renal_label", "renal_unit", "renal_date", "renal_after_start", "continuing"}
 )
+# Data issues about the patient (not one order): a card per draft order being checked.
+PATIENT_LEVEL_ISSUES = frozenset({"measure-implausible", "measure-unreadable"})
 # Statuses after which an order no longer runs (signing it stops, holds or voids it).
 NOT_CONTINUING = frozenset({"stopped", "cancelled", "on-hold", "entered-in-error", "completed"})
 
@@ -192,6 +194,7 @@ class OrderFacts:
     prn_only: bool = False
     prn_max_unknown: bool = False
     is_taper: bool = False  # sequenced instructions
+    tapering: bool = False  # steps that never rise and end lower (a wean)
     # regimen after signing, same route (oral orders add up)
     regimen_daily: float | None = None  # highest-step total after signing
     regimen_first_daily: float | None = None  # first-step total after signing
@@ -235,6 +238,18 @@ class OrderFacts:
     current_resource: dict[str, Any] | None = display()  # that active order (JSON)
     current_start: datetime | None = display()
     duplicate_ids: list[str] = display_factory(list)
+    # what the dispensable-dose chooser and the taper need (suggestions)
+    product: Any = display()  # the product-table row (terminology.Product) it names
+    strength: Any = display()  # units.Strength of what it names
+    current_per_admin: float | None = display()  # the replaced order's dose, in effect now
+    current_admins: float | None = display()
+    current_order_daily: float | None = display()  # that order's daily dose now
+    regimen_ids: list[str] = display_factory(list)  # orders of this route after signing
+
+    @property
+    def continuing(self) -> bool:
+        """The order runs after signing (not stopped, held, cancelled or finished)."""
+        return self.status not in NOT_CONTINUING
 
 
 @dataclass
@@ -250,11 +265,19 @@ class InteractionFacts:
 
 @dataclass
 class DataIssue:
-    """A request-level data problem (an unusable resource, a unit slip in a lab)."""
+    """A request-level data problem (an unusable resource, a unit slip in a lab).
 
-    issue: str  # stable code, e.g. unusable-resource, creatinine-unit
+    Every issue is kept with the audit record of the call (the pharmacist console shows
+    them); only the codes a pack has a rule for become a prescriber's card: the ones that
+    stop a check from running (an implausible weight, an unreadable creatinine), never a
+    malformed field the prescriber cannot fix.
+    """
+
+    issue: str  # stable code, e.g. measure-implausible, creatinine-unit, invalid-field
     detail: str  # plain words, no PHI beyond resource ids
     order_id: str = ""  # the order it concerns, "" for the request
+    measure: str | None = None  # measure-*: what was measured ("Weight", "eGFR")
+    value_text: str | None = None  # measure-*: the value as received ("800 kg")
     resource_ref: str | None = display()
 
 
@@ -285,7 +308,7 @@ class ClinicalFacts:
                 **base,
                 **patient,
                 **engine_fields(o),
-                "continuing": o.status not in NOT_CONTINUING,
+                "continuing": o.continuing,
             }
             if renal is not None and o.current_start is not None:
                 fact["renal_after_start"] = renal.effective > o.current_start
@@ -295,6 +318,13 @@ class ClinicalFacts:
             order = by_id.get(i.order_id)
             extra = {"route": order.route, "is_draft": order.is_draft} if order else {}
             out.append({"kind": "interaction", **base, **patient, **extra, **engine_fields(i)})
+        drafts = [o.order_id for o in self.orders if o.is_draft]
         for d in self.issues:
-            out.append({"kind": "data_issue", **base, **engine_fields(d)})
+            fact = {"kind": "data_issue", **base, **engine_fields(d)}
+            if d.issue in PATIENT_LEVEL_ISSUES and not d.order_id and drafts:
+                # a patient's measure concerns every order being checked: one card per order
+                # and category (Conventions), merged with that order's other data problems
+                out.extend({**fact, "order_id": oid} for oid in drafts)
+            else:
+                out.append(fact)
         return out

@@ -77,8 +77,28 @@ class Obs:
     id: str
     when: datetime
     value: float | None  # canonical unit; None when unusable
-    problem: str | None = None  # why unusable (creatinine)
+    problem: str | None = None  # why unusable (creatinine; implausible measures)
     positive: bool | None = None  # screens
+    raw: str | None = None  # the value as received, for a card naming an unusable one
+
+
+# What a kind is called on a card, and its canonical unit.
+MEASURE_NAMES: dict[str, tuple[str, str]] = {
+    "weight": ("Weight", "kg"),
+    "height": ("Height", "cm"),
+    "creatinine": ("Creatinine", "mg/dL"),
+    "crcl": ("Creatinine clearance", "mL/min"),
+    "egfr": ("eGFR", "mL/min/1.73m2"),
+    "rr": ("Respiratory rate", "/min"),
+    "spo2": ("SpO2", "%"),
+    "gcs": ("Glasgow coma score", ""),
+    "sbp": ("Systolic blood pressure", "mmHg"),
+    "temp": ("Temperature", "C"),
+    "rass": ("RASS", ""),
+    "gestational_age": ("Gestational age", "weeks"),
+}
+# Kinds checked for plausibility (A2): a value outside its bounds is not used.
+_PLAUSIBLE_KINDS = frozenset({"weight", "height", "egfr", "crcl"})
 
 
 @cache
@@ -195,7 +215,14 @@ def read_observations(resources: list[JSON], ctx: Context) -> dict[str, list[Obs
         when = _when(res, ctx)
         ref = resource_ref(res)
         if when is None:
-            ctx.issue("unusable-resource", f"{ref}: no readable effective time", ref=ref)
+            name = MEASURE_NAMES.get(kinds[0], (kinds[0], ""))[0] if kinds else "Observation"
+            ctx.issue(
+                "measure-unreadable",
+                f"{name} ({ref}) has no readable effective time: not used",
+                ref=ref,
+                measure=name,
+                value_text="with no date",
+            )
             continue
         if when > ctx.now:
             continue
@@ -237,20 +264,83 @@ def _read_value(
     out: dict[str, list[Obs]],
 ) -> None:
     value, unit, comparator = _quantity(holder)
+    name = MEASURE_NAMES.get(kind, (kind, ""))[0]
     if value is None:
         if as_dict(holder.get("dataAbsentReason")) is None:
-            ctx.issue("unusable-resource", f"{ref}: {kind} has no numeric value", ref=ref)
+            ctx.issue(
+                "measure-unreadable",
+                f"{name} ({ref}) has no numeric value: not used",
+                ref=ref,
+                measure=name,
+                value_text="with no value",
+            )
         return
     if comparator:
         return
+    raw = f"{fmt_value(value)} {unit}".strip()
     converted, problem = _convert(kind, value, unit, ctx)
     if converted is None:
         if kind == "creatinine":
-            out[kind].append(Obs(kind, rid, when, None, problem=problem))
+            out[kind].append(Obs(kind, rid, when, None, problem=problem, raw=raw))
         else:
-            ctx.issue("unusable-resource", f"{ref}: {problem} not recognised", ref=ref)
+            ctx.issue(
+                "measure-unreadable",
+                f"{name} {raw} ({ref}): the {problem} is not recognised: not used",
+                ref=ref,
+                measure=name,
+                value_text=raw,
+            )
+        return
+    if kind in _PLAUSIBLE_KINDS and not _plausible(kind, converted, ctx):
+        out[kind].append(Obs(kind, rid, when, None, problem="implausible", raw=raw))
         return
     out[kind].append(Obs(kind, rid, when, converted))
+
+
+def _plausible(kind: str, value: float, ctx: Context) -> bool:
+    """A2 plausibility (policy bounds from the pack): a typo must never drive a check."""
+    p = ctx.params
+    if kind == "weight":
+        return p.weight_min_kg <= value <= p.weight_max_kg
+    if kind == "height":
+        return p.height_min_cm <= value <= p.height_max_cm
+    return value > 0  # renal values (eGFR, measured creatinine clearance)
+
+
+def fmt_value(value: float) -> str:
+    """A received value as a person would write it (800, 0.5, -5), for cards."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if abs(value) >= 1e6:
+        return f"{value:.3g}"
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def report_implausible(series: list[Obs], ctx: Context) -> None:
+    """One data issue per implausible value newer than the newest plausible one (older ones
+    changed nothing); the issue says which older value, if any, was used instead."""
+    used = next((o for o in series if o.value is not None), None)
+    for o in series:
+        if o.problem != "implausible":
+            continue
+        if used is not None and o.when <= used.when:
+            continue
+        name, unit = MEASURE_NAMES.get(o.kind, (o.kind, ""))
+        instead = (
+            f"; the {name.lower()} of {used.when.date().isoformat()} "
+            f"({fmt_value(used.value)} {unit}) was used instead"
+            if used is not None and used.value is not None
+            else "; no other value was used"
+        )
+        ctx.issue(
+            "measure-implausible",
+            f"{name} {o.raw} (Observation/{o.id}, {o.when.date().isoformat()}) is outside the "
+            f"plausible range: not used{instead}",
+            ref=f"Observation/{o.id}",
+            measure=name,
+            value_text=o.raw,
+        )
 
 
 def newest_within(series: list[Obs], now: datetime, hours: float) -> Obs | None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cds.clinical.context import Context
-from cds.clinical.facts import OrderFacts, PatientFacts
+from cds.clinical.facts import DosageStep, OrderFacts, PatientFacts
 from cds.clinical.history import calendar_days, continuous_start, overlaps, span
 from cds.clinical.orders import STOP_STATUSES, MedRecord
 from cds.clinical.regimen import Regimen, compare, daily_at, totals
@@ -53,7 +53,8 @@ def patient_history(reg: Regimen, ctx: Context) -> PatientHistory:
         if r.route == "oral"
         and r.dose is not None
         and not r.dose.prn_only
-        and r.status in ("active", "completed", "stopped")
+        # on hold: taken until the hold (a resumed regimen is the same regimen, A6)
+        and r.status in ("active", "completed", "stopped", "on-hold")
     ]
     start = continuous_start(oral, now, max_gap=timedelta(days=p.chronic_max_gap_days))
     chronic = start is not None and calendar_days(start, now) >= p.chronic_min_days
@@ -87,6 +88,16 @@ def _bolus_time(rec: MedRecord, now: datetime) -> datetime:
     if rec.is_draft:
         return now
     return rec.authored or now
+
+
+def _step_at(rec: MedRecord, when: datetime) -> DosageStep:
+    """The dosage step of ``rec`` in effect at ``when`` (the first if none is dated)."""
+    assert rec.dose is not None and rec.dose.steps
+    chosen = rec.dose.steps[0]
+    for step in rec.dose.steps:
+        if step.start is not None and step.start <= when:
+            chosen = step
+    return chosen
 
 
 def _adverse(rec: MedRecord, ctx: Context) -> bool:
@@ -125,6 +136,7 @@ def build_order_facts(
         prn_only=dose.prn_only,
         prn_max_unknown=dose.prn_max_unknown,
         is_taper=dose.is_taper,
+        tapering=dose.tapering,
         resource=rec.resource,
         steps=list(dose.steps),
         medication_text=rec.name,
@@ -139,7 +151,13 @@ def build_order_facts(
     o.regimen_daily = after.daily
     o.regimen_first_daily = after.first_daily
     o.regimen_admin_per_day = after.admin_per_day
-    scheduled = [r for r in after.records if r.dose is not None and not r.dose.prn_only]
+    # Duplicate therapy counts scheduled orders; a taper winding one order down beside
+    # another is not a second regimen (else accepting a taper would raise a duplicate card)
+    scheduled = [
+        r
+        for r in after.records
+        if r.dose is not None and not r.dose.prn_only and not r.dose.tapering
+    ]
     o.scheduled_orders = len(scheduled)
     o.duplicate_ids = [r.id or r.ref for r in scheduled if r is not rec and r.id != rec.id]
     replaced = [
@@ -149,6 +167,17 @@ def build_order_facts(
     ]
     o.replaces = replaced[0].id if replaced and rec.is_draft else None
     o.current_resource = replaced[0].resource if replaced and rec.is_draft else None
+    o.product, o.strength = rec.product, rec.strength
+    o.regimen_ids = [r.id or r.ref for r in after.records]
+    # The dose this order changes, per administration, as taken now: a taper starts from it
+    # (A6). A draft that stops an order missing from the data stands in for it.
+    source = replaced[0] if replaced and rec.is_draft else None
+    if source is None and rec.is_draft:
+        source = next((r for r in reg.stand_ins if r.id == rec.id), None)
+    if source is not None and source.dose is not None and source.dose.steps:
+        step = _step_at(source, now)
+        o.current_per_admin, o.current_admins = step.single_max, step.admin_per_day
+        o.current_order_daily = step.daily
 
     complete = after.complete
     if current_records:
@@ -221,11 +250,18 @@ def _intrathecal(
     assert rec.dose is not None
     o.itb_first_order = hist.itb_first_order
     links = {rec.id, rec.prior_id} - {None}
-    # The refill is due at this order's own validity end (A6 convention): an active pump
-    # order that goes on unchanged after signing carries its due date; a renewal being
-    # signed is the refill, judged by its own new date (none written: not overdue).
-    if rec.kind == "request" and rec.contributes and rec.validity_end is not None:
-        o.refill_overdue_days = float(calendar_days(rec.validity_end, now))
+    # The refill is due at the active pump order's validity end (A6 convention). An active
+    # order that goes on unchanged after signing carries its own due date. A renewal signed
+    # after the replaced order's due date does not refill the pump: until the refill is done
+    # the refill stays overdue (the safer reading), so the renewal carries the later of the
+    # two lateness counts; a renewal signed before the due date carries its own new date.
+    if rec.kind == "request" and rec.contributes:
+        ends = [rec.validity_end] + [
+            r.validity_end for r in current_records if r.kind == "request" and r.id in links
+        ]
+        late = [calendar_days(end, now) for end in ends if end is not None]
+        if late:
+            o.refill_overdue_days = float(max(late))
     stopping = any(
         d.route == "intrathecal" and not d.is_bolus and d.status in STOP_STATUSES
         for d in reg.drafts

@@ -42,6 +42,8 @@ from cds.clinical.fhirdata import (
     ref_id,
     resource_ref,
 )
+from cds.clinical.terminology import Product
+from cds.clinical.units import Strength
 
 STOP_STATUSES = frozenset({"stopped", "cancelled", "on-hold"})
 _STATUS_ALIASES = {"suspended": "on-hold", "recorded": "active", "canceled": "cancelled"}
@@ -87,6 +89,8 @@ class MedRecord:
     reason_codings: list[tuple[str, str, str]] = field(default_factory=list)
     reason_texts: list[str] = field(default_factory=list)
     event: datetime | None = None  # first timing.event (a one-off administration time)
+    product: Product | None = None  # the product-table row the order names, if any
+    strength: Strength | None = None  # from its Medication, else the product table
 
     @property
     def is_bolus(self) -> bool:
@@ -214,6 +218,7 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
     rec.route_given = route_given(dosages, ctx)
     rec.route, rec.route_unknown = choose_route(rec.route_given, rec.product_kind)
     strength = med.strength or (product.strength if product is not None else None)
+    rec.product, rec.strength = product, strength
     rec.dose = parse_dosage(
         dosages,
         strength=strength,

@@ -42,3 +42,12 @@ class ClinicalParams(BaseModel):
     trimester_2_from_weeks: float = 14  # A7: gestational age < 14 weeks = first trimester
     trimester_3_from_weeks: float = 28  # A7: >= 28 weeks = third trimester
     gestation_max_weeks: float = 42  # A7: a gestational age projected past this is stale
+    # A5 stale renal results (policy; the pack's rules use the same numbers): recency
+    # beats rank among the renal measures
+    renal_stale_hours_outpatient: float = 8760
+    renal_stale_hours_inpatient: float = 72
+    # A2 plausibility of patient measures (policy): outside these, a value is not used
+    weight_min_kg: float = 0.5
+    weight_max_kg: float = 350
+    height_min_cm: float = 30
+    height_max_cm: float = 250

@@ -25,7 +25,7 @@ from cds.clinical.conditions import ConditionFlags
 from cds.clinical.context import Context
 from cds.clinical.facts import PatientFacts
 from cds.clinical.fhirdata import JSON, as_dict, as_list, as_str, codings, parse_date_latest
-from cds.clinical.observations import Obs, newest_within
+from cds.clinical.observations import Obs, newest_within, report_implausible
 from cds.clinical.renal import RenalInputs, RenalResult, compute_renal
 
 _SEXES = {"male": "male", "female": "female", "other": "other", "unknown": "unknown"}
@@ -39,13 +39,23 @@ def demographics(patient: JSON | None, ctx: Context, facts: PatientFacts) -> Non
     if born is None:
         if "birthDate" in patient:
             ctx.issue(
-                "unusable-resource",
-                "Patient: birthDate unreadable",
+                "measure-unreadable",
+                "Age: the Patient's birthDate is unreadable: age-based checks did not run",
                 ref=f"Patient/{ctx.patient_id}",
+                measure="Age",
+                value_text="(birth date unreadable)",
             )
         return
     today = ctx.now.date()
     if born > today:
+        # A2 plausibility: an age below 0 is a typo; never guess an age from it
+        ctx.issue(
+            "measure-implausible",
+            f"Age: birth date {born.isoformat()} is after today: age-based checks did not run",
+            ref=f"Patient/{ctx.patient_id}",
+            measure="Age",
+            value_text=f"(born {born.isoformat()})",
+        )
         return
     facts.age_days = (today - born).days
     facts.age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
@@ -86,6 +96,8 @@ def assemble_patient(
     facts = PatientFacts()
     demographics(patient, ctx, facts)
     facts.inpatient = is_inpatient(encounters, encounter_id, ctx)
+    for kind in ("weight", "height", "egfr", "crcl"):
+        report_implausible(obs[kind], ctx)
     weight = _newest(obs["weight"])
     if weight is not None:
         facts.weight_kg = weight.value
@@ -99,6 +111,7 @@ def assemble_patient(
         RenalInputs(
             age=facts.age,
             sex=facts.sex,
+            inpatient=facts.inpatient,
             creatinine=obs["creatinine"],
             crcl=obs["crcl"],
             egfr=obs["egfr"],
@@ -178,8 +191,10 @@ def _pregnancy(facts: PatientFacts, series: list[Obs], flags: ConditionFlags, ct
         weeks = ga.value + (ctx.now - ga.when) / timedelta(weeks=1)
         if weeks > p.gestation_max_weeks:
             weeks = None
-    facts.pregnant = flags.pregnant or weeks is not None
-    if facts.pregnant and weeks is not None:
+    facts.pregnant = flags.pregnant or flags.pregnancy_third_trimester or weeks is not None
+    if facts.pregnant and weeks is None and flags.pregnancy_third_trimester:
+        facts.pregnancy_trimester = 3
+    elif facts.pregnant and weeks is not None:
         if weeks < p.trimester_2_from_weeks:
             facts.pregnancy_trimester = 1
         elif weeks < p.trimester_3_from_weeks:

@@ -12,6 +12,8 @@ Choice (the first available):
 3. a reported eGFR no older than the newest creatinine (any age), else one computed from the
    newest creatinine: CKD-EPI 2021 (age >= 18) or bedside Schwartz (under 18, height from the
    last ``height_for_schwartz_days``); failing that, an older reported eGFR.
+Recency beats rank: a measure whose input is stale (older than the pack's stale limit,
+outpatient or inpatient) ranks after every measure whose input is not.
 Sex missing or neither male nor female: both ways, the lower value.
 
 Decision recorded: "reported eGFR, else computed" is read with the freshness rule of step 1,
@@ -104,6 +106,7 @@ def _sexes(sex: str) -> tuple[list[str], SexUsed]:
 class RenalInputs:
     age: int | None
     sex: str
+    inpatient: bool
     creatinine: list[Obs]  # newest first, usable and unusable
     crcl: list[Obs]
     egfr: list[Obs]
@@ -202,17 +205,19 @@ def compute_renal(inp: RenalInputs, now: datetime, params: ClinicalParams) -> Re
     ckd_epi = _ckd_epi(inp, scr) if scr is not None and adult else None
     cg = _cg(inp, scr, weight, height_any, params) if scr and adult and weight else None
 
+    # Candidates in A5 rank order, each with the time of the input it rests on.
+    ranked: list[tuple[RenalMeasure, datetime]] = []
     if crcl is not None and (scr is None or crcl.when >= scr.when):
-        out.measure = _reported("crcl_measured", crcl, "mL/min")
-    elif cg is not None:
-        out.measure = cg
-    elif egfr is not None and egfr_fresh:
-        out.measure = _reported("egfr_reported", egfr, "mL/min/1.73m2")
-    elif ckd_epi is not None:
-        out.measure = ckd_epi
-    elif scr is not None and inp.age is not None and height_recent is not None:
+        ranked.append((_reported("crcl_measured", crcl, "mL/min"), crcl.when))
+    if cg is not None:
+        ranked.append((cg, cg.effective))
+    if egfr is not None and egfr_fresh:
+        ranked.append((_reported("egfr_reported", egfr, "mL/min/1.73m2"), egfr.when))
+    if ckd_epi is not None:
+        ranked.append((ckd_epi, ckd_epi.effective))
+    if scr is not None and inp.age is not None and not adult and height_recent is not None:
         assert scr.value is not None and height_recent.value is not None
-        out.measure = RenalMeasure(
+        schwartz = RenalMeasure(
             kind="egfr_schwartz",
             value=bedside_schwartz(height_recent.value, scr.value),
             unit="mL/min/1.73m2",
@@ -220,12 +225,22 @@ def compute_renal(inp: RenalInputs, now: datetime, params: ClinicalParams) -> Re
             creatinine_mg_dl=scr.value,
             source_ids=[scr.id, height_recent.id],
         )
-    elif egfr is not None:
-        out.measure = _reported("egfr_reported", egfr, "mL/min/1.73m2")
+        ranked.append((schwartz, scr.when))
+    if egfr is not None and not egfr_fresh:
+        ranked.append((_reported("egfr_reported", egfr, "mL/min/1.73m2"), egfr.when))
+    if crcl is not None and scr is not None and crcl.when < scr.when:
+        ranked.append((_reported("crcl_measured", crcl, "mL/min"), crcl.when))
+    # Recency beats rank (A5 revision, policy): a measure whose input is stale ranks after
+    # every measure whose input is not (a fresh reported eGFR before a Cockcroft-Gault from a
+    # 13-month-old creatinine). The sort is stable, so rank decides within each group.
+    stale_hours = (
+        params.renal_stale_hours_inpatient if inp.inpatient else params.renal_stale_hours_outpatient
+    )
+    ranked.sort(key=lambda m: (now - m[1]) / timedelta(hours=1) > stale_hours)
+    if ranked:
+        out.measure = ranked[0][0]
     elif scr is not None and inp.age is not None and not adult:
         out.needed_missing_height = True
-    elif crcl is not None:
-        out.measure = _reported("crcl_measured", crcl, "mL/min")
 
     for candidate in (
         egfr.value if egfr is not None and egfr_fresh else None,

@@ -33,6 +33,7 @@ EXT_TEXT_EXCLUDE = f"{BASE_URL}/StructureDefinition/text-exclude"
 LOCAL_SYSTEM = f"{BASE_URL}/CodeSystem/cds-local"
 TIMING_CODESYSTEM = "timing-abbreviation-frequency"
 GTS_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+PRESENTATION_VS = "units-of-presentation"
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
@@ -99,6 +100,7 @@ class Product:
     display: str
     form_kind: str  # "oral", "intrathecal", "unknown"
     strength: Strength | None
+    form: str = ""  # the dose form (its code, else its words): "same dose form" for a switch
 
 
 _MEMO_MAX = 50_000  # bound on memoised codes/texts (junk input must not grow memory)
@@ -118,6 +120,8 @@ class Terminology:
     timing_per_day: dict[str, float]  # upper-case abbreviation -> administrations per day
     timing_systems: frozenset[str]
     products: dict[tuple[str, str], Product]
+    # coded units of presentation (SNOMED CT 732936001 |Tablet|...): a dose in one is a count
+    presentation_codes: frozenset[tuple[str, str]] = frozenset()
     _code_memo: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict, repr=False)
     _text_memo: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
@@ -221,9 +225,14 @@ def _load_products(doc: dict[str, Any], valuesets: dict[str, ValueSet]) -> dict:
         med = entry["resource"]
         kind = medication_form_kind(med, valuesets)
         strength = medication_strength(med, valuesets)
+        form = med.get("form") or {}
+        form_key = next(
+            (f"{c.get('system')}|{c.get('code')}" for c in form.get("coding", [])),
+            str(form.get("text", "")).lower(),
+        )
         for c in med.get("code", {}).get("coding", []):
             out[(c["system"], c["code"])] = Product(
-                c["system"], c["code"], c.get("display", ""), kind, strength
+                c["system"], c["code"], c.get("display", ""), kind, strength, form_key
             )
     return out
 
@@ -244,7 +253,9 @@ def load_terminology(root: Path) -> Terminology:
         (root / "products" / "baclofen-products.json").read_text(encoding="utf-8")
     )
     products = _load_products(products_doc, valuesets)
-    return Terminology(valuesets, per_day, systems, products)
+    presentation = valuesets.get(PRESENTATION_VS)
+    codes = frozenset(presentation.codes) if presentation is not None else frozenset()
+    return Terminology(valuesets, per_day, systems, products, presentation_codes=codes)
 
 
 @cache

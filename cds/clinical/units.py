@@ -45,11 +45,15 @@ _VOLUME_ALIASES = {
     "millilitres": "mL",
     "cc": "mL",
 }
-_COUNT_ALIASES = {
-    "{tablet}": "tablet", "tablet": "tablet", "tablets": "tablet", "tab": "tablet",
-    "tabs": "tablet", "{tab}": "tablet", "{tbl}": "tablet",
-    "{packet}": "packet", "packet": "packet", "packets": "packet", "{sachet}": "packet",
-    "sachet": "packet", "sachets": "packet", "pkt": "packet",
+# Words for one unit of the product's presentation (A2 "count units"). A UCUM annotation's
+# text is free, so ``{pill}``, ``{Tablet}``, ``{tabs}`` and ``{tab(s)}`` are all read by
+# dropping the braces, a plural "s" and "(s)"; an annotation that names a mass or a volume
+# (``{mg}``) is not a count.
+_COUNT_WORDS = {
+    "tablet": "tablet", "tab": "tablet", "tbl": "tablet", "tbl.": "tablet", "pill": "tablet",
+    "caplet": "tablet", "capsule": "tablet", "cap": "tablet", "packet": "packet",
+    "sachet": "packet", "pkt": "packet", "granule packet": "packet",
+    "each": "each", "unit of presentation": "each",
 }  # fmt: skip
 # "each": a unit of presentation not named (a strength denominator of "1" or none).
 _EACH_ALIASES = {"1", "{each}", "each", "{unit}", "unit", "{dose}"}
@@ -96,19 +100,45 @@ def time_unit(text: str) -> str | None:
     return _TIME_ALIASES.get(text.strip().lower())
 
 
-def dose_unit(quantity: dict[str, Any]) -> tuple[str, str] | None:
+def count_word(text: str) -> str | None:
+    """The unit of presentation a count unit names ("tablet", "packet", "each"), or None."""
+    key = text.strip().lower()
+    if key.startswith("{") and key.endswith("}"):
+        key = key[1:-1].strip()
+    key = key.removesuffix("(s)").strip()
+    if key in _COUNT_WORDS:
+        return _COUNT_WORDS[key]
+    if key.endswith("s") and key[:-1] in _COUNT_WORDS:
+        return _COUNT_WORDS[key[:-1]]
+    return None
+
+
+def dose_unit(
+    quantity: dict[str, Any], presentation_codes: frozenset[tuple[str, str]] = frozenset()
+) -> tuple[str, str] | None:
     """Classify a dose Quantity's unit: ("mass", g|mg|ug), ("volume", mL) or ("count", ...).
 
-    The code is tried first, then the unit text (EHRs often send "mcg" only as text).
+    The code is tried first, then the unit text (EHRs often send "mcg" only as text). A count
+    is one unit of the product's presentation: a UCUM annotation or a word (``{pill}``,
+    ``{tablet}``, "tablet(s)", "TAB"), UCUM ``1`` (unity, with or without words), or a coded
+    unit of presentation (``presentation_codes``: SNOMED CT 732936001 |Tablet| and the like,
+    kept in a ValueSet).
     """
+    system = as_str(quantity.get("system"))
+    code = as_str(quantity.get("code"))
+    if system and code and (system.strip(), code.strip()) in presentation_codes:
+        return "count", "each"
     for text in _units_of(quantity):
         key = text.strip().lower()
         if key in _MASS_ALIASES:
             return "mass", _MASS_ALIASES[key]
         if key in _VOLUME_ALIASES:
             return "volume", "mL"
-        if key in _COUNT_ALIASES:
-            return "count", _COUNT_ALIASES[key]
+        word = count_word(key)
+        if word is not None:
+            return "count", word
+    if any(u.strip() == "1" for u in _units_of(quantity)):
+        return "count", "each"
     return None
 
 
@@ -124,10 +154,11 @@ def per_unit(quantity: Any) -> str | None:
         key = text.strip().lower()
         if key in _VOLUME_ALIASES:
             return "mL"
-        if key in _COUNT_ALIASES:
-            return _COUNT_ALIASES[key]
         if key in _EACH_ALIASES:
             return "each"
+        word = count_word(key)
+        if word is not None:
+            return word
     return None
 
 

@@ -33,6 +33,7 @@ class Finding:
     pack_version: str
     profile: str
     order: int = 0  # rule position in the pack: a stable tie-break
+    unless_offered: str | None = None  # see RuleDef.unless_offered
 
     @property
     def rank(self) -> int:

@@ -9,6 +9,7 @@ into one durable_rules session and turns each match into a ``Finding``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import string
@@ -32,7 +33,7 @@ from cds.clinical.params import ClinicalParams
 from cds.engine import conditions as cond
 from cds.engine.findings import Finding, SuggestionSpec
 from cds.engine.runtime import RuleRuntime, default_runtime
-from cds.engine.schema import HOOKS, PackDef, RuleDef
+from cds.engine.schema import HOOKS, SUGGESTION_PARAMS, DispensingDef, PackDef, RuleDef
 from cds.errors import PackError
 
 SEVERITIES = ("info", "warning", "critical")
@@ -81,6 +82,15 @@ ALWAYS_PRESENT: dict[str, frozenset[str]] = {
 }
 
 
+# Template format specs that write a count with its noun, singular or plural.
+COUNT_WORDS = {
+    "days": ("day", "days"),
+    "hours": ("hour", "hours"),
+    "weeks": ("week", "weeks"),
+    "doses": ("dose", "doses"),
+}
+
+
 class _SafeFormatter(string.Formatter):
     """Formats templates; a missing fact reads "unknown" and floats read naturally."""
 
@@ -88,6 +98,11 @@ class _SafeFormatter(string.Formatter):
         return kwargs.get(key, "unknown") if isinstance(key, str) else "unknown"
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec in COUNT_WORDS:  # {days_on_current:days} -> "1 day", "3 days"
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return str(value)
+            one, many = COUNT_WORDS[format_spec]
+            return f"{fmt_number(float(value))} {one if abs(value - 1) < 1e-9 else many}"
         if not format_spec:
             return fmt_number(value) if isinstance(value, float) else str(value)
         try:
@@ -129,6 +144,7 @@ class CompiledRule:
     group: str | None
     position: int
     conditions: tuple[dict[str, Any], ...]  # one durable_rules rule per DNF term
+    unless_offered: str | None
     tree: Any = field(compare=False, repr=False)
 
 
@@ -147,6 +163,7 @@ class CompiledPack:
     clinical: ClinicalParams
     profile_values: dict[str, Any]
     tables: dict[str, Any]
+    dispensing: DispensingDef | None
     digest: str
     source_dir: Path
     runtime: RuleRuntime = field(repr=False, default_factory=default_runtime)
@@ -204,6 +221,7 @@ class CompiledPack:
             pack_version=self.version,
             profile=self.profile,
             order=rule.position,
+            unless_offered=rule.unless_offered,
         )
 
     def rules_resting_on_policy_only(self) -> list[str]:
@@ -288,10 +306,27 @@ def compile_pack(
         raise PackError(f"no profile {profile!r} (has {sorted(pack.profiles)})", file=main)
     evidence = {e.id: e.model_dump(exclude_none=True) for e in pack.evidence}
     try:
-        clinical = ClinicalParams(**pack.clinical)
+        # clinical parameters may name a table number the rules also use ("@tables.x"),
+        # so the two cannot drift apart
+        scope = cond.Resolver(
+            {"profile": pack.profiles[profile], "tables": pack.tables}, "clinical"
+        )
+        clinical = ClinicalParams(**{k: scope.value(v) for k, v in pack.clinical.items()})
     except ValidationError as exc:
         loc, msg = _pydantic_message(exc)
         raise PackError(msg, file=main, field=f"clinical.{loc}") from None
+    dispensing = None
+    if "dispensing" in pack.tables:
+        raw = scope.value(pack.tables["dispensing"])
+        try:
+            dispensing = DispensingDef.model_validate(
+                {k: scope.value(v) for k, v in dict(raw).items()}
+            )
+        except (ValidationError, TypeError, ValueError) as exc:
+            loc, msg = (
+                _pydantic_message(exc) if isinstance(exc, ValidationError) else ("", str(exc))
+            )
+            raise PackError(msg, file=main, field=f"tables.dispensing.{loc}".rstrip(".")) from None
     for rid in pack.default_override_reasons:
         if rid not in pack.override_reasons:
             raise PackError(
@@ -338,6 +373,15 @@ def compile_pack(
             )
     if not rules:
         raise PackError(f"no rules for profile {profile!r}", file=main)
+    dosing = sorted(
+        r.id for r in rules.values() if r.suggestion and r.suggestion.kind != "remove_draft"
+    )
+    if dosing and dispensing is None:
+        raise PackError(
+            f"rules suggest doses ({dosing[0]}, ...) but the pack has no tables.dispensing "
+            "(rounding, unit_fractions, liquid_step_ml)",
+            file=main,
+        )
     digest = hashlib.sha256(
         json.dumps(
             [pack.version, profile, {k: r.conditions for k, r in rules.items()}],
@@ -357,6 +401,7 @@ def compile_pack(
         clinical=clinical,
         profile_values=dict(pack.profiles[profile]),
         tables=dict(pack.tables),
+        dispensing=dispensing,
         digest=digest,
         source_dir=folder,
         runtime=runtime or default_runtime(),
@@ -406,8 +451,23 @@ def _compile_rule(
         suggestion = None
         if rdef.suggestion and rdef.suggestion.kind != "none":
             params = {
-                k: resolver(f"suggestion.{k}").value(v) for k, v in rdef.suggestion.params.items()
+                k: resolver(f"suggestion.params.{k}").value(v)
+                for k, v in rdef.suggestion.params.items()
             }
+            model = SUGGESTION_PARAMS[rdef.suggestion.kind]
+            try:
+                checked = model.model_validate(params)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                name = str(err["loc"][0]) if err["loc"] else ""
+                msg = err["msg"]
+                if err["type"] == "extra_forbidden":
+                    hint = difflib.get_close_matches(name, list(model.model_fields), n=1)
+                    msg = f"unknown parameter {name!r} for {rdef.suggestion.kind}" + (
+                        f"; did you mean {hint[0]!r}?" if hint else ""
+                    )
+                raise PackError(msg, field=f"suggestion.params.{name}".rstrip(".")) from None
+            params = checked.model_dump(exclude_none=True)
             suggestion = SuggestionSpec(rdef.suggestion.kind, params)
         for ev in rdef.evidence:
             if ev not in evidence:
@@ -438,6 +498,7 @@ def _compile_rule(
         group=rdef.group,
         position=position,
         conditions=tuple({"all": [{"m": cond.conjunction_to_durable(t)}]} for t in terms),
+        unless_offered=rdef.unless_offered,
         tree=tree,
     )
 

@@ -42,8 +42,55 @@ class OverrideReason(_Strict):
 
 
 class SuggestionDef(_Strict):
-    kind: Literal["dose_limit", "titration_step", "taper", "none"]
+    kind: Literal["dose_limit", "titration_step", "taper", "remove_draft", "none"]
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+# Each suggestion kind's parameters, checked once the pack's references are resolved: a typo
+# ("dialy_max") or a missing number fails ``cds rules check``, not a request at 3 a.m.
+class DoseLimitParams(_Strict):
+    daily_max: float | None = None
+    daily_max_new_start: float | None = None
+    daily_max_per_kg: float | None = None
+    fraction_of_ordered: float | None = None
+    single_max: float | None = None
+
+
+class TitrationStepParams(_Strict):
+    step_per_admin: float
+    min_interval_days: float
+    adult_age: float
+    min_interval_days_paediatric: float | None = None
+    start_per_admin: float | None = None
+    start_admin_per_day: int | None = None
+
+
+class TaperParams(_Strict):
+    step_per_admin: float
+    interval_days: float
+    floor_per_admin: float
+
+
+class NoParams(_Strict):
+    pass
+
+
+class DispensingDef(_Strict):
+    """A pack's dispensing policy (``tables.dispensing``): what a suggested dose may be."""
+
+    rounding: float = Field(gt=0)  # suggested amounts are multiples of this (route unit)
+    unit_fractions: list[float] = Field(min_length=1)  # [1, 0.5]: whole or half units
+    liquid_step_ml: float = Field(gt=0)
+    max_units: float | None = None  # units of presentation per administration
+
+
+SUGGESTION_PARAMS: dict[str, type[_Strict]] = {
+    "dose_limit": DoseLimitParams,
+    "titration_step": TitrationStepParams,
+    "taper": TaperParams,
+    "remove_draft": NoParams,
+    "none": NoParams,
+}
 
 
 class ForEach(_Strict):
@@ -72,6 +119,10 @@ class RuleDef(_Strict):
     override_reasons: list[str] = Field(default_factory=list)
     group: str | None = None  # a fact field that splits cards (interactions: drug_class)
     when_then: str | None = None  # plain-words When/Then for reviewers
+    # Drop this finding when the order's new dose is not below the dose suggestion that the
+    # named category would offer for the dose before the change (A6: a step-down to the
+    # renal suggestion as offered is not abrupt). Decided after the engine, by the pipeline.
+    unless_offered: Category | None = None
 
 
 class PackDef(_Strict):

@@ -4,6 +4,13 @@ This is the one place a hook call's resources become cards; ``POST /cds-services
 ``cds evaluate``, the vignette runner and the property kit all call ``evaluate`` so that
 tests exercise the path production runs. CPU-only and synchronous: the web layer runs it
 in a worker thread.
+
+Steps per pack: facts (clinical) -> findings (engine) -> the "as offered" exceptions a rule
+declares (``unless_offered``: a step-down to the renal suggestion is not abrupt) -> one card
+per (order, category, group) with its suggestions, each planned by its kind's planner and
+re-checked (``cds.hooks.recheck``): a suggestion that would loop is repaired (a taper or
+"continue" that breaks a renal limit starts at the limit) or dropped with the reason in the
+card.
 """
 
 from __future__ import annotations
@@ -14,26 +21,36 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts
 from cds.clinical.facts import ClinicalFacts, OrderFacts
+from cds.clinical.terminology import get_terminology
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
+from cds.hooks.recheck import LoopProblem, accepted, apply_action, loop_problems
 from cds.suggestions import (
+    Dispenser,
+    DispensingPolicy,
+    DosePlan,
     Suggestion,
+    continue_resource,
     describe_taper,
     dose_plan,
     dose_resource,
-    fmt_dose,
-    freq_words,
+    dose_words,
+    product_note,
     taper_for,
     taper_resource,
 )
+from cds.suggestions.dose import DOSE_KINDS
+
+__all__ = ["Evaluation", "apply_action", "evaluate", "run_rules"]
 
 log = logging.getLogger("cds.pipeline")
 DOSE_CATEGORIES = ("dose-ceiling", "titration-rate", "renal-adjustment")
+EPS = 1e-6
+MAX_REPAIRS = 3
 
 
 @dataclass
@@ -49,126 +66,346 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 3)
 
 
+def dispenser_for(pack: CompiledPack) -> Dispenser:
+    d = pack.dispensing
+    policy = (
+        DispensingPolicy(
+            rounding=d.rounding,
+            unit_fractions=tuple(d.unit_fractions),
+            liquid_step_ml=d.liquid_step_ml,
+            max_units=d.max_units,
+        )
+        if d is not None
+        else DispensingPolicy()
+    )
+    return Dispenser(policy, get_terminology().products.values())
+
+
 def run_rules(
-    inp: HookInput, pack: CompiledPack, now: datetime
+    inp: HookInput, pack: CompiledPack, now: datetime, *, offers: bool = True
 ) -> tuple[ClinicalFacts, list[Finding]]:
+    """Facts and findings of one pack, with the rules' "as offered" exceptions applied."""
     facts = extract_facts(inp, now=now, params=pack.clinical)
-    return facts, pack.evaluate(facts)
+    findings = pack.evaluate(facts)
+    if offers and any(f.unless_offered for f in findings):
+        findings = _apply_offers(inp, pack, now, facts, findings)
+    return facts, findings
 
 
-def apply_action(inp: HookInput, action: dict[str, Any]) -> HookInput:
-    """The hook input as it would be had the clinician accepted ``action``."""
-    res = action.get("resource")
-    drafts = list(inp.draft_orders)
-    if action["type"] == "update" and isinstance(res, dict):
-        drafts = [res if d.get("id") == res.get("id") else d for d in drafts]
-        if not any(d.get("id") == res.get("id") for d in inp.draft_orders):
-            drafts.append(res)
-    elif action["type"] == "create" and isinstance(res, dict):
-        drafts.append(res)
+def _prior_trial(inp: HookInput, order: OrderFacts) -> HookInput | None:
+    """The request with the draft carrying the dose before the change (its replaced order's
+    dosage and product), so the suggestion "computed from the dose before the change" is the
+    one the pipeline would really offer for it."""
+    if order.resource is None or order.current_resource is None:
+        return None
+    prior = copy.deepcopy(order.current_resource)
+    for key in ("id", "status", "priorPrescription", "authoredOn", "intent"):
+        if key in order.resource:
+            prior[key] = copy.deepcopy(order.resource[key])
+        else:
+            prior.pop(key, None)
+    if prior.get("status") in ("stopped", "cancelled", "on-hold"):
+        prior["status"] = "draft"
+    drafts = [prior if d.get("id") == order.resource.get("id") else d for d in inp.draft_orders]
     return replace(inp, draft_orders=drafts)
 
 
-def trial_findings(
-    inp: HookInput, pack: CompiledPack, now: datetime, suggestion: Suggestion
+def _offered_daily(
+    inp: HookInput, pack: CompiledPack, now: datetime, order: OrderFacts, category: str
+) -> float | None:
+    """Daily dose of this order the ``category`` card would offer for the dose before the
+    change, as offered (rounded, split, dispensable); None when it offers none."""
+    trial = _prior_trial(inp, order)
+    if trial is None:
+        return None
+    facts, findings = run_rules(trial, pack, now, offers=False)
+    torder = next((o for o in facts.orders if o.order_id == order.order_id), None)
+    mine = [f for f in findings if f.order_id == order.order_id]
+    if torder is None or not any(f.category == category and f.suggestion for f in mine):
+        return None
+    specs = [f for f in mine if f.category in DOSE_CATEGORIES and f.suggestion]
+    plan = dose_plan(torder, facts.patient, specs, dispenser=dispenser_for(pack), now=now)
+    return plan.daily if plan is not None else None
+
+
+def _apply_offers(
+    inp: HookInput, pack: CompiledPack, now: datetime, facts: ClinicalFacts, findings: list[Finding]
 ) -> list[Finding]:
-    """Findings as they would be had the clinician accepted ``suggestion``."""
-    trial = inp
-    for a in suggestion.actions:
-        trial = apply_action(trial, a)
-    if inp.hook == "patient-view":
-        # the regimen under review is active: check the fix as an order being signed
-        trial = replace(trial, hook="order-sign")
-    return run_rules(trial, pack, now)[1]
+    orders = {o.order_id: o for o in facts.orders}
+    offered: dict[tuple[str, str], float | None] = {}
+    kept = []
+    for f in findings:
+        order = orders.get(f.order_id)
+        if f.unless_offered and order is not None and order.continuing:
+            key = (f.order_id, f.unless_offered)
+            if key not in offered:
+                offered[key] = _offered_daily(inp, pack, now, order, f.unless_offered)
+            dose = offered[key]
+            own = order.first_step_daily
+            if dose is not None and own is not None and own >= dose - EPS:
+                continue  # a step-down to the suggestion as offered: not abrupt
+        kept.append(f)
+    return kept
 
 
-def is_safe(
-    after: list[Finding], suggestion: Suggestion, order_id: str, category: str, severity: str
-) -> bool:
-    """Accepting must fire none of the rules behind the fix, nor raise the card's category."""
-    rank = SEVERITY_RANK[severity]
-    for f in after:
-        if f.order_id != order_id:
-            continue
-        if f.rule_id in suggestion.rule_ids:
-            return False
-        if f.category == category and f.rank > rank:
-            return False
-    return True
+class _Planner:
+    """Plans, re-checks and repairs the suggestions of one pack's cards for one call."""
 
+    def __init__(
+        self,
+        inp: HookInput,
+        pack: CompiledPack,
+        now: datetime,
+        facts: ClinicalFacts,
+        findings: list[Finding],
+        recheck: bool,
+    ) -> None:
+        self.inp, self.pack, self.now, self.facts = inp, pack, now, facts
+        self.findings, self.recheck = findings, recheck
+        self.orders = {o.order_id: o for o in facts.orders}
+        self.by_order: dict[str, list[Finding]] = {}
+        for f in findings:
+            self.by_order.setdefault(f.order_id, []).append(f)
+        self.dispenser = dispenser_for(pack)
+        self._dose: dict[str, Suggestion | None] = {}
+        self._checked: dict[int, tuple[Suggestion, Suggestion | None, str | None]] = {}
+        self.dropped: list[str] = []
 
-def _dose_suggestion(
-    order: OrderFacts,
-    facts: ClinicalFacts,
-    findings: list[Finding],
-    pack: CompiledPack,
-    now: datetime,
-) -> Suggestion | None:
-    dose_findings = [f for f in findings if f.category in DOSE_CATEGORIES and f.suggestion]
-    rounding = float(pack.tables.get("rounding_mg", 2.5))
-    plan = dose_plan(order, facts.patient, dose_findings, rounding=rounding, now=now)
-    if plan is None:
-        return None
-    resource = dose_resource(order, plan)
-    if resource is None:
-        return None
-    when = f" from {plan.start.date().isoformat()}" if plan.start else ""
-    label = f"Change to {fmt_dose(plan.per_admin)} mg {freq_words(plan.admin_per_day)}{when}"
-    if order.strength_per_ml and (order.dose_unit_written or "").lower() == "ml":
-        label += f" ({fmt_dose(plan.per_admin / order.strength_per_ml)} mL)"
-    action = {"type": "update", "description": label, "resource": resource}
-    return Suggestion(
-        label=label,
-        actions=(action,),
-        recommended=True,
-        kind="dose",
-        rule_ids=tuple(f.rule_id for f in dose_findings),
-    )
+    # ---- planners, one per suggestion kind ----------------------------------------------
 
-
-def _withdrawal_suggestions(
-    order: OrderFacts, card_findings: list[Finding], now: datetime
-) -> list[Suggestion]:
-    out: list[Suggestion] = []
-    taper_f = next(
-        (f for f in card_findings if f.suggestion and f.suggestion.kind == "taper"), None
-    )
-    if taper_f is None or order.resource is None:
-        return out
-    rule_ids = tuple(f.rule_id for f in card_findings if f.suggestion)
-    planned = taper_for(order, taper_f, now=now)
-    if planned:
-        steps, target = planned
-        resource = taper_resource(order, steps, target)
-        if resource is not None:
-            label = "Taper: " + describe_taper(steps, target)
-            out.append(
-                Suggestion(
-                    label=label,
-                    actions=({"type": "update", "description": label, "resource": resource},),
-                    recommended=True,
-                    kind="taper",
-                    rule_ids=rule_ids,
-                )
-            )
-    if order.change == "stop":
-        # continue what the patient takes now: the active order's dosage, not the draft's
-        cont = copy.deepcopy(order.resource)
-        cont["status"] = "active"
-        current = order.current_resource or {}
-        if isinstance(current.get("dosageInstruction"), list):
-            cont["dosageInstruction"] = copy.deepcopy(current["dosageInstruction"])
-        label = "Continue the current dose (do not stop abruptly)"
-        out.append(
-            Suggestion(
-                label=label,
-                actions=({"type": "update", "description": label, "resource": cont},),
-                recommended=False,
-                kind="continue",
-                rule_ids=rule_ids,
-            )
+    def dose(self, order: OrderFacts, *, base_daily: float | None = None) -> Suggestion | None:
+        fs = [
+            f
+            for f in self.by_order.get(order.order_id, [])
+            if f.category in DOSE_CATEGORIES and f.suggestion and f.suggestion.kind in DOSE_KINDS
+        ]
+        plan = dose_plan(
+            order,
+            self.facts.patient,
+            fs,
+            dispenser=self.dispenser,
+            now=self.now,
+            base_daily=base_daily,
         )
-    return out
+        if plan is None:
+            return None
+        resource = dose_resource(order, plan)
+        if resource is None:
+            return None
+        when = f" from {plan.start.date().isoformat()}" if plan.start else ""
+        label = f"Change to {dose_words(plan.per_admin, plan.admin_per_day, order.prn)}{when}"
+        label += product_note(plan.dispensed)
+        action = {"type": "update", "description": label, "resource": resource}
+        return Suggestion(
+            label=label,
+            actions=(action,),
+            recommended=True,
+            kind="dose",
+            rule_ids=tuple(f.rule_id for f in fs),
+            categories=tuple(sorted({f.category for f in fs})),
+            meta={"base_daily": base_daily},
+        )
+
+    def taper(
+        self, order: OrderFacts, fs: list[Finding], first: DosePlan | None = None
+    ) -> Suggestion | None:
+        spec = next((f for f in fs if f.suggestion and f.suggestion.kind == "taper"), None)
+        if spec is None or order.resource is None:
+            return None
+        planned = taper_for(order, spec, now=self.now, first=first)
+        if not planned:
+            return None
+        steps, target = planned
+        amounts = [s.per_admin for s in steps if s.end is not None]
+        if target is not None:
+            amounts.append(target.per_admin)
+        dispensed = self.dispenser.choose(
+            product=order.product, strength=order.strength, route_unit="mg", amounts=amounts
+        )
+        if dispensed is None:
+            return None
+        resource = taper_resource(order, steps, target, dispensed)
+        if resource is None:
+            return None
+        label = "Taper: " + describe_taper(steps, target) + product_note(dispensed)
+        return Suggestion(
+            label=label,
+            actions=({"type": "update", "description": label, "resource": resource},),
+            recommended=True,
+            kind="taper",
+            rule_ids=tuple(f.rule_id for f in fs if f.suggestion),
+            categories=("withdrawal-risk",),
+        )
+
+    def keep_taking(
+        self, order: OrderFacts, fs: list[Finding], plan: DosePlan | None = None
+    ) -> Suggestion | None:
+        """ "Continue the current dose" for an abrupt stop (or, repaired, the allowed dose)."""
+        if order.change != "stop" or not any(f.suggestion for f in fs):
+            return None
+        resource = continue_resource(order, plan, self.now)
+        if resource is None:
+            return None
+        if plan is None:
+            label = "Continue the current dose (do not stop abruptly)"
+        else:
+            label = (
+                f"Continue at {dose_words(plan.per_admin, plan.admin_per_day)}, the highest "
+                f"dose the limits allow{product_note(plan.dispensed)} (do not stop abruptly)"
+            )
+        return Suggestion(
+            label=label,
+            actions=({"type": "update", "description": label, "resource": resource},),
+            recommended=False,
+            kind="continue",
+            rule_ids=tuple(f.rule_id for f in fs if f.suggestion),
+            categories=("withdrawal-risk",),
+        )
+
+    def remove(self, order: OrderFacts, fs: list[Finding]) -> Suggestion | None:
+        """Remove a draft that duplicates an active order (a renewal sent as a second order)."""
+        if not order.is_draft or order.resource is None or not order.duplicate_ids:
+            return None
+        rid = f"{order.resource.get('resourceType', 'MedicationRequest')}/{order.order_id}"
+        label = f"Remove this order: it duplicates {', '.join(order.duplicate_ids[:2])}"
+        return Suggestion(
+            label=label,
+            actions=({"type": "delete", "description": label, "resourceId": rid},),
+            recommended=False,
+            kind="remove",
+            rule_ids=tuple(
+                f.rule_id for f in fs if f.suggestion and f.suggestion.kind == "remove_draft"
+            ),
+            categories=(),
+        )
+
+    def planned(self, order: OrderFacts, category: str, fs: list[Finding]) -> list[Suggestion]:
+        out: list[Suggestion] = []
+        kinds = {f.suggestion.kind for f in fs if f.suggestion}
+        if category in DOSE_CATEGORIES and kinds & set(DOSE_KINDS):
+            if order.order_id not in self._dose:
+                self._dose[order.order_id] = self.dose(order)
+            if self._dose[order.order_id] is not None:
+                out.append(self._dose[order.order_id])  # type: ignore[arg-type]
+        if "taper" in kinds:
+            out += [s for s in (self.taper(order, fs), self.keep_taking(order, fs)) if s]
+        # A duplicate order is what every dose card on it is about: each offers its removal
+        order_fs = self.by_order.get(order.order_id, [])
+        dup = [f for f in order_fs if f.suggestion and f.suggestion.kind == "remove_draft"]
+        if "remove_draft" in kinds or (dup and category in DOSE_CATEGORIES):
+            s = self.remove(order, dup)
+            out += [s] if s else []
+        return out
+
+    # ---- the re-check, and repairs ------------------------------------------------------
+
+    def _trial(self, s: Suggestion) -> tuple[ClinicalFacts, list[Finding]]:
+        return run_rules(accepted(self.inp, s), self.pack, self.now)
+
+    def checked(self, s: Suggestion, order: OrderFacts) -> tuple[Suggestion | None, str | None]:
+        """``s``, a repaired replacement, or None and why (cached per suggestion object: a
+        dose suggestion is shared by every dose card of its order). The cache keeps ``s``
+        alive with its result, so an id is never reused for another suggestion."""
+        hit = self._checked.get(id(s))
+        if hit is None or hit[0] is not s:
+            hit = (s, *self._check(s, order))
+            self._checked[id(s)] = hit
+        return hit[1], hit[2]
+
+    def _why(self, problems: list[LoopProblem]) -> str:
+        """Plain words for a reviewer: which card would stay or appear after the fix."""
+        parts = []
+        for p in problems[:3]:
+            rule = self.pack.rules.get(p.rule_id)
+            title = rule.title if rule else p.rule_id
+            verb = "would remain" if p.kind == "stays" else "would appear"
+            parts.append(f"the {p.severity} \u201c{title}\u201d {verb}")
+        return "; ".join(parts)
+
+    def _check(self, s: Suggestion, order: OrderFacts) -> tuple[Suggestion | None, str | None]:
+        current: Suggestion | None = s
+        problems: list[LoopProblem] = []
+        for _ in range(MAX_REPAIRS):
+            assert current is not None
+            tfacts, tfind = self._trial(current)
+            problems = loop_problems(
+                before=self.findings,
+                after=tfind,
+                order_id=order.order_id,
+                addressed=current.categories,
+                removes_order=current.kind == "remove",
+            )
+            if not problems:
+                return current, None
+            current = self._repair(current, order, tfacts, tfind)
+            if current is None:
+                break
+        return None, self._why(problems)
+
+    def _repair(
+        self, s: Suggestion, order: OrderFacts, tfacts: ClinicalFacts, tfind: list[Finding]
+    ) -> Suggestion | None:
+        """A replacement that may not loop: a taper or "continue" that breaks a dose limit
+        starts at (continues at) the dose the limits allow; a dose fix that would be an abrupt
+        step-down is computed from the dose before the change (the A6 exception)."""
+        if s.kind in ("taper", "continue"):
+            torder = next((o for o in tfacts.orders if o.order_id == order.order_id), None)
+            specs = [
+                f
+                for f in tfind
+                if f.order_id == order.order_id and f.category in DOSE_CATEGORIES and f.suggestion
+            ]
+            if torder is None or not specs:
+                return None
+            cap = dose_plan(
+                replace(torder, is_taper=False, first_step_daily=torder.daily),
+                tfacts.patient,
+                specs,
+                dispenser=self.dispenser,
+                now=self.now,
+                limits_only=True,
+            )
+            if cap is None:
+                return None
+            fs = self.by_order.get(order.order_id, [])
+            fs = [f for f in fs if f.category == "withdrawal-risk"]
+            if s.kind == "taper":
+                if s.meta.get("first") is not None:
+                    return None
+                fixed = self.taper(order, fs, first=cap)
+                return replace(fixed, meta={"first": cap}) if fixed else None
+            if s.meta.get("plan") is not None:
+                return None
+            fixed = self.keep_taking(order, fs, plan=cap)
+            return replace(fixed, meta={"plan": cap}) if fixed else None
+        if s.kind == "dose" and s.meta.get("base_daily") is None:
+            if order.prior_daily is None or not any(
+                f.order_id == order.order_id and f.category == "withdrawal-risk" for f in tfind
+            ):
+                return None
+            return self.dose(order, base_daily=order.prior_daily)
+        return None
+
+    def offered(
+        self, order: OrderFacts | None, category: str, fs: list[Finding]
+    ) -> tuple[list[Suggestion], list[str]]:
+        if order is None or not any(f.suggestion for f in fs):
+            return [], []
+        suggestions = self.planned(order, category, fs)
+        if not self.recheck:
+            return suggestions, []
+        kept, notes = [], []
+        for s in suggestions:
+            good, why = self.checked(s, order)
+            if good is not None:
+                kept.append(good)
+                continue
+            self.dropped.append(f"{order.order_id}:{category}:{s.kind}")
+            log.warning(
+                "suggestion dropped by re-check: rule %s order %s", fs[0].rule_id, order.order_id
+            )
+            notes.append(f"\u201c{s.label}\u201d is not offered: after it, {why}.")
+        return kept, notes
 
 
 def evaluate(
@@ -186,43 +423,14 @@ def evaluate(
         timings["facts"] = timings.get("facts", 0) + _ms(t0)
         t0 = time.perf_counter()
         findings = pack.evaluate(facts)
+        if any(f.unless_offered for f in findings):
+            findings = _apply_offers(inp, pack, now, facts, findings)
         timings["engine"] = timings.get("engine", 0) + _ms(t0)
         t0 = time.perf_counter()
-        orders = {o.order_id: o for o in facts.orders}
-        by_order: dict[str, list[Finding]] = {}
-        for f in findings:
-            by_order.setdefault(f.order_id, []).append(f)
-        dose_cache: dict[str, Suggestion | None] = {}
-        trial_cache: dict[int, list[Finding]] = {}
+        planner = _Planner(inp, pack, now, facts, findings, recheck)
         for (order_id, category, _group), fs in group_findings(findings).items():
-            order = orders.get(order_id)
-            suggestions: list[Suggestion] = []
-            if order is not None and any(f.suggestion for f in fs):
-                if category in DOSE_CATEGORIES:
-                    if order_id not in dose_cache:
-                        dose_cache[order_id] = _dose_suggestion(
-                            order, facts, by_order[order_id], pack, now
-                        )
-                    s = dose_cache[order_id]
-                    suggestions = [s] if s else []
-                elif category == "withdrawal-risk":
-                    suggestions = _withdrawal_suggestions(order, fs, now)
-            if recheck and suggestions:
-                kept = []
-                for s in suggestions:
-                    if s.kind != "continue":
-                        if id(s) not in trial_cache:
-                            trial_cache[id(s)] = trial_findings(inp, pack, now, s)
-                        if not is_safe(trial_cache[id(s)], s, order_id, category, fs[0].severity):
-                            dropped.append(f"{order_id}:{category}:{s.kind}")
-                            log.warning(
-                                "suggestion dropped by re-check: rule %s order %s",
-                                fs[0].rule_id,
-                                order_id,
-                            )
-                            continue
-                    kept.append(s)
-                suggestions = kept
+            order = planner.orders.get(order_id)
+            suggestions, notes = planner.offered(order, category, fs)
             all_cards.append(
                 build_card(
                     findings=fs,
@@ -232,8 +440,10 @@ def evaluate(
                     override_reasons=pack.override_reasons,
                     label=pack.label,
                     suggestions=suggestions,
+                    notes=notes,
                 )
             )
+        dropped += planner.dropped
         timings["cards"] = timings.get("cards", 0) + _ms(t0)
         all_findings.extend(findings)
     assert facts is not None, "at least one pack is always loaded"

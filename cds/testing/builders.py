@@ -32,6 +32,8 @@ PRODUCTS: dict[str, tuple[str, str]] = {
     "susp5": ("2593376", "baclofen 5 MG/ML Oral Suspension"),
     "itb50": ("1047437", "baclofen 0.05 MG/ML Injection (intrathecal screening)"),
     "ingredient": ("1292", "baclofen"),
+    # another drug coded by RxNorm only, as many EHRs send it (no ATC)
+    "clonazepam-rxnorm": ("2598", "clonazepam 0.5 MG Oral Tablet"),
 }
 # other drugs: key -> (RxNorm ingredient, name, ATC)
 OTHER_DRUGS: dict[str, tuple[str, str, str]] = {

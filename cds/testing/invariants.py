@@ -23,8 +23,12 @@ monotonic in dose              a higher dose never removes a dose-ceiling card o
 monotonic in renal function    worse renal function never removes a renal card or lowers
                                its severity
 monotonic in interactions      adding an interacting drug never removes a card
-safe suggestions               accepting a suggestion fires none of the rules behind it and
-                               raises no card of its category on that order (no alert loop)
+safe suggestions               accepting a suggestion the pack makes (before the service's
+                               own re-check) fires none of the rules behind it and raises
+                               no card of its category on that order
+no alert loops                 accepting any suggestion the service offers leaves no card
+                               above info in its category on that order, and raises no new
+                               or worse card (every category; production re-check included)
 order independence             shuffling prefetch resources or draft orders changes nothing
 =============================  =============================================================
 
@@ -45,6 +49,7 @@ administrations per day).
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import itertools
 import json
@@ -80,6 +85,7 @@ from cds.engine.registry import PackRegistry
 from cds.errors import RequestError
 from cds.hooks.pipeline import Evaluation, apply_action, evaluate
 from cds.hooks.prefetch import render_template, resolve_prefetch
+from cds.hooks.recheck import accepted
 from cds.hooks.request import parse_hook_call, require_patient
 from cds.hooks.services import SERVICES
 from cds.settings import Settings
@@ -109,6 +115,7 @@ __all__ = [
     "check_determinism",
     "check_dose_monotonicity",
     "check_interaction_monotonicity",
+    "check_no_alert_loops",
     "check_order_independence",
     "check_prefetch_equivalence",
     "check_renal_monotonicity",
@@ -944,6 +951,59 @@ def check_suggestions_safe(request: JSON, packs: Packs, now: datetime) -> None:
                     )
 
 
+# Categories whose offered suggestions ``check_no_alert_loops`` accepted (a test reads it to
+# prove the generated requests exercised every category, so the property cannot pass empty).
+NO_LOOP_EXERCISED: collections.Counter[str] = collections.Counter()
+
+
+def check_no_alert_loops(request: JSON, packs: Packs, now: datetime) -> None:
+    """Accepting any suggestion the service offers (all its actions) and evaluating again
+    leaves, on that order, no card above info in the card's category, and no card above info
+    that was not there before (or was less severe): "no alert loops", every category.
+
+    Checked on what production offers (the re-check and its repairs included), at the level
+    of the cards an EHR would show; cards the fix has nothing to do with (an interaction
+    beside a renal fix) may stay. A removed duplicate order is judged on every order.
+    """
+    name = "no alert loops"
+    plist = pack_list(packs)
+    with _quiet():
+        out = run_request(request, plist, now)
+        if out.status != 200 or out.hook_input is None:
+            return
+        for card in out.cards:
+            for s in card.suggestions:
+                removes = any(a.get("type") == "delete" for a in s.actions)
+                scope = None if removes else card.order_id
+                was: dict[tuple[str, str], int] = {}
+                for c in out.cards:
+                    if scope is None or c.order_id == scope:
+                        key = (c.category, c.group)
+                        was[key] = max(was.get(key, 0), SEVERITY_RANK[c.card["indicator"]])
+                after = evaluate(accepted(out.hook_input, s), plist, now=now)
+                NO_LOOP_EXERCISED[card.category] += 1
+                bad = []
+                for c in after.cards:
+                    rank = SEVERITY_RANK[c.card["indicator"]]
+                    if rank <= SEVERITY_RANK["info"] or (scope is not None and c.order_id != scope):
+                        continue
+                    if c.category == card.category and c.order_id == card.order_id:
+                        bad.append(
+                            f"{c.category} {c.card['indicator']} remains ({c.card['summary']})"
+                        )
+                    elif rank > was.get((c.category, c.group), 0):
+                        bad.append(
+                            f"{c.category} {c.card['indicator']} appears ({c.card['summary']})"
+                        )
+                if bad:
+                    raise InvariantViolation(
+                        name,
+                        f"accepting '{s.label}' on the {card.category} {card.card['indicator']} "
+                        f"card of {card.order_id}: " + "; ".join(bad),
+                        request,
+                    )
+
+
 def check_order_independence(request: JSON, packs: Packs, now: datetime, *, seed: int = 0) -> None:
     """Prefetch Bundle entries and draft orders shuffled (``random.Random(seed)``): the
     same cards."""
@@ -1125,6 +1185,9 @@ INVARIANTS: tuple[Invariant, ...] = (
         },
     ),
     Invariant("safe suggestions", check_suggestions_safe, _order_requests),
+    Invariant(
+        "no alert loops", check_no_alert_loops, lambda now: strat.suggestion_requests(now=now)
+    ),
     Invariant(
         "order independence",
         check_order_independence,

@@ -1168,6 +1168,16 @@ def hook_requests(
     draft_mg: SearchStrategy[float] | None = None,
     labs: SearchStrategy[JSON] | None = None,
     draft_orders: SearchStrategy[JSON] | None = None,
+    draft_statuses: Sequence[str] = (
+        "draft",
+        "draft",
+        "draft",
+        "active",
+        "stopped",
+        "cancelled",
+        "on-hold",
+    ),
+    link_drafts: SearchStrategy[int | None] | None = None,
 ) -> SearchStrategy[JSON]:
     """A whole CDS Hooks request for one of ``hooks``, every part drawn from the strategies
     above: the patient (with weight, height, pregnancy), active and draft baclofen orders
@@ -1178,12 +1188,12 @@ def hook_requests(
     ``draft_orders`` the baclofen draft strategy (e.g. ``baclofen_requests(prn=("no",),
     max_instructions=1, allow_taper=False)``); the ``min_*`` and ``max_*`` bounds size
     each list."""
-    draft_statuses = ("draft", "draft", "draft", "active", "stopped", "cancelled", "on-hold")
     if draft_orders is None:
         draft_orders = baclofen_requests(
             now=now, statuses=draft_statuses, routes=routes, mg=draft_mg, start_in_days=(0, 5)
         )
-    drafts = st.tuples(draft_orders, st.none() | st.integers(0, 1))
+    links = link_drafts if link_drafts is not None else st.none() | st.integers(0, 1)
+    drafts = st.tuples(draft_orders, links)
     active = baclofen_requests(
         now=now,
         statuses=("active", "active", "active", "on-hold", "stopped", "completed"),
@@ -1208,6 +1218,121 @@ def hook_requests(
         encounter=st.none() | encounters(),
         select_first=st.booleans(),
         damage=prefetch_damage(modes=prefetch_modes, damage_required=damage_required),
+    )
+
+
+def suggestion_requests(*, now: datetime = DEFAULT_NOW) -> SearchStrategy[JSON]:
+    """Order-sign and order-select requests likely to carry suggestions in every category
+    that has them: a chronic regimen (often replaced, raised, cut or stopped), renal function
+    across every band (dialysis included), doses above the ceilings, new starts, and a second
+    scheduled order (duplicates). For the "no alert loops" property."""
+    common: dict[str, Any] = dict(
+        now=now,
+        hooks=("order-sign", "order-sign", "order-select"),
+        min_age=18,
+        routes=("oral",),
+        max_others=1,
+        min_labs=1,
+        max_labs=2,
+        prefetch_modes=("complete",),
+        labs=st.one_of(creatinines(now=now), egfrs(now=now)),
+    )
+    changes = hook_requests(min_drafts=1, max_drafts=2, max_active=2, **common)
+    # a chronic regimen replaced by a lower dose or stopped (tapers, "continue", A6 offers)
+    step_downs = hook_requests(
+        min_drafts=1,
+        max_drafts=1,
+        min_active=1,
+        max_active=2,
+        draft_statuses=("draft", "stopped", "stopped", "on-hold", "cancelled"),
+        draft_mg=st.sampled_from([2.5, 5.0, 7.5, 10.0]),
+        link_drafts=st.integers(0, 1),
+        **common,
+    )
+    return st.one_of(changes, step_downs, chronic_changes(now=now))
+
+
+# Renal situations for chronic_changes: (creatinine mg/dL for a 55-year-old 80 kg man, or
+# None for no result, and dialysis), spanning every A5 band.
+_RENAL_SITUATIONS: dict[str, tuple[float | None, bool]] = {
+    "normal": (0.9, False),
+    "mild": (1.4, False),  # CrCl 67
+    "moderate": (2.0, False),  # CrCl 47
+    "severe": (3.4, False),  # CrCl 28
+    "failure": (7.0, False),  # CrCl 13
+    "dialysis": (6.0, True),
+    "none": (None, False),
+}
+
+
+@st.composite
+def chronic_changes(draw: Any, *, now: datetime = DEFAULT_NOW) -> JSON:
+    """A chronic scheduled oral regimen (one or two orders, months old) and a draft that
+    renews, raises, lowers or stops one of them, across every renal band (dialysis
+    included), sometimes with a seizure history: the situations whose fixes are tapers,
+    "continue", renal doses and their interplay (the A6 "as offered" exception)."""
+    per_admin = draw(st.sampled_from([5.0, 10.0, 15.0, 20.0, 25.0, 30.0]))
+    admins = draw(st.sampled_from([2, 3, 4]))
+    product = draw(st.sampled_from(["tab5", "tab10", "tab20"]))
+    strength = {"tab5": 5.0, "tab10": 10.0, "tab20": 20.0}[product]
+    unit = draw(st.sampled_from(["mg", "{pill}"]))
+
+    def dose(mg: float) -> tuple[float, str]:
+        return (mg / strength, unit) if unit == "{pill}" else (mg, "mg")
+
+    active_dose, active_unit = dose(per_admin)
+    actives = [
+        b.medication_request(
+            rid="rx-active-1",
+            product=product,
+            dosages=[b.dosage(dose=active_dose, unit=active_unit, frequency=admins)],
+            authored=now - timedelta(days=draw(st.integers(20, 400))),
+        )
+    ]
+    if draw(st.booleans()):
+        actives.append(
+            b.medication_request(
+                rid="rx-active-2",
+                product="tab10",
+                dosages=[b.dosage(dose=10, frequency=draw(st.sampled_from([1, 2, 3])))],
+                authored=now - timedelta(days=200),
+            )
+        )
+    change = draw(st.sampled_from(["stop", "hold", "lower", "lower", "same", "raise"]))
+    status = {"stop": "stopped", "hold": "on-hold"}.get(change, "draft")
+    new_mg = {
+        "lower": draw(st.sampled_from([2.5, 5.0, 7.5, 10.0])),
+        "same": per_admin,
+        "raise": per_admin + draw(st.sampled_from([5.0, 10.0])),
+    }.get(change, per_admin)
+    new_admins = (
+        draw(st.sampled_from([admins, max(1, admins - 1)])) if change == "lower" else admins
+    )
+    draft_dose, draft_unit = dose(new_mg)
+    draft = b.medication_request(
+        rid="rx-draft-1",
+        status=status,
+        product=product,
+        dosages=[b.dosage(dose=draft_dose, unit=draft_unit, frequency=new_admins)],
+        prior="rx-active-1",
+    )
+    renal = draw(st.sampled_from(list(_RENAL_SITUATIONS)))
+    scr, dialysis = _RENAL_SITUATIONS[renal]
+    labs = [b.creatinine(scr, "mg/dL", now - timedelta(days=2), oid="lab-1")] if scr else []
+    conditions = [b.condition("haemodialysis")] if dialysis else []
+    if draw(st.integers(0, 5)) == 0:
+        conditions.append(b.condition("seizure"))
+    age = draw(st.sampled_from([45, 55, 70, 80]))
+    return b.hook_request(
+        hook=draw(st.sampled_from(["order-sign", "order-select"])),
+        now=now,
+        patient_res=b.patient(now=now, age=age, sex=draw(st.sampled_from(["male", "female"]))),
+        drafts=[draft],
+        medications=actives,
+        labs=labs,
+        body=[b.weight(80, now - timedelta(days=3))],
+        conditions=conditions,
+        hook_instance=HOOK_INSTANCE,
     )
 
 

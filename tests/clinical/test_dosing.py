@@ -261,17 +261,29 @@ def test_concurrent_same_sequence_adds_up() -> None:
     assert not o.is_taper and o.daily == 25 and o.admin_per_day == 3
 
 
+def test_intrathecal_dose_with_no_timing_is_not_a_bolus_unless_marked() -> None:
+    """A6 revision: a pump dose written with no timing is unknown, not a bolus."""
+    o = facts_for(
+        [med_request("p", dosage(450, "mcg", freq=None, route=INTRATHECAL), med=BACLOFEN_IN)]
+    )
+    first = o.orders[0]
+    assert first.bolus_ug is None and not first.dose_computable
+    assert "no timing" in (first.dose_problem or "")
+    marked = dict(dosage(450, "mcg", freq=None, route=INTRATHECAL), text="screening bolus")
+    assert facts_for([med_request("p", marked, med=BACLOFEN_IN)]).orders[0].bolus_ug == 450
+
+
 def test_intrathecal_bolus_and_interval() -> None:
     given = med_request(
         "b1",
-        dosage(50, "ug", freq=None, route=INTRATHECAL),
+        dict(dosage(50, "ug", freq=None, route=INTRATHECAL), text="screening bolus"),
         status="completed",
         med=BACLOFEN_IN,
         authored="2026-11-19T08:00:00Z",
     )
     draft = med_request(
         "b2",
-        dosage(75, "ug", freq=None, route=INTRATHECAL),
+        dict(dosage(75, "ug", freq=None, route=INTRATHECAL), text="test dose"),
         med=BACLOFEN_IN,
         authored="2026-11-20T08:00:00Z",
     )

@@ -106,7 +106,7 @@ def test_unusable_observation_becomes_issue() -> None:
     w["valueQuantity"] = {"value": "eighty", "unit": "kg"}
     f = facts_for([med_request("d")], [w, creatinine(1.0)])
     assert f.patient.weight_kg is None
-    assert [i.issue for i in f.issues] == ["unusable-resource"]
+    assert [i.issue for i in f.issues] == ["measure-unreadable"]
 
 
 def test_duplicates_are_merged() -> None:

@@ -226,8 +226,24 @@ def test_intrathecal_order_changed_within_24h() -> None:
 def test_pump_removal_and_refill() -> None:
     cur = pump("p1", 450, dispenseRequest={"validityPeriod": {"end": "2026-11-25"}})
     o = facts_for([dict(cur, status="stopped")], [cur]).orders[0]
-    assert o.pump_removal and o.change == "stop" and o.refill_overdue_days == -5
+    # a stopped order has no refill to be due: only the stop counts
+    assert o.pump_removal and o.change == "stop" and o.refill_overdue_days is None
     assert o.chronic_user
+    # the active order that goes on after signing carries its own due date (5 days ahead)
+    other = facts_for([med_request("x", dosage(5), status="draft")], [cur]).orders
+    assert [f.refill_overdue_days for f in other if f.order_id == "p1"] == [-5]
+    # a renewal signed before the old order's due date is not late (due in 5 days)...
+    renewed = dict(
+        cur,
+        status="draft",
+        id="p2",
+        priorPrescription={"reference": "MedicationRequest/p1"},
+        dispenseRequest={"validityPeriod": {"end": "2027-02-13"}},
+    )
+    assert facts_for([renewed], [cur]).orders[0].refill_overdue_days == -5
+    # ...but one signed 3 days after it does not refill the pump: still overdue
+    late = dict(cur, dispenseRequest={"validityPeriod": {"end": "2026-11-17"}})
+    assert facts_for([renewed], [late]).orders[0].refill_overdue_days == 3
 
 
 def test_pump_removal_procedure() -> None:

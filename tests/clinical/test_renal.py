@@ -228,8 +228,16 @@ def test_no_renal_data_gives_no_number() -> None:
 def test_dialysis_condition_and_procedure() -> None:
     from tests.clinical.builders import condition
 
-    p, _ = renal([condition("c", "N18.6", "http://hl7.org/fhir/sid/icd-10-cm")])
+    p, _ = renal([condition("c", "Z99.2", "http://hl7.org/fhir/sid/icd-10-cm")])
     assert p.on_dialysis
+    # A5 revision: ESRD or CKD 5 on the problem list is not dialysis (transplant recipients)
+    for code, system in (
+        ("N18.6", "http://hl7.org/fhir/sid/icd-10-cm"),
+        ("46177005", "http://snomed.info/sct"),
+        ("433146000", "http://snomed.info/sct"),
+    ):
+        p, _ = renal([condition("c", code, system)])
+        assert not p.on_dialysis, code
     proc = {
         "resourceType": "Procedure",
         "id": "p",

@@ -284,9 +284,21 @@ def test_operation_outcome_body_from_the_server_is_a_failure() -> None:
     assert "conditions: FHIR server returned an OperationOutcome (timeout)" in data.problems
 
 
-def test_undeclared_prefetch_keys_are_ignored() -> None:
-    data = resolve({**FULL, "extra": {"resourceType": "Observation", "id": "o-1"}})
-    assert "Observation/o-1" not in ids(data)
+def test_undeclared_prefetch_keys_are_used_as_given_never_fetched() -> None:
+    """A site may prefetch under its own key names: the resources are used (the clinical
+    layer still drops other patients' data); an undeclared key is never fetched, and junk
+    under one (not a FHIR resource, an OperationOutcome) is ignored."""
+    data = resolve(
+        {
+            **FULL,
+            "extra": {"resourceType": "Observation", "id": "o-1"},
+            "junk": {"not": "fhir"},
+            "failed": {"resourceType": "OperationOutcome", "id": "oo"},
+        }
+    )
+    assert "Observation/o-1" in ids(data)
+    assert "OperationOutcome/oo" not in ids(data)
+    assert "extra" not in data.fetched
 
 
 def test_token_never_in_problems_or_errors(caplog: pytest.LogCaptureFixture) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds.suggestions import describe_taper, round_down, taper_steps
+from cds.suggestions import Dispenser, DispensingPolicy, describe_taper, taper_steps
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -78,7 +78,7 @@ def test_taper_steps_fall_gently_and_end_at_or_below_target(
 
 @given(x=st.floats(0, 500, allow_nan=False), step=st.sampled_from([2.5, 5.0]))
 def test_round_down_is_a_multiple_not_above(x, step) -> None:
-    r = round_down(x, step)
+    r = Dispenser(DispensingPolicy(rounding=step), []).round_down(x)
     assert r <= x + 1e-9 and x - r < step
     assert abs(r / step - round(r / step)) < 1e-9
 

@@ -1,0 +1,146 @@
+"""Taper planner (A6): reverse titration from the dose the patient takes now.
+
+Every ``interval`` days each administration drops by ``step`` until it is at or below the
+``floor``, then one administration a day fewer, then stop; a reduction to a lower target
+stops at the target. It starts from the *current per-administration dose of the order being
+changed* (20 mg QID going to 5 mg BID tapers 15, 10, 5 mg QID, 5 mg TID, then 5 mg BID),
+never from the whole regimen divided by the new frequency, and a stop of one of two
+concurrent orders tapers that order alone. ``first`` starts the plan at a lower, allowed
+dose when the current one would itself fire a rule (a renal limit): the re-check's repair.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from cds.clinical.facts import OrderFacts
+from cds.engine.findings import Finding
+from cds.suggestions.dose import ordered_admins
+from cds.suggestions.model import EPS, DosePlan, TaperStep
+
+
+def rounding_down(x: float, step: float) -> float:
+    return math.floor(x / step + EPS) * step
+
+
+def taper_steps(
+    *,
+    per_admin: float,
+    admins: int,
+    target_daily: float,
+    step: float,
+    floor: float,
+    interval_days: float,
+    start: datetime,
+    first: tuple[float, int] | None = None,
+) -> list[TaperStep]:
+    """The steps from ``per_admin`` x ``admins`` down to ``target_daily`` (0: a stop); a
+    target above 0 ends with an open-ended placeholder step (the target itself)."""
+    plan: list[tuple[float, int]] = []
+    p, n = per_admin, admins
+    if first is not None:
+        p, n = first
+        plan.append((p, n))
+    while n > 0:
+        if p > floor + EPS:
+            p = max(p - step, 0.0)
+            if p <= EPS:
+                p = floor  # never a zero dose
+        else:
+            n -= 1
+        if n > 0:
+            plan.append((p, n))
+    out: list[TaperStep] = []
+    day = start
+    span = timedelta(days=interval_days)
+    for p, n in plan:
+        if target_daily > EPS and p * n <= target_daily + EPS:
+            break
+        out.append(TaperStep(p, n, day, day + span - timedelta(days=1)))
+        day += span
+    if target_daily > EPS:
+        out.append(TaperStep(-1.0, -1, day, None))  # placeholder: the target itself
+    return out
+
+
+def taper_for(
+    order: OrderFacts,
+    finding: Finding,
+    *,
+    now: datetime,
+    first: DosePlan | None = None,
+) -> tuple[list[TaperStep], DosePlan | None] | None:
+    """Taper the order being changed from its current dose to its new dose (or a stop)."""
+    p = finding.suggestion.params if finding.suggestion else {}
+    if order.route != "oral":
+        return None
+    per_admin, admins = order.current_per_admin, order.current_admins
+    if per_admin is None or admins is None or abs(admins - round(admins)) > EPS or admins < 1:
+        return None
+    daily = order.current_order_daily
+    if daily is not None and per_admin * admins > daily + EPS:
+        # doses that differ between administrations (20 mg mornings, 10 mg nights): the
+        # taper starts from the even split of what is taken, never from the largest dose
+        per_admin = rounding_down(daily / admins, float(p["step_per_admin"]))
+        if per_admin <= EPS:
+            return None
+    target: DosePlan | None = None
+    target_daily = 0.0
+    if order.change != "stop" and order.continuing:
+        t_admins = ordered_admins(order)
+        step0 = order.steps[0] if order.steps else None
+        if t_admins is None or step0 is None or step0.single_max is None:
+            return None
+        target = DosePlan(per_admin=step0.single_max, admin_per_day=t_admins)
+        target_daily = target.daily
+    start = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo)
+    steps = taper_steps(
+        per_admin=float(per_admin),
+        admins=int(round(admins)),
+        target_daily=target_daily,
+        step=float(p["step_per_admin"]),
+        floor=float(p["floor_per_admin"]),
+        interval_days=float(p["interval_days"]),
+        start=start,
+        first=(first.per_admin, first.admin_per_day) if first is not None else None,
+    )
+    if not [s for s in steps if s.end is not None]:
+        return None  # nothing between now and the target: no taper to offer
+    return steps, target
+
+
+def describe_taper(steps: list[TaperStep], target: DosePlan | None, unit: str = "mg") -> str:
+    """Compact words for a taper, e.g. "15, 10, 5 mg 4x/day, then 5 mg 3x, 2x, 1x/day (3 days
+    each); stop on day 19". The full schedule is in the suggested resource."""
+    from cds.suggestions.render import fmt_dose
+
+    timed = [s for s in steps if s.end is not None]
+    seq = [(s.per_admin, s.admin_per_day) for s in timed]
+    described: list[str] = []
+    i = 0
+    while i < len(seq):
+        p, n = seq[i]
+        j = i
+        doses = [fmt_dose(p)]
+        while j + 1 < len(seq) and seq[j + 1][1] == n and abs(seq[j + 1][0] - seq[j][0]) > EPS:
+            j += 1
+            doses.append(fmt_dose(seq[j][0]))
+        if j > i:
+            described.append(f"{', '.join(doses)} {unit} {n}x/day")
+        else:
+            freqs = [f"{n}x"]
+            while j + 1 < len(seq) and abs(seq[j + 1][0] - p) < EPS:
+                j += 1
+                freqs.append(f"{seq[j][1]}x")
+            described.append(f"{fmt_dose(p)} {unit} {', '.join(freqs)}/day")
+        i = j + 1
+    text = ", then ".join(described)
+    first_end, last_end = (timed[0].end, timed[-1].end) if timed else (None, None)
+    if timed and first_end is not None:
+        text += f" ({(first_end - timed[0].start).days + 1} days each)"
+    if target is not None:
+        text += f", then {fmt_dose(target.per_admin)} {unit} {target.admin_per_day}x/day"
+    elif timed and last_end is not None:
+        text += f"; stop on day {(last_end - timed[0].start).days + 2}"
+    return text
