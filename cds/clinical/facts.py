@@ -37,12 +37,47 @@ RENAL_LABELS = {
 }
 # Fields computed in ``ClinicalFacts.engine_facts`` rather than stored on a dataclass.
 DERIVED_ORDER_FIELDS = frozenset(
-    {"renal_label", "renal_unit", "renal_date", "renal_after_start", "continuing"}
+    {
+        "renal_label",
+        "renal_unit",
+        "renal_date",
+        "renal_after_start",
+        "continuing",
+        "renal_text",
+        "renal_detail",
+    }
 )
+# Derived fields every fact carries (so a card can always name the renal situation).
+ALWAYS_DERIVED = frozenset({"renal_text", "renal_detail"})
 # Data issues about the patient (not one order): a card per draft order being checked.
 PATIENT_LEVEL_ISSUES = frozenset({"measure-implausible", "measure-unreadable"})
 # Statuses after which an order no longer runs (signing it stops, holds or voids it).
 NOT_CONTINUING = frozenset({"stopped", "cancelled", "on-hold", "entered-in-error", "completed"})
+
+
+def _num_text(x: float) -> str:
+    if abs(x - round(x)) < 1e-9:
+        return str(int(round(x)))
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def renal_words(p: PatientFacts) -> tuple[str, str]:
+    """(short, long) words for the renal situation a card names: "CrCl (Cockcroft-Gault)
+    47.2" and "CrCl (Cockcroft-Gault) **47.2 mL/min** (2026-11-18)"; on dialysis with no
+    result, "dialysis" (never "unknown unknown")."""
+    r = p.renal
+    if r is None:
+        text = "dialysis" if p.on_dialysis else "no renal result"
+        return text, (
+            "dialysis (no renal result on record)" if p.on_dialysis else "no renal result"
+        )
+    label = RENAL_LABELS.get(r.kind, r.kind)
+    value = _num_text(r.value)
+    suffix = " on dialysis" if p.on_dialysis else ""
+    return (
+        f"{label} {value}{suffix}",
+        f"{label} **{value} {r.unit}** ({r.effective.date().isoformat()}){suffix}",
+    )
 
 
 def _engine_value(value: Any) -> Any:
@@ -297,6 +332,7 @@ class ClinicalFacts:
         base = {"hook": self.hook}
         patient = engine_fields(self.patient)
         renal = self.patient.renal
+        patient["renal_text"], patient["renal_detail"] = renal_words(self.patient)
         if renal is not None:
             patient["renal_label"] = RENAL_LABELS.get(renal.kind, renal.kind)
             patient["renal_unit"] = renal.unit

@@ -22,6 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from cds.clinical.facts import (
+    ALWAYS_DERIVED,
     DERIVED_ORDER_FIELDS,
     ClinicalFacts,
     DataIssue,
@@ -55,6 +56,7 @@ FACT_FIELDS: dict[str, frozenset[str]] = {
         _BASE
         | _engine_field_names(PatientFacts, InteractionFacts)
         | {"route", "is_draft", "renal_label", "renal_unit", "renal_date"}
+        | ALWAYS_DERIVED
     ),
     "data_issue": frozenset(_BASE | _engine_field_names(DataIssue)),
 }
@@ -74,9 +76,14 @@ def _always_present(*classes: type) -> set[str]:
 
 
 ALWAYS_PRESENT: dict[str, frozenset[str]] = {
-    "order": frozenset(_BASE | _always_present(PatientFacts, OrderFacts) | {"continuing"}),
+    "order": frozenset(
+        _BASE | _always_present(PatientFacts, OrderFacts) | {"continuing"} | ALWAYS_DERIVED
+    ),
     "interaction": frozenset(
-        _BASE | _always_present(PatientFacts, InteractionFacts) | {"route", "is_draft"}
+        _BASE
+        | _always_present(PatientFacts, InteractionFacts)
+        | {"route", "is_draft"}
+        | ALWAYS_DERIVED
     ),
     "data_issue": frozenset(_BASE | _always_present(DataIssue)),
 }

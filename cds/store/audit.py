@@ -55,6 +55,7 @@ class InvocationRecord:
     pack_id: str | None
     pack_version: str | None
     fetched_keys: list[str] = field(default_factory=list)
+    data_issues: list[dict[str, Any]] = field(default_factory=list)
 
 
 def record_invocation(
@@ -87,6 +88,7 @@ def record_invocation(
                 "pack_version": invocation.pack_version,
                 "card_count": len(cards),
                 "fetched_keys": invocation.fetched_keys,
+                "data_issues": invocation.data_issues or None,
             }
         ],
     )

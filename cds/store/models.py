@@ -48,6 +48,9 @@ class Invocation(Base):
     pack_version: Mapped[str | None] = mapped_column(String(32))
     card_count: Mapped[int] = mapped_column(Integer, default=0)
     fetched_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What the service could not use in the request (a malformed field, an implausible
+    # weight): kept for the pharmacist console; only problems that stop a check are cards.
+    data_issues: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
     cards: Mapped[list[Card]] = relationship(back_populates="invocation")
 

@@ -243,6 +243,11 @@ async def call_service(
                 pack_id=packs[0].id if packs else None,
                 pack_version=packs[0].version if packs else None,
                 fetched_keys=sorted(resolved.fetched),
+                data_issues=[
+                    {"issue": d.issue, "detail": d.detail[:500], "order": d.order_id or None}
+                    for d in result.facts.issues[:50]
+                ]
+                + [{"issue": "prefetch", "detail": p[:500]} for p in resolved.problems[:20]],
             )
             try:
                 save_invocation(maker=maker, invocation=record, cards=issued)
