@@ -26,6 +26,7 @@ from cds.settings import Settings
 from cds.store.db import make_engine, make_sessionmaker
 from cds.web.errors import OperationOutcome, install_error_handlers
 from cds.web.hooks_api import router as hooks_router
+from cds.web.preflight import PreflightLogger
 from cds.web.reload import start_reload
 
 log = logging.getLogger("cds.web")
@@ -124,6 +125,8 @@ def create_app(
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # outermost: sees the final answer to every preflight, CORS configured or not
+    app.add_middleware(PreflightLogger, allowed=settings.cors_origin_list)
     app.include_router(hooks_router)
     _include_console(app)
     _document_operation_outcome(app)
