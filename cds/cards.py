@@ -71,6 +71,18 @@ def _num(x: float | None, unit: str = "") -> str:
     return f"{fmt_number(float(x))}{unit}"
 
 
+def _regimen_parts(facts: ClinicalFacts, order: OrderFacts) -> list[str]:
+    """ "request-123 80 mg/day", one per order of the route after signing (which orders add
+    up to the total, so a card names what it is about)."""
+    by_id = {o.order_id: o for o in facts.orders}
+    parts = []
+    for rid in order.regimen_ids:
+        other = by_id.get(rid)
+        if other is not None and other.daily is not None:
+            parts.append(f"{rid} {_num(other.daily)} mg/day")
+    return parts
+
+
 def facts_used(
     facts: ClinicalFacts, order: OrderFacts | None, category: str, fact: Mapping[str, Any]
 ) -> list[str]:
@@ -88,7 +100,11 @@ def facts_used(
             f"Order {order.order_id}: {med}, {order.route}, {dose}{per}, status {order.status}"
         )
         if order.route == "oral" and order.regimen_daily is not None:
-            lines.append(f"Oral regimen after signing: {_num(order.regimen_daily)} mg/day")
+            parts = _regimen_parts(facts, order)
+            lines.append(
+                f"Oral regimen after signing: {_num(order.regimen_daily)} mg/day"
+                + (f" ({' + '.join(parts)})" if len(parts) > 1 else "")
+            )
         if order.current_daily is not None and category in ("titration-rate", "withdrawal-risk"):
             since = (
                 f" since {order.current_start.date().isoformat()}" if order.current_start else ""
@@ -155,7 +171,7 @@ def evidence_lines(
 ) -> list[str]:
     """The citations, as text: their URLs go in the card's ``links`` (which EHRs open in a
     new window), never as Markdown links that would navigate the EHR's own frame."""
-    return [evidence.get(e, {"citation": e})["citation"] for e in _evidence_ids(findings)]
+    return [(evidence.get(e) or {}).get("citation", e) for e in _evidence_ids(findings)]
 
 
 LINK_LABEL_MAX = 80
@@ -171,7 +187,7 @@ def evidence_links(
         url = ev.get("url")
         if not url:
             continue
-        label = str(ev.get("citation", e))
+        label = str(ev.get("short") or ev.get("citation", e))
         if len(label) > LINK_LABEL_MAX:
             label = label[: LINK_LABEL_MAX - 1].rstrip() + "…"
         out.append({"label": label, "url": str(url), "type": "absolute"})
@@ -191,9 +207,7 @@ def build_card(
 ) -> BuiltCard:
     top = findings[0]
     category = top.category
-    reasons = []
-    for f in findings:
-        reasons.append(f"- **{f.severity}**: {f.detail} (rule `{f.rule_id}`)")
+    reasons = [f"- **{f.severity}**: {f.detail}" for f in findings]
     used = facts_used(facts, order, category, top.fact)
     detail = "**Why**\n\n" + "\n".join(reasons)
     if notes:

@@ -31,6 +31,7 @@ class _Strict(BaseModel):
 class Evidence(_Strict):
     id: str
     citation: str
+    short: str | None = None  # a link label: "US labels", "Vlavonou 2014"
     url: str | None = None
     grade: str | None = None  # e.g. "label", "cohort study", "expert consensus", "policy"
 
