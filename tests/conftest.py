@@ -18,6 +18,10 @@ import pytest
 
 FIXED_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
+# The shipped baclofen pack's version (tests that watch a version change read it from here)
+PACK_VERSION = str(
+    __import__("yaml").safe_load((REPO / "rules" / "baclofen" / "pack.yaml").read_text())["version"]
+)
 PG_ADMIN = os.environ.get("CDS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

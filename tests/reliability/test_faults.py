@@ -30,7 +30,7 @@ from cds.engine.registry import PackRegistry
 from cds.settings import Settings
 from cds.store.db import upgrade
 from cds.web.app import create_app
-from tests.conftest import FIXED_NOW, REPO
+from tests.conftest import FIXED_NOW, PACK_VERSION, REPO
 from tests.reliability.conftest import assert_outcome, typical
 
 SIGN = "/cds-services/baclofen-order-sign"
@@ -244,22 +244,22 @@ def test_broken_pack_at_reload_keeps_the_previous_version(
     app = create_app(settings, clock=lambda: FIXED_NOW)
     registry: PackRegistry = app.state.registry
     with TestClient(app, raise_server_exceptions=False) as client:
-        assert discovery_version(client) == "baclofen-1.0.0"
-        set_version(rules_copy, "1.0.1", break_it=True)
+        assert discovery_version(client) == f"baclofen-{PACK_VERSION}"
+        set_version(rules_copy, "9.0.1", break_it=True)
         from cds.web.reload import reload_packs
 
         [result] = reload_packs(registry, "test")
-        assert not result.ok and result.error and result.version == "1.0.0"
+        assert not result.ok and result.error and result.version == PACK_VERSION
         assert "baclofen" in registry.last_errors
         assert any("FAILED" in r.getMessage() for r in caplog.records)
-        assert discovery_version(client) == "baclofen-1.0.0"
+        assert discovery_version(client) == f"baclofen-{PACK_VERSION}"
         cards = _cards(client.post(SIGN, json=typical()))
-        assert all(c["source"]["label"].find("1.0.0") >= 0 for c in cards)
-        set_version(rules_copy, "1.0.2")
+        assert all(c["source"]["label"].find(PACK_VERSION) >= 0 for c in cards)
+        set_version(rules_copy, "9.0.2")
         [result] = reload_packs(registry, "test")
-        assert result.ok and result.changed and result.version == "1.0.2"
+        assert result.ok and result.changed and result.version == "9.0.2"
         assert "baclofen" not in registry.last_errors
-        assert discovery_version(client) == "baclofen-1.0.2"
+        assert discovery_version(client) == "baclofen-9.0.2"
         cards = _cards(client.post(SIGN, json=typical()))
         assert all(c["extension"] for c in cards)
 

@@ -13,7 +13,7 @@ import httpx
 
 from bench.common import free_port, start_cds
 from cds.web.reload import RedisReloadListener, publish_reload, start_reload
-from tests.conftest import REPO
+from tests.conftest import PACK_VERSION, REPO
 from tests.reliability.test_faults import set_version
 
 
@@ -95,15 +95,15 @@ def test_sighup_reloads_a_single_process_server_without_redis(tmp_path: Path) ->
         return str(r.json()["services"][0]["version"])
 
     try:
-        assert version() == "baclofen-1.0.0"
-        set_version(rules, "1.0.1", break_it=True)
+        assert version() == f"baclofen-{PACK_VERSION}"
+        set_version(rules, "9.0.1", break_it=True)
         os.kill(server.proc.pid, signal.SIGHUP)
         assert wait_for(lambda: "FAILED" in server.log.read_text(), 10)
-        assert version() == "baclofen-1.0.0", "a broken pack never replaces a working one"
+        assert version() == f"baclofen-{PACK_VERSION}", "a broken pack never replaces a working one"
         assert server.proc.poll() is None
-        set_version(rules, "1.0.1")
+        set_version(rules, "9.0.1")
         os.kill(server.proc.pid, signal.SIGHUP)
-        assert wait_for(lambda: version() == "baclofen-1.0.1", 10)
+        assert wait_for(lambda: version() == "baclofen-9.0.1", 10)
     finally:
         server.stop()
 

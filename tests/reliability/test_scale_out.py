@@ -26,7 +26,7 @@ from cds.store.db import make_engine, make_sessionmaker, upgrade
 from cds.store.models import Feedback
 from cds.testing.issuer import TestIssuer
 from cds.web.reload import publish_reload
-from tests.conftest import REPO
+from tests.conftest import PACK_VERSION, REPO
 from tests.reliability.conftest import typical
 from tests.reliability.test_faults import set_version
 
@@ -154,8 +154,8 @@ def test_feedback_written_through_both_instances_is_all_there(cluster: Cluster) 
 def test_a_reload_published_once_is_served_by_every_worker_of_every_instance(
     cluster: Cluster, redis_url: str
 ) -> None:
-    assert {cluster.version(s) for s in cluster.servers} == {"baclofen-1.0.0"}
-    set_version(cluster.rules, "1.1.0")
+    assert {cluster.version(s) for s in cluster.servers} == {f"baclofen-{PACK_VERSION}"}
+    set_version(cluster.rules, "9.1.0")
     t0 = time.monotonic()
     cli = subprocess.run(  # what an operator runs
         [sys.executable, "-m", "cds.cli", "rules", "reload"],
@@ -172,16 +172,16 @@ def test_a_reload_published_once_is_served_by_every_worker_of_every_instance(
         streak = 0
         while streak < 8:
             assert time.monotonic() < deadline, f"{server.base} still serves the old pack"
-            streak = streak + 1 if cluster.version(server) == "baclofen-1.1.0" else 0
+            streak = streak + 1 if cluster.version(server) == "baclofen-9.1.0" else 0
     elapsed = time.monotonic() - t0
     assert elapsed < RELOAD_BOUND_SECONDS
-    # a broken version published next is refused everywhere; 1.1.0 keeps serving
-    set_version(cluster.rules, "1.2.0", break_it=True)
+    # a broken version published next is refused everywhere; 9.1.0 keeps serving
+    set_version(cluster.rules, "9.2.0", break_it=True)
     assert publish_reload(redis_url) >= 4  # two workers on each of two instances
     for server in cluster.servers:
-        while server.log.read_text().count("FAILED, still serving 1.1.0") < 2:
+        while server.log.read_text().count("FAILED, still serving 9.1.0") < 2:
             assert time.monotonic() < deadline + RELOAD_BOUND_SECONDS
             time.sleep(0.1)
-        assert cluster.version(server) == "baclofen-1.1.0"
+        assert cluster.version(server) == "baclofen-9.1.0"
         assert server.proc.poll() is None
-    set_version(cluster.rules, "1.0.0")
+    set_version(cluster.rules, PACK_VERSION)

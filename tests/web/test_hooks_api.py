@@ -16,7 +16,7 @@ from cds.store.db import make_engine, make_sessionmaker, upgrade
 from cds.store.models import Card, Feedback, Invocation, RejectedRequest
 from cds.testing.issuer import TestIssuer
 from cds.web.app import create_app
-from tests.conftest import FIXED_NOW, REPO
+from tests.conftest import FIXED_NOW, PACK_VERSION, REPO
 
 EXAMPLES = REPO / "fhir" / "examples"
 SIGN = "/cds-services/baclofen-order-sign"
@@ -93,7 +93,7 @@ def test_examples_give_cards_that_are_stored(client, name) -> None:
     with client.maker() as s:
         stored = s.get(Card, cards[0]["uuid"])
         assert stored is not None and stored.card_json == cards[0]
-        assert stored.pack_version == "1.0.0"
+        assert stored.pack_version == PACK_VERSION
         inv = s.get(Invocation, stored.invocation_id)
         assert inv.hook_instance == example(name)["hookInstance"]
         assert inv.patient_ref == "Patient/pat-1"
