@@ -91,7 +91,7 @@ def facts_used(
     lines: list[str] = []
     if order is not None:
         unit = "ug" if order.route == "intrathecal" else "mg"
-        med = order.medication_text or "baclofen"
+        med = order.medication_text or facts.drug
         dose = f"{_num(order.daily)} {unit}/day" if order.daily is not None else "dose unknown"
         per = ""
         if order.single_max is not None and order.admin_per_day:
@@ -111,7 +111,8 @@ def facts_used(
             )
             lines.append(f"Current regimen: {_num(order.current_daily)} {unit}/day{since}")
         if order.new_start:
-            lines.append("New start: no baclofen in the last 30 days")
+            days = _num(facts.new_start_days) if facts.new_start_days is not None else "?"
+            lines.append(f"New start: no {facts.drug} in the last {days} days")
     age = f"{p.age} years" if p.age is not None else "age unknown"
     weight = (
         f", {_num(p.weight_kg)} kg"

@@ -32,7 +32,7 @@ def test_wheel_maps_data_folders_under_cds(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for folder in (
         "rules/baclofen/pack.yaml",
-        "fhir/valuesets/baclofen.json",
+        "rules/baclofen/terminology/baclofen.json",
         "alembic/env.py",
         "api/openapi.json",
     ):

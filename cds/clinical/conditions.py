@@ -1,20 +1,25 @@
-"""Problem-list and procedure flags: dialysis, epilepsy, histories, origin, pregnancy...
+"""Problem-list and procedure flags: dialysis and pregnancy for every drug, and the pack's own.
 
-Why: A5-A9 each ask a yes/no question of the problem list. A Condition counts when its
-code (or, for the few sets that allow it, its text) is in the set's ValueSet and it is not
-entered in error or refuted; *current* sets also need a clinicalStatus of active,
-recurrence or relapse (or none at all), while *history* sets (seizures, baclofen
-withdrawal, the cerebral origin of spasticity) count whatever the clinical status, since a
-resolved stroke is still why the patient is spastic. STU3 status strings and R4 coded
-statuses are both read.
+Why: the rules ask yes/no questions of the problem list and of planned procedures. Two are
+true of every drug and feed the generic patient context: dialysis (renal function) and
+pregnancy. The others are the pack's (``pack.yaml`` ``conditions:`` and ``procedures:``):
+epilepsy, a history of seizures, a cerebral origin of spasticity, a planned pump removal...
 
-Procedures add dialysis (a dialysis procedure in the last ``dialysis_procedure_days``) and a
-planned or recent intrathecal pump removal (Procedure or ServiceRequest).
+A Condition counts when its code (or, for the few sets that allow it, its text) is in the
+flag's ValueSet and it is not entered in error or refuted; a flag also needs a
+clinicalStatus of active, recurrence or relapse (or none at all), unless it is a *history*
+flag (a resolved stroke is still why the patient is spastic). A *recent* flag needs an onset
+(else recorded date) in its window, or a positive screen observation. STU3 status strings
+and R4 coded statuses are both read.
+
+Procedures: dialysis (a dialysis procedure in the last ``dialysis_procedure_days``), and each
+pack procedure flag: a ServiceRequest that is draft, active or on hold, a Procedure in
+preparation, in progress or on hold, or one done within its look-back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cds.clinical.context import Context
@@ -30,40 +35,21 @@ from cds.clinical.fhirdata import (
 
 _CURRENT = frozenset({"active", "recurrence", "relapse"})
 _EXCLUDED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
-
-# flag -> (ValueSet id, counts whatever the clinical status)
-CONDITION_SETS: dict[str, tuple[str, bool]] = {
-    "on_dialysis": ("dialysis", False),
-    "epilepsy": ("epilepsy", False),
-    "seizure_history": ("seizure-history", True),
-    "withdrawal_history": ("baclofen-withdrawal-history", True),
-    "cerebral_origin": ("cerebral-origin", True),
-    "alcohol_use_disorder": ("alcohol-use-disorder", False),
-    "pregnant": ("pregnancy", False),
-    "pregnancy_third_trimester": ("pregnancy-third-trimester", False),
-}
-# flags that also need an onset (else recorded date) in a recent window
-RECENT_SETS: dict[str, str] = {
-    "delirium_recent": "delirium",
-    "itb_withdrawal_sign": "itb-withdrawal-signs",
-}
+_PLANNED = frozenset({"preparation", "in-progress", "on-hold"})
+DIALYSIS_VS = "dialysis"
+PREGNANCY_VS = "pregnancy"
+THIRD_TRIMESTER_VS = "pregnancy-third-trimester"
 
 
 @dataclass
 class ConditionFlags:
     on_dialysis: bool = False
-    epilepsy: bool = False
-    seizure_history: bool = False
-    withdrawal_history: bool = False
-    cerebral_origin: bool = False
-    alcohol_use_disorder: bool = False
-    alcohol_condition_ids: tuple[str, ...] = ()
     pregnant: bool = False
     pregnancy_third_trimester: bool = False  # the problem list says so (no gestational age)
     pregnancy_ended: datetime | None = None  # latest abatement of a pregnancy condition
-    delirium_recent: bool = False
-    itb_withdrawal_sign: bool = False
-    pump_removal: bool = False
+    flags: dict[str, bool] = field(default_factory=dict)  # the pack's condition flags
+    condition_ids: dict[str, list[str]] = field(default_factory=dict)  # ValueSet -> ids
+    procedures: dict[str, bool] = field(default_factory=dict)  # the pack's procedure flags
 
 
 def _status_code(value: object) -> str | None:
@@ -79,16 +65,22 @@ def _hits(ctx: Context, concept: object) -> frozenset[str]:
     return ctx.term.hits(codings(concept), concept_texts(concept))
 
 
+def _onset(cond: JSON, ctx: Context) -> datetime | None:
+    onset = parse_datetime(cond.get("onsetDateTime"), ctx.tz)
+    if onset is None:
+        onset, _ = period_bounds(cond.get("onsetPeriod"), ctx.tz)
+    if onset is None:
+        onset = parse_datetime(cond.get("recordedDate") or cond.get("assertedDate"), ctx.tz)
+    return onset
+
+
 def read_conditions(
     conditions: list[JSON], procedures: list[JSON], requests: list[JSON], ctx: Context
 ) -> ConditionFlags:
-    flags = ConditionFlags()
+    out = ConditionFlags()
     p = ctx.params
-    recent_days = {
-        "delirium_recent": p.delirium_condition_days,
-        "itb_withdrawal_sign": p.itb_withdrawal_sign_days,
-    }
-    aud_ids: list[str] = []
+    wanted = ctx.drug.conditions
+    out.flags = {f.name: False for f in wanted}
     for cond in conditions:
         if _status_code(cond.get("verificationStatus")) in _EXCLUDED_VERIFICATION:
             continue
@@ -97,32 +89,27 @@ def read_conditions(
         hits = _hits(ctx, cond.get("code"))
         if not hits:
             continue
-        if not current and "pregnancy" in hits:
+        if current:
+            for vs_id in hits:
+                out.condition_ids.setdefault(vs_id, []).append(as_str(cond.get("id")) or "?")
+            out.on_dialysis |= DIALYSIS_VS in hits
+            out.pregnant |= PREGNANCY_VS in hits
+            out.pregnancy_third_trimester |= THIRD_TRIMESTER_VS in hits
+        elif PREGNANCY_VS in hits:
             ended = parse_datetime(cond.get("abatementDateTime"), ctx.tz) or parse_datetime(
                 cond.get("recordedDate"), ctx.tz
             )
-            if ended is not None and (
-                flags.pregnancy_ended is None or ended > flags.pregnancy_ended
-            ):
-                flags.pregnancy_ended = ended
-        for flag, (vs_id, history) in CONDITION_SETS.items():
-            if (current or history) and vs_id in hits:
-                setattr(flags, flag, True)
-                if flag == "alcohol_use_disorder":
-                    aud_ids.append(as_str(cond.get("id")) or "?")
-        if not current:
-            continue
-        for flag, vs_id in RECENT_SETS.items():
-            if vs_id not in hits:
+            if ended is not None and (out.pregnancy_ended is None or ended > out.pregnancy_ended):
+                out.pregnancy_ended = ended
+        for flag in wanted:
+            if flag.valueset not in hits or not (current or flag.history):
                 continue
-            onset = parse_datetime(cond.get("onsetDateTime"), ctx.tz)
-            if onset is None:
-                onset, _ = period_bounds(cond.get("onsetPeriod"), ctx.tz)
-            if onset is None:
-                onset = parse_datetime(cond.get("recordedDate") or cond.get("assertedDate"), ctx.tz)
-            if onset is not None and ctx.now - timedelta(days=recent_days[flag]) <= onset:
-                setattr(flags, flag, True)
-    flags.alcohol_condition_ids = tuple(aud_ids)
+            if flag.recent_days is not None:
+                onset = _onset(cond, ctx)
+                if onset is None or onset < ctx.now - timedelta(days=flag.recent_days):
+                    continue
+            out.flags[flag.name] = True
+    out.procedures = {f.name: False for f in ctx.drug.procedures}
     for proc in procedures:
         status = (as_str(proc.get("status")) or "").lower()
         if status in ("entered-in-error", "not-done"):
@@ -131,23 +118,27 @@ def read_conditions(
         if when is None:
             start, end = period_bounds(proc.get("performedPeriod"), ctx.tz)
             when = end or start
-        planned = status in ("preparation", "in-progress", "on-hold")
         hits = _hits(ctx, proc.get("code"))
-        if "dialysis" in hits and (
+        if DIALYSIS_VS in hits and (
             status == "in-progress"
             or (when is not None and when >= ctx.now - timedelta(days=p.dialysis_procedure_days))
         ):
-            flags.on_dialysis = True
-        if "itb-pump-removal" in hits and (
-            planned
-            or (when is not None and when >= ctx.now - timedelta(days=p.pump_removal_lookback_days))
-        ):
-            flags.pump_removal = True
+            out.on_dialysis = True
+        for pf in ctx.drug.procedures:
+            if pf.valueset in hits and (
+                status in _PLANNED
+                or (when is not None and when >= ctx.now - timedelta(days=pf.lookback_days))
+            ):
+                out.procedures[pf.name] = True
     for req in requests:
         status = (as_str(req.get("status")) or "").lower()
         code = as_dict(req.get("code"))
         if code is not None and "concept" in code:  # R5 CodeableReference
             code = as_dict(code.get("concept"))
-        if status in ("draft", "active", "on-hold") and "itb-pump-removal" in _hits(ctx, code):
-            flags.pump_removal = True
-    return flags
+        if status not in ("draft", "active", "on-hold"):
+            continue
+        hits = _hits(ctx, code)
+        for pf in ctx.drug.procedures:
+            if pf.valueset in hits:
+                out.procedures[pf.name] = True
+    return out

@@ -1,4 +1,4 @@
-"""What every extraction step needs for one evaluation: the instant, params, terminology.
+"""What every extraction step needs for one evaluation: the instant, params, the drug.
 
 Why a context object: the clinical layer must be a pure function of (request, now, params),
 so nothing reads the clock or a global; and data problems found deep inside a parser are
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
+from cds.clinical.drugspec import DrugSpec
 from cds.clinical.facts import DataIssue
 from cds.clinical.fhirdata import JSON
 from cds.clinical.params import ClinicalParams
@@ -20,11 +21,16 @@ from cds.clinical.terminology import Terminology
 class Context:
     now: datetime
     params: ClinicalParams
-    term: Terminology
+    drug: DrugSpec
     patient_id: str
     medications: dict[str, JSON] = field(default_factory=dict)  # Medication by id
     issues: list[DataIssue] = field(default_factory=list)
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
+
+    @property
+    def term(self) -> Terminology:
+        """The pack's terminology: the shared ValueSets plus its own."""
+        return self.drug.term
 
     @property
     def tz(self) -> tzinfo:

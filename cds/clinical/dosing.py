@@ -373,9 +373,11 @@ def parse_dosage(
     term: Terminology,
     tz: tzinfo,
     bolus_marked: bool = False,
+    unit: str | None = None,
 ) -> OrderDose:
-    """Normalise an order's Dosage list; see the module docstring for the rules."""
-    target = "ug" if intrathecal else "mg"
+    """Normalise an order's Dosage list to ``unit`` (the pack's unit for the route; default
+    ug intrathecal, mg otherwise); see the module docstring for the rules."""
+    target = unit or ("ug" if intrathecal else "mg")
     out = OrderDose()
     if strength is not None and strength.per == "mL":
         out.strength_per_ml = convert_mass(

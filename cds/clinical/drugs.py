@@ -1,9 +1,9 @@
 """Drug identity: what an order or statement is for (A1, part C).
 
 Why its own module: every other step (dose, regimen, interactions) first has to know whether
-a MedicationRequest is baclofen, which product (route, strength) it names, and which
+a MedicationRequest is the pack's drug, which product (route, strength) it names, and which
 interacting class another drug belongs to; the answer depends on three FHIR spellings of
-"the medication" and on code lists, not on dosing.
+"the medication" and on code lists (the pack's), not on dosing.
 
 Medication shapes accepted:
 - STU3/R4 ``medicationCodeableConcept`` and ``medicationReference``;
@@ -16,6 +16,7 @@ Medication shapes accepted:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,19 +34,8 @@ from cds.clinical.fhirdata import (
 from cds.clinical.units import Strength, dose_unit, per_unit
 
 if TYPE_CHECKING:
+    from cds.clinical.drugspec import InteractionClass
     from cds.clinical.terminology import Product, Terminology, ValueSet
-
-# A8 class id -> ValueSet id (one row of the A8 table each).
-CLASS_VALUESETS: dict[str, str] = {
-    "opioid": "opioids",
-    "sedative": "sedatives",
-    "gabapentinoid": "gabapentinoids",
-    "muscle_relaxant": "muscle-relaxants",
-    "levodopa": "levodopa",
-    "other_cns": "other-cns",
-}
-BACLOFEN_VS = "baclofen"
-ANTICONVULSANT_VS = "anticonvulsants"
 
 Coding = tuple[str, str, str]
 
@@ -128,16 +118,21 @@ def _ratio_strength(ratio: Any) -> Strength | None:
     return Strength(amount, unit[1], per_value, per)
 
 
-def medication_strength(medication: JSON, valuesets: dict[str, ValueSet]) -> Strength | None:
-    """The baclofen strength of a Medication (the baclofen ingredient, or the only one)."""
+def medication_strength(
+    medication: JSON, valuesets: dict[str, ValueSet], identity: str | None
+) -> Strength | None:
+    """The drug's strength in a Medication (the ingredient the ``identity`` ValueSet names,
+    or the only ingredient)."""
     ingredients = as_dicts(medication.get("ingredient"))
     if not ingredients:
         return None
-    baclofen = valuesets[BACLOFEN_VS]
+    drug = valuesets.get(identity) if identity else None
     chosen = None
     for ing in ingredients:
         item = _ingredient_item(ing)
-        if baclofen.match_codings(codings(item)) or baclofen.match_text(concept_texts(item)):
+        if drug is not None and (
+            drug.match_codings(codings(item)) or drug.match_text(concept_texts(item))
+        ):
             chosen = ing
             break
     if chosen is None:
@@ -151,7 +146,7 @@ def medication_strength(medication: JSON, valuesets: dict[str, ValueSet]) -> Str
 
 
 def resolve_medication(
-    resource: JSON, medications: dict[str, JSON], term: Terminology
+    resource: JSON, medications: dict[str, JSON], term: Terminology, identity: str | None
 ) -> MedicationConcept:
     """Follow whichever medication spelling the resource uses (see module docstring)."""
     out = MedicationConcept()
@@ -197,7 +192,7 @@ def resolve_medication(
             out.ingredient_codings.extend(codings(item))
             out.ingredient_texts.extend(concept_texts(item))
         out.form_kind = medication_form_kind(med, term.valuesets)
-        out.strength = medication_strength(med, term.valuesets)
+        out.strength = medication_strength(med, term.valuesets, identity)
         out.name = out.name or concept_name(code)
     out.name = (concept_name(concept) if concept else None) or out.name
     if out.name is None and out.texts:
@@ -217,11 +212,12 @@ def text_hits(med: MedicationConcept, term: Terminology) -> frozenset[str]:
     return term.text_hits(med.texts + med.ingredient_texts)
 
 
-def baclofen_identity(med: MedicationConcept, term: Terminology) -> str | None:
-    """ "code" when a code says baclofen, "name" when only the words do, else None."""
-    if BACLOFEN_VS in code_hits(med, term):
+def drug_identity(med: MedicationConcept, term: Terminology, identity: str) -> str | None:
+    """ "code" when a code says the drug (the ``identity`` ValueSet), "name" when only the
+    words do, else None."""
+    if identity in code_hits(med, term):
         return "code"
-    if BACLOFEN_VS in text_hits(med, term):
+    if identity in text_hits(med, term):
         return "name"
     return None
 
@@ -244,22 +240,26 @@ def product_kind(med: MedicationConcept, product: Product | None, term: Terminol
     return text_form_kind(med.texts, term.valuesets)
 
 
-def drug_classes(med: MedicationConcept, term: Terminology) -> set[str]:
-    """A8 classes of a (non-baclofen) drug: by code; by ingredient name only if no code hit."""
+def drug_classes(
+    med: MedicationConcept, term: Terminology, classes: Sequence[InteractionClass]
+) -> set[str]:
+    """The interacting classes of another drug: by code; by name only if no code hit."""
     codes = code_hits(med, term)
-    found = {cls for cls, vs_id in CLASS_VALUESETS.items() if vs_id in codes}
+    found = {c.name for c in classes if codes & set(c.valuesets)}
     if found:
         return found
     words = text_hits(med, term)
-    return {cls for cls, vs_id in CLASS_VALUESETS.items() if vs_id in words}
+    return {c.name for c in classes if words & set(c.valuesets)}
 
 
-_CLASS_IDS = frozenset(CLASS_VALUESETS.values())
-
-
-def is_anticonvulsant(med: MedicationConcept, term: Terminology) -> bool:
+def comedication_flags(
+    med: MedicationConcept, term: Terminology, flags: dict[str, str], class_vs: frozenset[str]
+) -> set[str]:
+    """Which co-medication flags (an anticonvulsant on the list) a drug raises: by code; by
+    words only when no class code could decide (a coded gabapentin stays excluded)."""
     codes = code_hits(med, term)
-    if ANTICONVULSANT_VS in codes:
-        return True
-    # Words only when no code could decide (a coded gabapentin stays excluded).
-    return not (codes & _CLASS_IDS) and ANTICONVULSANT_VS in text_hits(med, term)
+    out = {name for name, vs in flags.items() if vs in codes}
+    if not (codes & class_vs):
+        words = text_hits(med, term)
+        out |= {name for name, vs in flags.items() if vs in words}
+    return out

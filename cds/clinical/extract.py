@@ -8,18 +8,18 @@ the rest still produces facts. Only programming errors raise.
 
 Steps: index the resources (drop junk, other patients' data and duplicates) -> read medication
 records (drafts and prefetch) -> the regimen before/after signing -> observations, conditions,
-renal value and patient context -> one :class:`OrderFacts` per checked baclofen order ->
-interaction pairs.
+renal value and patient context -> one :class:`OrderFacts` per checked order of the pack's
+drug -> interaction pairs.
 
 Which orders are checked:
-- order-sign: every baclofen draft, whatever its status (a re-signed stop is a draft too);
-- order-select: the baclofen drafts named in ``selections`` (all of them when it is empty);
+- order-sign: every draft of the drug, whatever its status (a re-signed stop is a draft too);
+- order-select: the drug's drafts named in ``selections`` (all of them when it is empty);
   the other drafts still count in the regimen after signing and for interactions;
-- both: also every active baclofen MedicationRequest that continues unchanged after signing
+- both: also every active order (or home-use statement) of the drug that continues after signing
   (not replaced or stopped by a draft), as ``is_draft=False``: part A's conventions check
   "the regimen after signing with A6-A8", so a draft opioid next to a chronic order (D12)
   or low vitals on it must reach the rules; draft-only rules guard on ``is_draft``;
-- patient-view: every active baclofen MedicationRequest (``is_draft=False``).
+- patient-view: every active order and home-use statement of the drug (``is_draft=False``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 from cds.clinical.conditions import read_conditions
 from cds.clinical.context import Context
+from cds.clinical.drugspec import DrugSpec
 from cds.clinical.facts import ClinicalFacts, OrderFacts
 from cds.clinical.fhirdata import (
     JSON,
@@ -47,7 +48,6 @@ from cds.clinical.orders import MedRecord, read_record
 from cds.clinical.params import ClinicalParams
 from cds.clinical.patient import assemble_patient
 from cds.clinical.regimen import build_regimen
-from cds.clinical.terminology import get_terminology
 from cds.clinical.validation import invalid_fields
 
 __all__ = ["HookInput", "extract_facts"]
@@ -178,11 +178,14 @@ def _selected_ids(selections: list[str] | None) -> set[str] | None:
     return out or None
 
 
-def extract_facts(inp: HookInput, *, now: datetime, params: ClinicalParams) -> ClinicalFacts:
-    """Facts for one hook call at the instant ``now`` (timezone-aware)."""
+def extract_facts(
+    inp: HookInput, *, now: datetime, params: ClinicalParams, drug: DrugSpec
+) -> ClinicalFacts:
+    """Facts for one hook call at the instant ``now`` (timezone-aware), for the pack's
+    ``drug`` (its identity, flags and classes) with the pack's ``params``."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    ctx = Context(now=now, params=params, term=get_terminology(), patient_id=inp.patient_id)
+    ctx = Context(now=now, params=params, drug=drug, patient_id=inp.patient_id)
     idx = index_resources(inp.resources, ctx)
     ctx.medications = {rid: m for m in idx["Medication"] if (rid := as_str(m.get("id")))}
 
@@ -196,36 +199,36 @@ def extract_facts(inp: HookInput, *, now: datetime, params: ClinicalParams) -> C
         if d.id is None:
             d.id = f"draft-{i + 1}"
     before = [read_record(r, is_draft=False, ctx=ctx) for t in _MED_TYPES for r in idx[t]]
-    baclofen_drafts = [d for d in drafts if d.baclofen]
-    baclofen_before = [r for r in before if r.baclofen]
+    mine_drafts = [d for d in drafts if d.matched]
+    mine_before = [r for r in before if r.matched]
 
     selected = _selected_ids(inp.selections) if inp.hook == "order-select" else None
     # A draft naming no medication is normal while an order is being built (order-select)
-    # and is no baclofen order either way: not a data issue. A reference we could not
-    # follow may hide baclofen, so that one is reported.
+    # and is no order of the drug either way: not a data issue. A reference we could not
+    # follow may hide the drug, so that one is reported.
     for d in drafts:
         if selected is not None and d.id not in selected:
             continue
-        if d.med.unresolved_reference and not d.baclofen:
+        if d.med.unresolved_reference and not d.matched:
             ctx.issue(
                 "unresolved-medication",
                 f"{d.ref}: medication reference could not be resolved",
                 ref=d.ref,
                 order_id=d.id or "",
             )
-    for rec in baclofen_drafts + baclofen_before:
+    for rec in mine_drafts + mine_before:
         _check_fields(rec, ctx)
 
-    reg = build_regimen(baclofen_before, baclofen_drafts)
+    reg = build_regimen(mine_before, mine_drafts)
     if inp.hook == "patient-view":
         # the active regimen: orders and the home-use statements that are not the record
         # of one of those orders (a statement based on an active order is that order)
         checked = [r for r in reg.current if r not in reg.stand_ins]
     else:
-        checked = [d for d in baclofen_drafts if selected is None or d.id in selected]
+        checked = [d for d in mine_drafts if selected is None or d.id in selected]
         # The active orders and home-use statements that go on unchanged after signing are
         # part of the regimen the A6-A8 rules judge (a draft opioid next to a chronic order,
-        # D12; home baclofen known only from a MedicationStatement); they are facts with
+        # home use known only from a MedicationStatement); they are facts with
         # is_draft=False, which the draft-only rules (A1-A5, A9) skip.
         checked += [r for r in reg.after if not r.is_draft]
     hist = patient_history(reg, ctx)
@@ -249,15 +252,21 @@ def extract_facts(inp: HookInput, *, now: datetime, params: ClinicalParams) -> C
         ctx=ctx,
     )
     others = other_drugs_after_signing(
-        [r for r in before if not r.baclofen], [d for d in drafts if not d.baclofen]
+        [r for r in before if not r.matched], [d for d in drafts if not d.matched]
     )
-    patient.anticonvulsant = any(r.anticonvulsant for r in others)
-    patient.itb_pump = hist.itb_active
+    for flag in drug.comedications:
+        patient.flags[flag] = any(flag in r.comedications for r in others)
+    patient.pump_active = hist.pump_active
 
     pairs: list[tuple[OrderFacts, MedRecord]] = []
     for rec in checked:
         facts = build_order_facts(
-            rec, reg, hist, patient, ctx, pump_removal_planned=flags.pump_removal
+            rec,
+            reg,
+            hist,
+            patient,
+            ctx,
+            pump_removal_planned=flags.procedures.get("pump_removal", False),
         )
         bad = invalid_fields(rec.resource)
         if bad:
@@ -270,12 +279,14 @@ def extract_facts(inp: HookInput, *, now: datetime, params: ClinicalParams) -> C
             )
         pairs.append((facts, rec))
     interactions = interaction_facts(
-        pairs, others, alcohol_condition_ids=flags.alcohol_condition_ids
+        pairs, others, classes=drug.interactions, condition_ids=flags.condition_ids
     )
     return ClinicalFacts(
         now=now,
         hook=inp.hook,  # type: ignore[arg-type]
         patient=patient,
+        drug=drug.name,
+        new_start_days=params.new_start_lookback_days,
         orders=[f for f, _ in pairs],
         interactions=interactions,
         issues=ctx.issues,

@@ -11,9 +11,9 @@ oral doses in mg, intrathecal doses in ug, renal values in mL/min (CrCl) or
 mL/min/1.73 m2 (eGFR), creatinine in mg/dL, weight in kg, height in cm, ages in
 completed years, durations in (fractional) days or hours as named.
 
-One engine fact per baclofen order (with the patient context flattened into it), one per
-(baclofen order, interacting class) pair, and one per request-level data problem: a
-typical request asserts a handful of facts, not one per FHIR resource.
+One engine fact per order of the pack's drug (with the patient context flattened into it),
+one per (order, interacting class) pair, and one per request-level data problem: a typical
+request asserts a handful of facts, not one per FHIR resource.
 """
 
 from __future__ import annotations
@@ -175,18 +175,13 @@ class PatientFacts:
     rass: float | None = None
     sbp: float | None = None
     temp_max_24h_c: float | None = None
-    # Conditions and context
-    epilepsy: bool = False
-    anticonvulsant: bool = False  # an anticonvulsant on the medication list
-    seizure_history: bool = False
-    withdrawal_history: bool = False  # history of baclofen withdrawal
-    cerebral_origin: bool = False  # CP, TBI/acquired brain injury, stroke
-    alcohol_use_disorder: bool = False
+    # Context true of every drug
     pregnant: bool = False  # active pregnancy condition or a current gestational age
     pregnancy_trimester: int | None = None  # None when pregnant but no gestational age
-    delirium_recent: bool = False  # new confusion/delirium (7 d) or positive screen (24 h)
-    itb_pump: bool = False  # any intrathecal baclofen in the regimen
-    itb_withdrawal_sign: bool = False  # new pruritus or rising spasticity coded
+    pump_active: bool = False  # an intrathecal pump order of the drug is active
+    # The pack's own questions (pack.yaml conditions, comedications, observations): each a
+    # fact field of its own, flattened into every fact; the pack's rules name them.
+    flags: dict[str, bool | float] = display_factory(dict)
     # display only
     renal: RenalMeasure | None = display()
     weight_effective: datetime | None = display()
@@ -207,7 +202,7 @@ class DosageStep:
 
 @dataclass
 class OrderFacts:
-    """One baclofen order as the rules see it (after the regimen arithmetic)."""
+    """One order of the pack's drug as the rules see it (after the regimen arithmetic)."""
 
     order_id: str
     route: Route  # unknown routes are treated as oral (route_unknown=True)
@@ -241,14 +236,14 @@ class OrderFacts:
     # computed: the regimen totals are then lower bounds (a rule may still fire on them)
     regimen_complete: bool = True
     # titration (A4 oral, A9 intrathecal)
-    new_start: bool = False  # no baclofen order/statement in the last 30 days
+    new_start: bool = False  # no order/statement of the drug in the look-back window
     current_daily: float | None = None  # regimen before signing this draft
     increase_daily: float | None = None  # regimen_first_daily - current_daily (when > 0)
     increase_per_admin: float | None = None  # increase_daily / regimen_admin_per_day
     days_on_current: float | None = None  # current start -> effect time, calendar days
     step_up_fraction: float | None = None  # intrathecal: new/replaced - 1
     change_24h_fraction: float | None = None  # intrathecal: new/daily 24 h ago - 1
-    itb_first_order: bool = False
+    pump_first_order: bool = False  # no intrathecal order of the drug in the look-back
     bolus_ug: float | None = None
     bolus_interval_hours: float | None = None
     # withdrawal (A6)
@@ -289,11 +284,11 @@ class OrderFacts:
 
 @dataclass
 class InteractionFacts:
-    """A baclofen order paired with one interacting class present in the regimen."""
+    """An order of the drug paired with one interacting class present in the regimen."""
 
     order_id: str
     drug_class: str  # opioid, sedative, gabapentinoid, muscle_relaxant, levodopa, ...
-    pair_has_draft: bool  # the baclofen order or the other order is a draft here
+    pair_has_draft: bool  # the drug's order or the other order is a draft here
     drug_names: str = ""  # display names joined, for the card
     other_ids: list[str] = display_factory(list)
 
@@ -323,6 +318,8 @@ class ClinicalFacts:
     now: datetime
     hook: Hook
     patient: PatientFacts
+    drug: str = "the drug"  # the pack's drug, in words (cards)
+    new_start_days: float | None = None  # the pack's new-start look-back (card words)
     orders: list[OrderFacts] = field(default_factory=list)
     interactions: list[InteractionFacts] = field(default_factory=list)
     issues: list[DataIssue] = field(default_factory=list)
@@ -331,6 +328,10 @@ class ClinicalFacts:
         """The flat facts asserted into one engine session."""
         base = {"hook": self.hook}
         patient = engine_fields(self.patient)
+        for name, value in self.patient.flags.items():
+            v = _engine_value(value)
+            if v is not None:
+                patient[name] = v
         renal = self.patient.renal
         patient["renal_text"], patient["renal_detail"] = renal_words(self.patient)
         if renal is not None:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 
 from cds.clinical.context import Context
+from cds.clinical.drugspec import DrugSpec, ObservationKind
 from cds.clinical.fhirdata import (
     JSON,
     as_bool,
@@ -47,7 +48,6 @@ OBS_VALUESETS: dict[str, str] = {
     "temp": "body-temperature",
     "rass": "rass",
     "gestational_age": "gestational-age",
-    "delirium_screen": "delirium-screen",
 }
 _IGNORED_STATUS = frozenset({"entered-in-error", "cancelled"})
 
@@ -101,30 +101,42 @@ MEASURE_NAMES: dict[str, tuple[str, str]] = {
 _PLAUSIBLE_KINDS = frozenset({"weight", "height", "egfr", "crcl"})
 
 
+# A pack's own kinds are read as "positive" screens or plain numbers; their names come from
+# the pack (``screen:<ValueSet>`` for a condition flag's screen, the observation's name else).
+PackKinds = tuple[tuple[str, str], ...]  # (kind, ValueSet id)
+
+
+def pack_kinds(drug: DrugSpec) -> PackKinds:
+    """The observation kinds a pack adds: its observations and its condition flags' screens."""
+    kinds = [(o.name, o.valueset) for o in drug.observations]
+    kinds += [(f"screen:{f.screen}", f.screen) for f in drug.conditions if f.screen]
+    return tuple(dict.fromkeys(kinds))
+
+
 @cache
-def _code_index(term: Terminology) -> dict[tuple[str, str], str]:
-    index: dict[tuple[str, str], str] = {}
-    for kind, vs_id in OBS_VALUESETS.items():
+def _code_index(term: Terminology, extra: PackKinds) -> dict[tuple[str, str], list[str]]:
+    index: dict[tuple[str, str], list[str]] = {}
+    for kind, vs_id in [*OBS_VALUESETS.items(), *extra]:
         for key in term.vs(vs_id).codes:
-            index[key] = kind
+            index.setdefault(key, []).append(kind)
     return index
 
 
-def _kinds(concept: object, index: dict[tuple[str, str], str]) -> list[str]:
+def _kinds(concept: object, index: dict[tuple[str, str], list[str]]) -> list[str]:
     """Kinds of an observation code; reads raw codings directly (the hottest loop)."""
     if type(concept) is not dict:
         return []
     items = concept.get("coding")
     if type(items) is not list:
-        return [index[(s, c)] for s, c, _ in codings(concept) if (s, c) in index]
-    out = []
+        return [k for s, c, _ in codings(concept) for k in index.get((s, c), ())]
+    out: list[str] = []
     for c in items:
         if type(c) is dict:
             system, code = c.get("system"), c.get("code")
             if type(system) is str and type(code) is str:
-                kind = index.get((system.strip(), code.strip()))
-                if kind is not None:
-                    out.append(kind)
+                kinds = index.get((system.strip(), code.strip()))
+                if kinds is not None:
+                    out.extend(k for k in kinds if k not in out)
     return out
 
 
@@ -188,12 +200,25 @@ def _convert(kind: str, value: float, unit: str, ctx: Context) -> tuple[float | 
     return value, None
 
 
-def _positive(obs: JSON, ctx: Context) -> bool | None:
+def _positive(obs: JSON, ctx: Context, spec: ObservationKind | None = None) -> bool | None:
+    """Whether a screen is positive: ``valueBoolean``; a coded answer (positive unless it is
+    one of the pack's negative answers, when it lists them; else in the positive-result
+    ValueSet); or a score at or above the pack's minimum."""
     flag = as_bool(obs.get("valueBoolean"))
     if flag is not None:
         return flag
+    if spec is not None and spec.positive_integer_min is not None:
+        score = as_num(obs.get("valueInteger"))
+        if score is None:
+            score = as_num((as_dict(obs.get("valueQuantity")) or {}).get("value"))
+        if score is not None:
+            return score >= spec.positive_integer_min
+    answer = as_dict(obs.get("valueCodeableConcept"))
+    if spec is not None and spec.negative_codes and answer is not None:
+        codes = {c for _, c, _ in codings(answer)}
+        return bool(codes) and not (codes & spec.negative_codes)
     vs = ctx.term.vs("positive-result")
-    concepts = [as_dict(obs.get("valueCodeableConcept"))] + as_dicts(obs.get("interpretation"))
+    concepts = [answer] + as_dicts(obs.get("interpretation"))
     found = [c for c in concepts if c is not None]
     if not found:
         return None
@@ -202,8 +227,10 @@ def _positive(obs: JSON, ctx: Context) -> bool | None:
 
 def read_observations(resources: list[JSON], ctx: Context) -> dict[str, list[Obs]]:
     """Every usable (and every unusable creatinine) observation by kind, newest first."""
-    index = _code_index(ctx.term)
-    out: dict[str, list[Obs]] = {kind: [] for kind in OBS_VALUESETS}
+    extra = pack_kinds(ctx.drug)
+    index = _code_index(ctx.term, extra)
+    specs = {o.name: o for o in ctx.drug.observations}
+    out: dict[str, list[Obs]] = {kind: [] for kind in [*OBS_VALUESETS, *(k for k, _ in extra)]}
     for res in resources:
         kinds = _kinds(res.get("code"), index)
         components = as_dicts(res.get("component")) if "bp_panel" in kinds or not kinds else []
@@ -230,8 +257,9 @@ def read_observations(resources: list[JSON], ctx: Context) -> dict[str, list[Obs
         for kind in kinds:
             if kind == "bp_panel":
                 continue
-            if kind == "delirium_screen":
-                out[kind].append(Obs(kind, rid, when, None, positive=_positive(res, ctx)))
+            spec = specs.get(kind)
+            if kind.startswith("screen:") or (spec is not None and spec.value == "positive"):
+                out[kind].append(Obs(kind, rid, when, None, positive=_positive(res, ctx, spec)))
                 continue
             _read_value(kind, res, rid, ref, when, ctx, out)
         for comp in components:

@@ -38,8 +38,8 @@ class PatientHistory:
 
     new_start: bool
     chronic_user: bool
-    itb_first_order: bool
-    itb_active: bool
+    pump_first_order: bool
+    pump_active: bool
 
 
 def patient_history(reg: Regimen, ctx: Context) -> PatientHistory:
@@ -60,16 +60,16 @@ def patient_history(reg: Regimen, ctx: Context) -> PatientHistory:
     chronic = start is not None and calendar_days(start, now) >= p.chronic_min_days
     pumps = [r for r in history if r.route == "intrathecal" and not r.is_bolus]
     recent = now - timedelta(days=p.chronic_min_days)
-    itb_active = any(r.status == "active" for r in pumps)
+    pump_active = any(r.status == "active" for r in pumps)
     if any(
         r.status in ("active", "on-hold")
         or (r.status in ("stopped", "completed") and overlaps(r, recent, now))
         for r in pumps
     ):
         chronic = True
-    itb_since = now - timedelta(days=p.itb_titration_lookback_days)
-    itb_first = not any(overlaps(r, itb_since, now) for r in pumps if r.status != "cancelled")
-    return PatientHistory(new_start, chronic, itb_first, itb_active)
+    pump_since = now - timedelta(days=p.pump_titration_lookback_days)
+    pump_first = not any(overlaps(r, pump_since, now) for r in pumps if r.status != "cancelled")
+    return PatientHistory(new_start, chronic, pump_first, pump_active)
 
 
 def _effect_time(rec: MedRecord, now: datetime) -> datetime:
@@ -124,7 +124,7 @@ def build_order_facts(
         route_unknown=rec.route_unknown,
         route_given=rec.route_given,
         product_kind=rec.product_kind,  # type: ignore[arg-type]
-        matched_by_name=rec.baclofen == "name",
+        matched_by_name=rec.matched == "name",
         dose_computable=dose.computable,
         dose_problem=dose.problem,
         daily=dose.daily,
@@ -248,7 +248,7 @@ def _intrathecal(
 ) -> None:
     now = ctx.now
     assert rec.dose is not None
-    o.itb_first_order = hist.itb_first_order
+    o.pump_first_order = hist.pump_first_order
     links = {rec.id, rec.prior_id} - {None}
     # The refill is due at the active pump order's validity end (A6 convention). An active
     # order that goes on unchanged after signing carries its own due date. A renewal signed

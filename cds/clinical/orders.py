@@ -22,9 +22,9 @@ from cds.clinical.context import Context
 from cds.clinical.dosing import OrderDose, parse_dosage
 from cds.clinical.drugs import (
     MedicationConcept,
-    baclofen_identity,
+    comedication_flags,
     drug_classes,
-    is_anticonvulsant,
+    drug_identity,
     product_kind,
     product_of,
     resolve_medication,
@@ -57,7 +57,6 @@ _ROUTE_VALUESETS = (
     ("epidural", "route-epidural"),
 )
 _INJECTION_ROUTES = frozenset({"iv", "im", "sc", "epidural"})
-SCREENING_BOLUS_VS = "itb-screening-bolus"
 
 
 @dataclass
@@ -72,7 +71,7 @@ class MedRecord:
     resource: JSON
     med: MedicationConcept
     name: str
-    baclofen: str | None = None  # "code" | "name" | None
+    matched: str | None = None  # the pack's drug: "code" | "name" | None (another drug)
     route: Literal["oral", "intrathecal"] = "oral"
     route_unknown: bool = False
     route_given: str | None = None
@@ -84,8 +83,8 @@ class MedRecord:
     validity_end: datetime | None = None
     prior_id: str | None = None
     based_on: set[str] = field(default_factory=set)
-    classes: set[str] = field(default_factory=set)
-    anticonvulsant: bool = False
+    classes: set[str] = field(default_factory=set)  # interacting classes (another drug)
+    comedications: set[str] = field(default_factory=set)  # co-medication flags it raises
     reason_codings: list[tuple[str, str, str]] = field(default_factory=list)
     reason_texts: list[str] = field(default_factory=list)
     event: datetime | None = None  # first timing.event (a one-off administration time)
@@ -160,15 +159,18 @@ def _bolus_marked(med: MedicationConcept, dosages: list[JSON], ctx: Context) -> 
             repeat = as_dict(timing.get("repeat"))
             if repeat is not None and repeat.get("count") == 1:
                 return True
-    return SCREENING_BOLUS_VS in ctx.term.hits(med.codings, texts)
+    marker = ctx.drug.screening_bolus
+    return marker is not None and marker in ctx.term.hits(med.codings, texts)
 
 
 def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
-    """Read a MedicationRequest or MedicationStatement (identity first, dose for baclofen)."""
+    """Read a MedicationRequest or MedicationStatement (identity first; the dose only for
+    the pack's drug)."""
     kind: Literal["request", "statement"] = (
         "statement" if resource.get("resourceType") == "MedicationStatement" else "request"
     )
-    med = resolve_medication(resource, ctx.medications, ctx.term)
+    drug = ctx.drug
+    med = resolve_medication(resource, ctx.medications, ctx.term, drug.identity)
     rec = MedRecord(
         ref=resource_ref(resource),
         id=as_str(resource.get("id")),
@@ -180,7 +182,7 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
         name=med.name or "unnamed medication",
     )
     tz = ctx.tz
-    rec.baclofen = baclofen_identity(med, ctx.term) if med.present else None
+    rec.matched = drug_identity(med, ctx.term, drug.identity) if med.present else None
     if kind == "request":
         rec.prior_id = ref_id(resource.get("priorPrescription"), "MedicationRequest")
     else:
@@ -189,11 +191,13 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
                 target = ref_id(r, "MedicationRequest")
                 if target and not target.startswith("#"):
                     rec.based_on.add(target)
-    if rec.baclofen is None:
-        # Other drugs only need identity and links (interactions, anticonvulsant).
+    if rec.matched is None:
+        # Other drugs only need identity and links (interactions, co-medication flags).
         if med.present:
-            rec.classes = drug_classes(med, ctx.term)
-            rec.anticonvulsant = is_anticonvulsant(med, ctx.term)
+            rec.classes = drug_classes(med, ctx.term, drug.interactions)
+            rec.comedications = comedication_flags(
+                med, ctx.term, drug.comedications, drug.class_valuesets
+            )
         return rec
     if kind == "request":
         rec.authored = parse_datetime(resource.get("authoredOn"), tz)
@@ -223,6 +227,7 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
         dosages,
         strength=strength,
         intrathecal=rec.route == "intrathecal",
+        unit=ctx.drug.unit_of(rec.route),
         term=ctx.term,
         tz=tz,
         bolus_marked=rec.route == "intrathecal" and _bolus_marked(med, dosages, ctx),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 class ClinicalParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    new_start_lookback_days: float = 30  # A4: no baclofen in the last N days = new start
+    new_start_lookback_days: float = 30  # A4: none of the drug in the last N days = new start
     chronic_min_days: float = 14  # A6: continuous scheduled oral use = chronic user
     weight_for_mg_per_kg_days: float = 30  # A3: weight must be this recent for mg/kg
     weight_for_cockcroft_gault_days: float = 90  # A5
@@ -25,20 +25,16 @@ class ClinicalParams(BaseModel):
     vitals_window_hours: float = 24  # A7
     gcs_previous_window_hours: float = 48  # A7
     temperature_window_hours: float = 24  # A6 intrathecal withdrawal signs
-    delirium_condition_days: float = 7  # A7
-    delirium_screen_hours: float = 24  # A7
     creatinine_max_mg_dl: float = 25  # A5 plausibility
     creatinine_min_umol_l: float = 10  # A5 plausibility
     creatinine_umol_per_mg_dl: float = 88.4  # A5 conversion
     aki_rise_window_hours: float = 48  # KDIGO windows (thresholds are rule conditions)
     aki_ratio_window_days: float = 7
-    itb_titration_lookback_days: float = 30  # A9: first intrathecal order
+    pump_titration_lookback_days: float = 30  # A9: first intrathecal (pump) order
     inpatient_classes: tuple[str, ...] = ("IMP", "ACUTE", "NONAC", "OBSENC")
     # Added with the fact extraction (policy choices where part A gives no number):
     chronic_max_gap_days: float = 1  # A6: renewals up to this far apart still "continuous"
-    itb_withdrawal_sign_days: float = 7  # A6: pruritus/spasticity coded this recently = "new"
     dialysis_procedure_days: float = 30  # A5: a dialysis procedure this recent = on dialysis
-    pump_removal_lookback_days: float = 30  # A6: a pump removal done this recently counts
     trimester_2_from_weeks: float = 14  # A7: gestational age < 14 weeks = first trimester
     trimester_3_from_weeks: float = 28  # A7: >= 28 weeks = third trimester
     gestation_max_weeks: float = 42  # A7: a gestational age projected past this is stale

@@ -166,18 +166,30 @@ def assemble_patient(
     temps = [o.value for o in obs["temp"] if o.value is not None and o.when >= temp_since]
     facts.temp_max_24h_c = max(temps) if temps else None
 
-    screen = newest_within(obs["delirium_screen"], now, p.delirium_screen_hours)
-    facts.delirium_recent = flags.delirium_recent or bool(screen and screen.positive)
-    for name in (
-        "on_dialysis",
-        "epilepsy",
-        "seizure_history",
-        "withdrawal_history",
-        "cerebral_origin",
-        "alcohol_use_disorder",
-        "itb_withdrawal_sign",
-    ):
-        setattr(facts, name, getattr(flags, name))
+    facts.on_dialysis = flags.on_dialysis
+    # The pack's questions: condition flags (a positive screen counts too), its own
+    # observations (the newest value in the window, the maximum, or a positive result).
+    for f in ctx.drug.conditions:
+        value = flags.flags.get(f.name, False)
+        if not value and f.screen and f.screen_hours is not None:
+            screen = newest_within(obs[f"screen:{f.screen}"], now, f.screen_hours)
+            value = bool(screen and screen.positive)
+        facts.flags[f.name] = value
+    for o in ctx.drug.observations:
+        series = obs[o.name]
+        if o.value == "positive":
+            since = now - timedelta(hours=o.window_hours)
+            facts.flags[o.name] = any(x.positive for x in series if x.when >= since)
+            continue
+        if o.value == "max":
+            since = now - timedelta(hours=o.window_hours)
+            values = [x.value for x in series if x.value is not None and x.when >= since]
+            if values:
+                facts.flags[o.name] = max(values)
+            continue
+        newest = newest_within(series, now, o.window_hours)
+        if newest is not None and newest.value is not None:
+            facts.flags[o.name] = newest.value
     _pregnancy(facts, obs["gestational_age"], flags, ctx)
     return facts, renal
 

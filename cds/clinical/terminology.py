@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -219,12 +220,14 @@ def _load_timing(doc: dict[str, Any]) -> tuple[dict[str, float], frozenset[str]]
     return per_day, frozenset(systems)
 
 
-def _load_products(doc: dict[str, Any], valuesets: dict[str, ValueSet]) -> dict:
+def _load_products(
+    doc: dict[str, Any], valuesets: dict[str, ValueSet], identity: str | None
+) -> dict[tuple[str, str], Product]:
     out: dict[tuple[str, str], Product] = {}
     for entry in doc.get("entry", []):
         med = entry["resource"]
         kind = medication_form_kind(med, valuesets)
-        strength = medication_strength(med, valuesets)
+        strength = medication_strength(med, valuesets, identity)
         form = med.get("form") or {}
         form_key = next(
             (f"{c.get('system')}|{c.get('code')}" for c in form.get("coding", [])),
@@ -237,28 +240,54 @@ def _load_products(doc: dict[str, Any], valuesets: dict[str, ValueSet]) -> dict:
     return out
 
 
-def load_terminology(root: Path) -> Terminology:
-    """Read every ValueSet, the timing CodeSystem and the product table under ``root``."""
+def _read_json(path: Path) -> dict[str, Any]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return doc
+
+
+@cache
+def _shared(root: Path) -> tuple[dict[str, ValueSet], dict[str, float], frozenset[str]]:
+    """The shared ValueSets and timing table under ``root`` (parsed once per process)."""
     valuesets: dict[str, ValueSet] = {}
     for path in sorted((root / "valuesets").glob("*.json")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = _read_json(path)
         if doc.get("resourceType") == "ValueSet":
             vs = _load_valueset(doc)
             valuesets[vs.id] = vs
-    timing_doc = json.loads(
-        (root / "codesystems" / f"{TIMING_CODESYSTEM}.json").read_text(encoding="utf-8")
-    )
+    timing_doc = _read_json(root / "codesystems" / f"{TIMING_CODESYSTEM}.json")
     per_day, systems = _load_timing(timing_doc)
-    products_doc = json.loads(
-        (root / "products" / "baclofen-products.json").read_text(encoding="utf-8")
-    )
-    products = _load_products(products_doc, valuesets)
-    presentation = valuesets.get(PRESENTATION_VS)
+    return valuesets, per_day, systems
+
+
+def load_terminology(
+    root: Path,
+    *,
+    valuesets: Sequence[Path] = (),
+    products: Path | None = None,
+    identity: str | None = None,
+) -> Terminology:
+    """The shared ValueSets and timing table under ``root``, plus a pack's own ValueSet files
+    and product table. A pack ValueSet may not redefine a shared one (two packs must match
+    a shared class alike); ``ValueError`` names the clash."""
+    shared, per_day, systems = _shared(root)
+    merged = dict(shared)
+    for path in valuesets:
+        doc = _read_json(path)
+        if doc.get("resourceType") != "ValueSet" or not isinstance(doc.get("id"), str):
+            raise ValueError(f"{path}: not a FHIR ValueSet with an id")
+        if doc["id"] in shared:
+            raise ValueError(f"{path}: ValueSet {doc['id']!r} is already a shared ValueSet")
+        vs = _load_valueset(doc)
+        merged[vs.id] = vs
+    table = _load_products(_read_json(products), merged, identity) if products else {}
+    presentation = merged.get(PRESENTATION_VS)
     codes = frozenset(presentation.codes) if presentation is not None else frozenset()
-    return Terminology(valuesets, per_day, systems, products, presentation_codes=codes)
+    return Terminology(merged, per_day, systems, table, presentation_codes=codes)
 
 
 @cache
 def get_terminology() -> Terminology:
-    """The shipped terminology, loaded on first use (never at import)."""
+    """The shared terminology alone (timing codes, classes, labs), loaded on first use."""
     return load_terminology(data_dir("fhir"))

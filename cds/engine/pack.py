@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cds.clinical.drugspec import DrugSpec
 from cds.clinical.facts import (
     ALWAYS_DERIVED,
     DERIVED_ORDER_FIELDS,
@@ -32,9 +33,17 @@ from cds.clinical.facts import (
 )
 from cds.clinical.params import ClinicalParams
 from cds.engine import conditions as cond
+from cds.engine.drug import build_drug
 from cds.engine.findings import Finding, SuggestionSpec
 from cds.engine.runtime import RuleRuntime, default_runtime
-from cds.engine.schema import HOOKS, SUGGESTION_PARAMS, DispensingDef, PackDef, RuleDef
+from cds.engine.schema import (
+    HOOKS,
+    SUGGESTION_PARAMS,
+    DispensingDef,
+    PackDef,
+    PrefetchDef,
+    RuleDef,
+)
 from cds.errors import PackError
 
 SEVERITIES = ("info", "warning", "critical")
@@ -87,6 +96,22 @@ ALWAYS_PRESENT: dict[str, frozenset[str]] = {
     ),
     "data_issue": frozenset(_BASE | _always_present(DataIssue)),
 }
+
+
+def pack_fields(pack: PackDef) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """(fact fields, always-present fields) per fact kind for one pack: the fields every
+    drug has, plus the pack's own flags (its conditions, co-medications, observations)."""
+    own = set(pack.conditions) | set(pack.comedications) | set(pack.observations)
+    booleans = (
+        set(pack.conditions)
+        | set(pack.comedications)
+        | {k for k, o in pack.observations.items() if o.value == "positive"}
+    )
+    fields = {k: (v | own if k in ("order", "interaction") else v) for k, v in FACT_FIELDS.items()}
+    present = {
+        k: (v | booleans if k in ("order", "interaction") else v) for k, v in ALWAYS_PRESENT.items()
+    }
+    return fields, present
 
 
 # Template format specs that write a count with its noun, singular or plural.
@@ -168,11 +193,13 @@ class CompiledPack:
     override_reasons: dict[str, dict[str, str]]
     default_override_reasons: tuple[str, ...]
     clinical: ClinicalParams
+    drug: DrugSpec
     profile_values: dict[str, Any]
     tables: dict[str, Any]
     dispensing: DispensingDef | None
     digest: str
     source_dir: Path
+    prefetch: dict[str, PrefetchDef] = field(default_factory=dict)
     runtime: RuleRuntime = field(repr=False, default_factory=default_runtime)
 
     @property
@@ -340,6 +367,8 @@ def compile_pack(
                 f"unknown override reason {rid!r}", file=main, field="default_override_reasons"
             )
 
+    drug, terminology_digest = build_drug(pack, folder)
+    fields, present = pack_fields(pack)
     rules: dict[str, CompiledRule] = {}
     position = 0
     seen_ids: set[str] = set()
@@ -376,7 +405,16 @@ def compile_pack(
         for rule_id, row in rows:
             position += 1
             rules[rule_id] = _compile_rule(
-                pack, rdef, rule_id, row, profile, files[rdef.id], evidence, position
+                pack,
+                rdef,
+                rule_id,
+                row,
+                profile,
+                files[rdef.id],
+                evidence,
+                position,
+                kinds=fields,
+                present=present,
             )
     if not rules:
         raise PackError(f"no rules for profile {profile!r}", file=main)
@@ -391,7 +429,13 @@ def compile_pack(
         )
     digest = hashlib.sha256(
         json.dumps(
-            [pack.version, profile, {k: r.conditions for k, r in rules.items()}],
+            [
+                pack.version,
+                profile,
+                {k: r.conditions for k, r in rules.items()},
+                terminology_digest,
+                pack.model_dump(exclude={"rules"}),
+            ],
             sort_keys=True,
             default=str,
         ).encode()
@@ -406,11 +450,13 @@ def compile_pack(
         override_reasons={k: v.model_dump() for k, v in pack.override_reasons.items()},
         default_override_reasons=tuple(pack.default_override_reasons),
         clinical=clinical,
+        drug=drug,
         profile_values=dict(pack.profiles[profile]),
         tables=dict(pack.tables),
         dispensing=dispensing,
         digest=digest,
         source_dir=folder,
+        prefetch=dict(pack.prefetch),
         runtime=runtime or default_runtime(),
     )
     compiled.install()
@@ -426,14 +472,18 @@ def _compile_rule(
     file: str,
     evidence: Mapping[str, Any],
     position: int,
+    *,
+    kinds: Mapping[str, frozenset[str]],
+    present: Mapping[str, frozenset[str]],
 ) -> CompiledRule:
     scopes = {"profile": pack.profiles[profile], "tables": pack.tables, "row": row or {}}
+    always = present[rdef.fact]
 
     def resolver(fieldname: str) -> cond.Resolver:
-        return cond.Resolver(scopes, fieldname, ALWAYS_PRESENT[rdef.fact])
+        return cond.Resolver(scopes, fieldname, always)
 
     try:
-        fields = FACT_FIELDS[rdef.fact]
+        fields = kinds[rdef.fact]
         parts: list[cond.Node] = [cond.Cmp("kind", "eq", rdef.fact)]
         hooks = tuple(rdef.hooks)
         left_out = sorted(set(HOOKS) - set(hooks))
@@ -442,9 +492,8 @@ def _compile_rule(
         elif left_out:
             parts.append(cond.Any_(tuple(cond.Cmp("hook", "eq", h) for h in hooks)))
         parts.append(cond.parse(rdef.when, resolver("when"), fields))
-        present = ALWAYS_PRESENT[rdef.fact]
         for i, u in enumerate(rdef.unless):
-            parts.append(cond.negate(cond.parse(u, resolver(f"unless[{i}]"), fields), present))
+            parts.append(cond.negate(cond.parse(u, resolver(f"unless[{i}]"), fields), always))
         tree = cond.all_of(parts)
         terms = cond.dnf(tree)
         if not terms:

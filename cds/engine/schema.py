@@ -126,13 +126,83 @@ class RuleDef(_Strict):
     unless_offered: Category | None = None
 
 
+class DrugDef(_Strict):
+    """What makes an order the pack's drug, and how it is given (``pack.yaml`` ``drug:``)."""
+
+    name: str = Field(min_length=1)  # card words ("baclofen"), never a code
+    identity: str  # id of the ValueSet whose codes (or words) name the drug
+    products: str | None = None  # product table: a Bundle of Medications (pack-relative)
+    routes: dict[Literal["oral", "intrathecal"], Literal["mg", "ug"]] = Field(min_length=1)
+    screening_bolus: str | None = None  # ValueSet of what marks an intrathecal bolus
+
+
+class ConditionDef(_Strict):
+    """A problem-list flag the rules read (a fact field of every order)."""
+
+    valueset: str
+    history: bool = False  # counts whatever the clinical status (a resolved stroke)
+    recent_days: float | None = None  # onset (else recorded date) within this window
+    screen: str | None = None  # an observation ValueSet whose positive result also counts
+    screen_hours: float | None = None
+
+
+class ProcedureDef(_Strict):
+    """A planned or recent procedure the rules read (``pump_removal``)."""
+
+    valueset: str
+    lookback_days: float  # a done procedure this recent still counts
+
+
+class InteractionClassDef(_Strict):
+    """One interacting class: drugs of these ValueSets, or these conditions (alcohol)."""
+
+    valuesets: list[str] = Field(min_length=1)
+    conditions: list[str] = Field(default_factory=list)
+    condition_name: str | None = None  # how the card names a condition member
+
+
+class ComedicationDef(_Strict):
+    """A flag of the other drugs after signing (an anticonvulsant on the list)."""
+
+    valueset: str
+    words_unless_classed: bool = True  # match words only when no class code decides
+
+
+class ObservationDef(_Strict):
+    """A pack-specific observation the rules read: the newest value within a window."""
+
+    valueset: str
+    window_hours: float
+    value: Literal["newest", "max", "positive"] = "newest"
+    negative_codes: list[str] = Field(default_factory=list)  # answers that are negative
+    positive_integer_min: float | None = None  # a score at or above this is positive
+
+
+class PrefetchDef(_Strict):
+    """One prefetch key: a FHIR search or read (``search``), or observations by the codes of
+    ValueSets (``observations``: the codes the rules read are the codes fetched)."""
+
+    search: str | None = None
+    observations: list[str] = Field(default_factory=list)
+    since_days: int | None = None
+    count: int = Field(default=100, ge=1, le=1000)
+    required: bool = False
+
+
 class PackDef(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
     title: str
     description: str = ""
     url: str | None = None
-    drug: dict[str, Any] = Field(default_factory=dict)  # ValueSet and product-table refs
+    drug: DrugDef
+    terminology: list[str] = Field(default_factory=list)  # the pack's own ValueSet files
+    conditions: dict[str, ConditionDef] = Field(default_factory=dict)
+    procedures: dict[str, ProcedureDef] = Field(default_factory=dict)
+    interactions: dict[str, InteractionClassDef] = Field(default_factory=dict)
+    comedications: dict[str, ComedicationDef] = Field(default_factory=dict)
+    observations: dict[str, ObservationDef] = Field(default_factory=dict)
+    prefetch: dict[str, PrefetchDef] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]]
     default_profile: str = "US"
     tables: dict[str, Any] = Field(default_factory=dict)

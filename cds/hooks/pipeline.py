@@ -25,7 +25,6 @@ from datetime import datetime
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts
 from cds.clinical.facts import ClinicalFacts, OrderFacts
-from cds.clinical.terminology import get_terminology
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
 from cds.hooks.recheck import LoopProblem, accepted, apply_action, loop_problems
@@ -78,14 +77,14 @@ def dispenser_for(pack: CompiledPack) -> Dispenser:
         if d is not None
         else DispensingPolicy()
     )
-    return Dispenser(policy, get_terminology().products.values())
+    return Dispenser(policy, pack.drug.term.products.values())
 
 
 def run_rules(
     inp: HookInput, pack: CompiledPack, now: datetime, *, offers: bool = True
 ) -> tuple[ClinicalFacts, list[Finding]]:
     """Facts and findings of one pack, with the rules' "as offered" exceptions applied."""
-    facts = extract_facts(inp, now=now, params=pack.clinical)
+    facts = extract_facts(inp, now=now, params=pack.clinical, drug=pack.drug)
     findings = pack.evaluate(facts)
     if offers and any(f.unless_offered for f in findings):
         findings = _apply_offers(inp, pack, now, facts, findings)
@@ -419,7 +418,7 @@ def evaluate(
     facts: ClinicalFacts | None = None
     for pack in packs:
         t0 = time.perf_counter()
-        facts = extract_facts(inp, now=now, params=pack.clinical)
+        facts = extract_facts(inp, now=now, params=pack.clinical, drug=pack.drug)
         timings["facts"] = timings.get("facts", 0) + _ms(t0)
         t0 = time.perf_counter()
         findings = pack.evaluate(facts)

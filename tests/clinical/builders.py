@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
+from cds.clinical.drugspec import DrugSpec
 from cds.clinical.extract import HookInput, extract_facts
 from cds.clinical.facts import ClinicalFacts
 from cds.clinical.params import ClinicalParams
@@ -13,6 +15,20 @@ from cds.paths import data_dir
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 PARAMS = ClinicalParams()
+
+
+@cache
+def baclofen_pack() -> Any:
+    """The shipped baclofen pack (its drug: identity, flags, classes), compiled once."""
+    from cds.engine.pack import compile_pack
+
+    return compile_pack(data_dir("rules") / "baclofen")
+
+
+def drug() -> DrugSpec:
+    return baclofen_pack().drug
+
+
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SCT = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -227,6 +243,7 @@ def facts_for(
         ),
         now=now,
         params=params,
+        drug=drug(),
     )
 
 

@@ -292,7 +292,7 @@ def test_intrathecal_bolus_and_interval() -> None:
     assert o.bolus_interval_hours == 28  # the draft is given now, 12:00 next day
     assert o.regimen_daily == 0  # boluses never enter the pump regimen
     first = facts_for([draft]).orders[0]
-    assert first.bolus_interval_hours is None and first.itb_first_order
+    assert first.bolus_interval_hours is None and first.pump_first_order
 
 
 def test_stu3_dose_on_dosage() -> None:

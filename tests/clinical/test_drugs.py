@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from cds.clinical.terminology import get_terminology
 from cds.paths import data_dir
 from tests.clinical.builders import (
     BACLOFEN_IN,
@@ -14,6 +13,7 @@ from tests.clinical.builders import (
     RXNORM,
     SCT,
     dosage,
+    drug,
     facts_for,
     med_request,
 )
@@ -104,6 +104,11 @@ def test_every_valueset_is_valid_r4b_and_dated() -> None:
     root = data_dir("fhir")
     files = sorted((root / "valuesets").glob("*.json"))
     assert len(files) >= 30
+    # and every pack's own ValueSets (rules/<pack>/terminology/)
+    pack_files = sorted(data_dir("rules").glob("*/terminology/*.json"))
+    products = [p for p in pack_files if p.name == "products.json"]
+    assert products, "every pack ships its product table"
+    files += [p for p in pack_files if p.name != "products.json"]
     for path in files:
         doc = json.loads(path.read_text())
         vs = ValueSet.model_validate(doc)
@@ -112,11 +117,12 @@ def test_every_valueset_is_valid_r4b_and_dated() -> None:
         assert doc["id"] == path.stem
     for path in sorted((root / "codesystems").glob("*.json")):
         CodeSystem.model_validate(json.loads(path.read_text()))
-    Bundle.model_validate(json.loads((root / "products" / "baclofen-products.json").read_text()))
+    for path in products:
+        Bundle.model_validate(json.loads(path.read_text()))
 
 
 def test_product_table_strengths() -> None:
-    term = get_terminology()
+    term = drug().term
     strengths = {
         code: (p.form_kind, p.strength.amount, p.strength.unit, p.strength.per)
         for (_, code), p in term.products.items()
@@ -129,7 +135,7 @@ def test_product_table_strengths() -> None:
 
 
 def test_class_valuesets() -> None:
-    term = get_terminology()
+    term = drug().term
     atc = "http://www.whocc.no/atc"
     assert term.vs("muscle-relaxants").has_code(atc, "M03BX02")
     assert not term.vs("muscle-relaxants").has_code(atc, "M03BX01")

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from cds.clinical.extract import extract_facts
-from tests.clinical.builders import NOW, PARAMS, example_input
+from tests.clinical.builders import NOW, PARAMS, drug, example_input
 
 
 def facts(name: str):
-    return extract_facts(example_input(name), now=NOW, params=PARAMS)
+    return extract_facts(example_input(name), now=NOW, params=PARAMS, drug=drug())
 
 
 def test_renal_moderate() -> None:
@@ -61,7 +61,7 @@ def test_itb_refill_overdue() -> None:
     assert o.daily == 450 and o.regimen_daily == 450
     assert o.refill_overdue_days == 2
     assert o.chronic_user is True
-    assert f.patient.itb_pump is True
+    assert f.patient.pump_active is True
     assert f.interactions == []
 
 
@@ -92,9 +92,9 @@ def test_engine_facts_are_flat_and_serialisable(name: str) -> None:
 def test_extraction_is_fast() -> None:
     """A typical request well under 2 ms (generous bound here: CI machines vary)."""
     inp = example_input("order-sign-renal-moderate")
-    extract_facts(inp, now=NOW, params=PARAMS)
+    extract_facts(inp, now=NOW, params=PARAMS, drug=drug())
     n = 50
     start = time.perf_counter()
     for _ in range(n):
-        extract_facts(inp, now=NOW, params=PARAMS)
+        extract_facts(inp, now=NOW, params=PARAMS, drug=drug())
     assert (time.perf_counter() - start) / n < 0.01

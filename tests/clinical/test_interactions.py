@@ -112,11 +112,11 @@ def test_home_statement_of_other_drug_counts() -> None:
 
 def test_anticonvulsant_flag() -> None:
     f = facts_for([med_request("new", dosage(5, freq=3))], [drug("l", "114477", "levetiracetam")])
-    assert f.patient.anticonvulsant
+    assert f.patient.flags["anticonvulsant"]
     f = facts_for([med_request("new", dosage(5, freq=3))], [drug("g", "25480", "gabapentin")])
-    assert not f.patient.anticonvulsant
+    assert not f.patient.flags["anticonvulsant"]
     f = facts_for(
         [med_request("new", dosage(5, freq=3))],
         [drug("l", "114477", "levetiracetam", status="completed")],
     )
-    assert not f.patient.anticonvulsant
+    assert not f.patient.flags["anticonvulsant"]

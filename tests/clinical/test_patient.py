@@ -131,24 +131,29 @@ def test_conditions_current_and_history() -> None:
             condition("a", "F10.20", "http://hl7.org/fhir/sid/icd-10-cm"),
         ]
     )
-    assert p.epilepsy and p.seizure_history and p.cerebral_origin and p.withdrawal_history
-    assert p.alcohol_use_disorder
+    assert (
+        p.flags["epilepsy"]
+        and p.flags["seizure_history"]
+        and p.flags["cerebral_origin"]
+        and p.flags["withdrawal_history"]
+    )
+    assert p.flags["alcohol_use_disorder"]
     p = pf([condition("e", "84757009", status="resolved")])
-    assert not p.epilepsy and p.seizure_history
+    assert not p.flags["epilepsy"] and p.flags["seizure_history"]
 
 
 def test_entered_in_error_condition_ignored() -> None:
     c = condition("e", "84757009")
     c["verificationStatus"] = {"coding": [{"code": "entered-in-error"}]}
-    assert not pf([c]).epilepsy
+    assert not pf([c]).flags["epilepsy"]
     stu3 = condition("e", "84757009", status=None)
     stu3["clinicalStatus"] = "active"
-    assert pf([stu3]).epilepsy
+    assert pf([stu3]).flags["epilepsy"]
 
 
 def test_delirium_recent() -> None:
-    assert pf([condition("d", "2776000", onset=days_ago(2))]).delirium_recent
-    assert not pf([condition("d", "2776000", onset=days_ago(10))]).delirium_recent
+    assert pf([condition("d", "2776000", onset=days_ago(2))]).flags["delirium_recent"]
+    assert not pf([condition("d", "2776000", onset=days_ago(10))]).flags["delirium_recent"]
     screen = {
         "resourceType": "Observation",
         "id": "cam",
@@ -164,7 +169,7 @@ def test_delirium_recent() -> None:
         "effectiveDateTime": hours_ago(3),
         "valueBoolean": True,
     }
-    assert pf([screen]).delirium_recent
+    assert pf([screen]).flags["delirium_recent"]
 
 
 def test_pregnancy_trimester() -> None:
@@ -180,9 +185,9 @@ def test_pregnancy_trimester() -> None:
     assert not pf([ended, observation("ga", "11884-4", 36, "wk", when=days_ago(20))]).pregnant
 
 
-def test_itb_withdrawal_sign() -> None:
-    assert pf([condition("i", "418290006", onset=days_ago(1))]).itb_withdrawal_sign
-    assert not pf([condition("i", "418290006", onset=days_ago(30))]).itb_withdrawal_sign
+def test_pump_withdrawal_sign() -> None:
+    assert pf([condition("i", "418290006", onset=days_ago(1))]).flags["pump_withdrawal_sign"]
+    assert not pf([condition("i", "418290006", onset=days_ago(30))]).flags["pump_withdrawal_sign"]
 
 
 def test_other_patients_data_is_dropped() -> None:

@@ -188,12 +188,12 @@ def test_intrathecal_step_up_and_24h_change() -> None:
     assert o.route == "intrathecal" and o.replaces == "p1"
     assert o.step_up_fraction == pytest.approx(0.3)
     assert o.change_24h_fraction == pytest.approx(0.3)
-    assert o.itb_first_order is False and o.chronic_user
+    assert o.pump_first_order is False and o.chronic_user
 
 
 def test_first_intrathecal_order() -> None:
     o = facts_for([pump("p", 100, status="draft")]).orders[0]
-    assert o.itb_first_order and o.step_up_fraction is None and o.change_24h_fraction is None
+    assert o.pump_first_order and o.step_up_fraction is None and o.change_24h_fraction is None
 
 
 def test_intrathecal_order_changed_within_24h() -> None:

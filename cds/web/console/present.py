@@ -204,6 +204,8 @@ def _section_of(key: str, value: Any) -> str:
         return "Order"
     if key in patient:
         return "Conditions" if isinstance(value, bool) and key not in {"inpatient"} else "Patient"
+    if isinstance(value, bool):
+        return "Conditions"  # a pack's own flag (epilepsy, seizure history...)
     return "Other facts"
 
 
