@@ -33,13 +33,14 @@ from cds.hooks.fetch import FetchLimits
 from cds.hooks.pipeline import evaluate
 from cds.hooks.prefetch import resolve_prefetch
 from cds.hooks.request import parse_hook_call
-from cds.hooks.services import SERVICES
+from cds.hooks.services import SERVICE_IDS, catalog
 from cds.paths import data_dir
 
 
-def hook_input(req: dict[str, Any], now: datetime) -> HookInput:
+def hook_input(req: dict[str, Any], now: datetime, registry: PackRegistry) -> HookInput:
     """The pipeline's input for a request, through the same validation and prefetch code."""
-    svc = SERVICES[f"baclofen-{req['hook']}"]
+    svc = catalog(registry.packs()).get(SERVICE_IDS[req["hook"]])
+    assert svc is not None
     call = parse_hook_call(req, expected_hook=svc.hook)
     resolved = asyncio.run(
         resolve_prefetch(
@@ -62,8 +63,8 @@ def run(n: int, pipeline: bool, kinds: tuple[str, ...]) -> dict[str, Any]:
     registry = PackRegistry(rules_dir=data_dir("rules"), pack_ids=["baclofen"], profile="US")
     registry.load()
     pack = registry.packs()[0]
-    inputs = [hook_input(build(k, now), now) for k in kinds]
-    facts = [extract_facts(i, now=now, params=pack.clinical) for i in inputs]
+    inputs = [hook_input(build(k, now), now, registry) for k in kinds]
+    facts = [extract_facts(i, now=now, params=pack.clinical, drug=pack.drug) for i in inputs]
     findings_per_kind = [len(pack.evaluate(f)) for f in facts]
     checkpoints = sorted(
         {max(1, n // 100), n // 10, n // 5, n // 2, n} | {n * k // 10 for k in range(1, 11)}

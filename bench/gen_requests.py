@@ -34,10 +34,10 @@ HERE = Path(__file__).resolve().parent
 FIXED_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 KINDS = ("order-sign-typical", "order-select", "patient-view", "order-sign-heavy")
 SERVICE = {
-    "order-sign-typical": "baclofen-order-sign",
-    "order-sign-heavy": "baclofen-order-sign",
-    "order-select": "baclofen-order-select",
-    "patient-view": "baclofen-patient-view",
+    "order-sign-typical": "medication-safety-order-sign",
+    "order-sign-heavy": "medication-safety-order-sign",
+    "order-select": "medication-safety-order-select",
+    "patient-view": "medication-safety-patient-view",
 }
 # Everyday co-medications that no baclofen rule is about (RxNorm ingredient, name).
 COMEDS: list[tuple[str, str]] = [

@@ -35,7 +35,7 @@ from cds.hooks.fetch import FetchLimits
 from cds.hooks.pipeline import evaluate
 from cds.hooks.prefetch import resolve_prefetch
 from cds.hooks.request import parse_hook_call
-from cds.hooks.services import SERVICES
+from cds.hooks.services import catalog
 from cds.paths import data_dir
 from cds.settings import Settings
 from cds.store.audit import InvocationRecord, save_invocation
@@ -55,7 +55,8 @@ def one_call(
     t0 = time.perf_counter()
     body = json.loads(raw)
     t["json"] = (time.perf_counter() - t0) * 1000
-    svc = SERVICES[service_id]
+    svc = catalog(registry.packs()).get(service_id)
+    assert svc is not None
     t0 = time.perf_counter()
     call = parse_hook_call(body, expected_hook=svc.hook)
     t["parse"] = (time.perf_counter() - t0) * 1000
@@ -175,7 +176,7 @@ def run(n: int, db_url: str, out: Path, profile_n: int) -> dict[str, Any]:
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(profile_n):
-        one_call(raw, "baclofen-order-sign", registry, maker, now)
+        one_call(raw, "medication-safety-order-sign", registry, maker, now)
     prof.disable()
     for sort in ("cumulative", "tottime"):
         buf = io.StringIO()

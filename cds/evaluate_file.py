@@ -16,15 +16,10 @@ from typing import Any
 import httpx
 
 from cds.engine.registry import PackRegistry
+from cds.hooks.services import SERVICE_IDS as HOOK_TO_SERVICE
 from cds.settings import Settings
 from cds.store.db import make_memory_sessionmaker
 from cds.web.app import create_app
-
-HOOK_TO_SERVICE = {
-    "order-select": "baclofen-order-select",
-    "order-sign": "baclofen-order-sign",
-    "patient-view": "baclofen-patient-view",
-}
 
 
 def evaluate_request(
@@ -54,7 +49,7 @@ def evaluate_request(
         announce_dev_mode=False,
     )
     hook = body.get("hook") if isinstance(body, dict) else None
-    sid = service_id or HOOK_TO_SERVICE.get(str(hook), "baclofen-order-sign")
+    sid = service_id or HOOK_TO_SERVICE.get(str(hook), HOOK_TO_SERVICE["order-sign"])
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)

@@ -34,6 +34,7 @@ class Finding:
     profile: str
     order: int = 0  # rule position in the pack: a stable tie-break
     unless_offered: str | None = None  # see RuleDef.unless_offered
+    unless_pack: str | None = None  # see RuleDef.unless_pack
 
     @property
     def rank(self) -> int:

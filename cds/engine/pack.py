@@ -177,6 +177,7 @@ class CompiledRule:
     position: int
     conditions: tuple[dict[str, Any], ...]  # one durable_rules rule per DNF term
     unless_offered: str | None
+    unless_pack: str | None
     tree: Any = field(compare=False, repr=False)
 
 
@@ -200,6 +201,7 @@ class CompiledPack:
     digest: str
     source_dir: Path
     prefetch: dict[str, PrefetchDef] = field(default_factory=dict)
+    service_aliases: dict[str, str] = field(default_factory=dict)
     runtime: RuleRuntime = field(repr=False, default_factory=default_runtime)
 
     @property
@@ -256,6 +258,7 @@ class CompiledPack:
             profile=self.profile,
             order=rule.position,
             unless_offered=rule.unless_offered,
+            unless_pack=rule.unless_pack,
         )
 
     def rules_resting_on_policy_only(self) -> list[str]:
@@ -457,6 +460,7 @@ def compile_pack(
         digest=digest,
         source_dir=folder,
         prefetch=dict(pack.prefetch),
+        service_aliases=dict(pack.service_aliases),
         runtime=runtime or default_runtime(),
     )
     compiled.install()
@@ -555,6 +559,7 @@ def _compile_rule(
         position=position,
         conditions=tuple({"all": [{"m": cond.conjunction_to_durable(t)}]} for t in terms),
         unless_offered=rdef.unless_offered,
+        unless_pack=rdef.unless_pack,
         tree=tree,
     )
 

@@ -124,6 +124,9 @@ class RuleDef(_Strict):
     # named category would offer for the dose before the change (A6: a step-down to the
     # renal suggestion as offered is not abrupt). Decided after the engine, by the pipeline.
     unless_offered: Category | None = None
+    # The rule stays silent when this other pack runs in the same service: it owns the
+    # card for the pair (baclofen with gabapentin: one card, the baclofen pack's).
+    unless_pack: str | None = None
 
 
 class DrugDef(_Strict):
@@ -203,6 +206,10 @@ class PackDef(_Strict):
     comedications: dict[str, ComedicationDef] = Field(default_factory=dict)
     observations: dict[str, ObservationDef] = Field(default_factory=dict)
     prefetch: dict[str, PrefetchDef] = Field(default_factory=dict)
+    # service ids EHRs were registered with before the medication-safety services
+    service_aliases: dict[str, Literal["order-select", "order-sign", "patient-view"]] = Field(
+        default_factory=dict
+    )
     profiles: dict[str, dict[str, Any]]
     default_profile: str = "US"
     tables: dict[str, Any] = Field(default_factory=dict)

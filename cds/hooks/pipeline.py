@@ -24,7 +24,7 @@ from datetime import datetime
 
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts
-from cds.clinical.facts import ClinicalFacts, OrderFacts
+from cds.clinical.facts import ClinicalFacts, DataIssue, OrderFacts
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
 from cds.hooks.recheck import LoopProblem, accepted, apply_action, loop_problems
@@ -55,10 +55,27 @@ MAX_REPAIRS = 3
 @dataclass
 class Evaluation:
     cards: list[BuiltCard]
-    facts: ClinicalFacts
+    facts: ClinicalFacts  # the first pack's (the patient context is the same for every pack)
     findings: list[Finding]
     timings: dict[str, float] = field(default_factory=dict)
     dropped_suggestions: list[str] = field(default_factory=list)
+    facts_by_pack: dict[str, ClinicalFacts] = field(default_factory=dict)
+
+    def facts_of(self, pack_id: str) -> ClinicalFacts:
+        return self.facts_by_pack.get(pack_id, self.facts)
+
+    @property
+    def issues(self) -> list[DataIssue]:
+        """Every pack's data issues, each once."""
+        seen: set[tuple[str, str, str]] = set()
+        out = []
+        for facts in self.facts_by_pack.values() or [self.facts]:
+            for d in facts.issues:
+                key = (d.issue, d.detail, d.order_id)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(d)
+        return out
 
 
 def _ms(t0: float) -> float:
@@ -416,14 +433,19 @@ def evaluate(
     all_findings: list[Finding] = []
     dropped: list[str] = []
     facts: ClinicalFacts | None = None
+    by_pack: dict[str, ClinicalFacts] = {}
+    loaded = {p.id for p in packs}
     for pack in packs:
         t0 = time.perf_counter()
         facts = extract_facts(inp, now=now, params=pack.clinical, drug=pack.drug)
         timings["facts"] = timings.get("facts", 0) + _ms(t0)
         t0 = time.perf_counter()
         findings = pack.evaluate(facts)
+        if any(f.unless_pack in loaded for f in findings):
+            findings = [f for f in findings if f.unless_pack not in loaded]
         if any(f.unless_offered for f in findings):
             findings = _apply_offers(inp, pack, now, facts, findings)
+        by_pack[pack.id] = facts
         timings["engine"] = timings.get("engine", 0) + _ms(t0)
         t0 = time.perf_counter()
         planner = _Planner(inp, pack, now, facts, findings, recheck)
@@ -449,8 +471,9 @@ def evaluate(
     all_cards.sort(key=lambda c: (-SEVERITY_RANK[c.card["indicator"]], c.order_id, c.category))
     return Evaluation(
         cards=all_cards,
-        facts=facts,
+        facts=by_pack[packs[0].id],
         findings=all_findings,
         timings=timings,
         dropped_suggestions=dropped,
+        facts_by_pack=by_pack,
     )

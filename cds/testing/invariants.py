@@ -87,7 +87,7 @@ from cds.hooks.pipeline import Evaluation, apply_action, evaluate
 from cds.hooks.prefetch import render_template, resolve_prefetch
 from cds.hooks.recheck import accepted
 from cds.hooks.request import parse_hook_call, require_patient
-from cds.hooks.services import SERVICES
+from cds.hooks.services import SERVICE_IDS, ServiceDef, catalog
 from cds.settings import Settings
 from cds.store.db import make_memory_sessionmaker
 from cds.testing import strategies as strat
@@ -135,12 +135,22 @@ __all__ = [
     "run_property",
     "run_request",
     "save_failure",
+    "service_for",
     "shuffled",
     "timing_in_other_form",
 ]
 
 FHIR_SERVER = "https://ehr.example.org/fhir"
-HOOK_SERVICE = {s.hook: s for s in SERVICES.values()}
+
+
+def service_for(request: Any, packs: Packs) -> ServiceDef:
+    """The service (of ``packs``) a request's hook calls (order-sign when unclear)."""
+    hook = str(request.get("hook")) if isinstance(request, dict) else ""
+    svc = catalog(pack_list(packs)).get(SERVICE_IDS.get(hook, SERVICE_IDS["order-sign"]))
+    assert svc is not None
+    return svc
+
+
 UCUM = "http://unitsofmeasure.org"
 BACLOFEN_CODES = frozenset(
     {"1292", "430902", "197391", "2679605", "197392", "250976", "2667941", "2593376",
@@ -197,15 +207,17 @@ class Outcome:
 def hook_input(
     request: JSON,
     now: datetime,
+    packs: Packs,
     *,
     client: httpx.AsyncClient | None = None,
     allowlist: Sequence[str] = (),
 ) -> HookInput:
-    """The request as the clinical layer sees it (validated, prefetch resolved).
+    """The request as the clinical layer sees it (validated, prefetch resolved by the
+    service of ``packs``).
 
     Raises ``RequestError`` (with its HTTP status) as ``POST /cds-services/{id}`` would.
     """
-    svc = HOOK_SERVICE.get(str(request.get("hook")), HOOK_SERVICE["order-sign"])
+    svc = service_for(request, packs)
     call = parse_hook_call(request, expected_hook=svc.hook)
     resolved = asyncio.run(
         resolve_prefetch(
@@ -234,7 +246,7 @@ def run_request(
 ) -> Outcome:
     """Evaluate ``request`` at ``now`` through the production steps, in process."""
     try:
-        inp = hook_input(request, now, client=client, allowlist=allowlist)
+        inp = hook_input(request, now, packs, client=client, allowlist=allowlist)
     except RequestError as exc:
         return Outcome(status=exc.status, error=str(exc))
     ev = evaluate(inp, pack_list(packs), now=now, recheck=recheck)
@@ -280,7 +292,7 @@ def call_app(request: JSON, packs: Packs, now: datetime) -> tuple[int, Any]:
     the same app as ``cds evaluate`` and the server (``create_app``), with auth off."""
     app = _app_for(pack_list(packs))
     app.state.clock = lambda: now
-    svc = HOOK_SERVICE.get(str(request.get("hook")), HOOK_SERVICE["order-sign"])
+    svc = service_for(request, packs)
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
@@ -635,8 +647,8 @@ class PrefetchServer:
     the resource or 404; a search: a searchset Bundle, empty when the key was null, an
     OperationOutcome or absent). It records which keys were fetched."""
 
-    def __init__(self, request: JSON, now: datetime, base: str = FHIR_SERVER) -> None:
-        svc = HOOK_SERVICE.get(str(request.get("hook")), HOOK_SERVICE["order-sign"])
+    def __init__(self, request: JSON, now: datetime, packs: Packs, base: str = FHIR_SERVER) -> None:
+        svc = service_for(request, packs)
         prefetch = request.get("prefetch") or {}
         context = request.get("context") or {}
         self.base = base.rstrip("/")
@@ -791,7 +803,7 @@ def check_prefetch_equivalence(
     keys to remove from the prefetch and fetch instead (default: all of them).
     """
     name = "prefetch = fetched"
-    server = PrefetchServer(request, now)
+    server = PrefetchServer(request, now, packs)
     keys = list(fetch_keys) if fetch_keys is not None else list(strat.PREFETCH_KEYS)
     with _quiet():
         given = run_request(

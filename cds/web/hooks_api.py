@@ -33,7 +33,7 @@ from cds.hooks.fetch import FetchLimits
 from cds.hooks.pipeline import Evaluation, evaluate
 from cds.hooks.prefetch import resolve_prefetch
 from cds.hooks.request import parse_hook_call, require_patient
-from cds.hooks.services import SERVICES, ServiceDef, discovery_document
+from cds.hooks.services import ServiceDef, catalog, discovery_document
 from cds.store.audit import (
     InvocationRecord,
     IssuedCard,
@@ -159,10 +159,10 @@ async def _reject(request: Request, status: int, reason: str, hook_instance: str
     )
 
 
-def _service(service_id: str) -> ServiceDef:
-    svc = SERVICES.get(service_id)
+def _service(request: Request, service_id: str) -> ServiceDef:
+    svc = catalog(request.app.state.registry.packs()).get(service_id)
     if svc is None:
-        raise UnknownService(f"no CDS service {service_id!r}; see GET /cds-services")
+        raise UnknownService(f"no CDS service {service_id[:100]!r}; see GET /cds-services")
     return svc
 
 
@@ -172,7 +172,7 @@ def _service(service_id: str) -> ServiceDef:
 async def discovery(request: Request, principal: Authenticated) -> dict[str, Any]:
     """Discovery: the services, their hooks and prefetch templates."""
     packs = request.app.state.registry.packs()
-    return discovery_document("+".join(f"{p.id}-{p.version}" for p in packs))
+    return discovery_document(packs)
 
 
 @router.post(
@@ -196,7 +196,7 @@ async def call_service(
     received = _now(request)
     hook_instance: str | None = None
     try:
-        svc = _service(service_id)
+        svc = _service(request, service_id)
         body = await read_json(request)
         if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
             hook_instance = body["hookInstance"][:64]
@@ -240,12 +240,13 @@ async def call_service(
                 evaluated_at=received,
                 duration_ms=round((t0 - t_start) * 1000, 3),
                 timings=timings,
-                pack_id=packs[0].id if packs else None,
-                pack_version=packs[0].version if packs else None,
+                # every pack that ran ("baclofen+gabapentin"); each card names its own
+                pack_id="+".join(p.id for p in packs)[:64] or None,
+                pack_version="+".join(p.version for p in packs)[:32] or None,
                 fetched_keys=sorted(resolved.fetched),
                 data_issues=[
                     {"issue": d.issue, "detail": d.detail[:500], "order": d.order_id or None}
-                    for d in result.facts.issues[:50]
+                    for d in result.issues[:50]
                 ]
                 + [{"issue": "prefetch", "detail": p[:500]} for p in resolved.problems[:20]],
             )
@@ -291,16 +292,17 @@ def issued_cards(result: Evaluation) -> list[IssuedCard]:
             rules=[(f.rule_id, f.severity) for f in c.findings],
             pack_id=c.primary.pack_id,
             pack_version=c.primary.pack_version,
-            facts=_facts_for_audit(c.facts, result),
+            facts=_facts_for_audit(c.facts, result, c.primary.pack_id),
         )
         for c in result.cards
     ]
 
 
-def _facts_for_audit(fact: dict[str, Any], result: Evaluation) -> dict[str, Any]:
+def _facts_for_audit(fact: dict[str, Any], result: Evaluation, pack_id: str) -> dict[str, Any]:
     """The engine fact behind a card plus the display facts a reviewer needs."""
     out = dict(fact)
-    p = result.facts.patient
+    clinical = result.facts_of(pack_id)
+    p = clinical.patient
     if p.renal is not None:
         out["renal_measure"] = {
             "kind": p.renal.kind,
@@ -313,7 +315,7 @@ def _facts_for_audit(fact: dict[str, Any], result: Evaluation) -> dict[str, Any]
         }
     if p.weight_effective is not None:
         out["weight_date"] = p.weight_effective.isoformat()
-    order = next((o for o in result.facts.orders if o.order_id == fact.get("order_id")), None)
+    order = next((o for o in clinical.orders if o.order_id == fact.get("order_id")), None)
     if order is not None and order.medication_text:
         out["medication_text"] = order.medication_text
     return out
@@ -334,7 +336,8 @@ async def feedback(service_id: str, request: Request, principal: Authenticated) 
     """Store what the clinician did; valid items are kept even when others are rejected."""
     received = _now(request)
     try:
-        svc = _service(service_id)
+        svc = _service(request, service_id)
+        services = catalog(request.app.state.registry.packs())
         body = await read_json(request)
         good, bad = parse_feedback(body)
         maker = request.app.state.maker
@@ -350,7 +353,9 @@ async def feedback(service_id: str, request: Request, principal: Authenticated) 
                 if card is None:
                     rejected.append((i, it.card_id, "unknown card uuid"))
                     continue
-                if card.service_id != svc.id:
+                # cards issued under an alias (the ids an EHR registered) are this service's
+                issued_by = services.get(card.service_id)
+                if issued_by is None or issued_by.id != svc.id:
                     rejected.append((i, it.card_id, "card was not issued by this service"))
                     continue
                 unknown = [a for a in it.accepted_suggestions if a not in card.suggestion_ids]

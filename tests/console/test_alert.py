@@ -31,7 +31,7 @@ def test_detail_shows_card_rule_facts_call_and_feedback(
     suggestion = card["suggestions"][0]
     store_feedback(
         maker=maker,
-        service_id="baclofen-order-sign",
+        service_id="medication-safety-order-sign",
         received_at=datetime.now(UTC),
         items=[
             FeedbackItem(
@@ -72,7 +72,7 @@ def test_override_feedback_shows_the_reason(
     card_id = add_card(maker)
     store_feedback(
         maker=maker,
-        service_id="baclofen-order-sign",
+        service_id="medication-safety-order-sign",
         received_at=datetime.now(UTC),
         items=[
             FeedbackItem(

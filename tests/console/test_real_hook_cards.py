@@ -7,7 +7,7 @@ import json
 
 from tests.conftest import REPO
 
-SIGN = "/cds-services/baclofen-order-sign"
+SIGN = "/cds-services/medication-safety-order-sign"
 
 
 def test_cards_from_hook_calls_are_reviewable(signed_in) -> None:

@@ -178,8 +178,11 @@ def test_wrong_token_is_refused_and_not_echoed(fhir_server: FhirTestServer) -> N
 
 def test_service_templates_work_against_a_real_server(fhir_server: FhirTestServer) -> None:
     """The templates discovery publishes render to searches a real server accepts."""
-    services = pytest.importorskip("cds.hooks.services")
-    keys: dict[str, PrefetchKey] = services.COMMON
+    from cds.engine.pack import compile_pack
+    from cds.hooks.services import merged_prefetch
+    from tests.conftest import REPO
+
+    keys: dict[str, PrefetchKey] = merged_prefetch([compile_pack(REPO / "rules" / "baclofen")])
     pid = new_patient(fhir_server)
     fhir_server.seed([observation(pid, 1)])
     data = resolve(fhir_server, pid, keys)

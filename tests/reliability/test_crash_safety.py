@@ -25,7 +25,7 @@ from cds.store.db import make_engine, make_sessionmaker, upgrade
 from cds.store.models import Feedback
 from tests.reliability.conftest import typical
 
-SIGN = "/cds-services/baclofen-order-sign"
+SIGN = "/cds-services/medication-safety-order-sign"
 POSTERS = 4
 BASE_TS = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

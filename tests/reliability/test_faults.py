@@ -33,7 +33,7 @@ from cds.web.app import create_app
 from tests.conftest import FIXED_NOW, PACK_VERSION, REPO
 from tests.reliability.conftest import assert_outcome, typical
 
-SIGN = "/cds-services/baclofen-order-sign"
+SIGN = "/cds-services/medication-safety-order-sign"
 DEADLINE = 1.0
 MARGIN = 1.5
 

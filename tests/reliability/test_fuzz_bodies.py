@@ -24,7 +24,11 @@ from cds.web.app import create_app
 from tests.conftest import FIXED_NOW
 from tests.reliability.conftest import assert_outcome, typical
 
-SERVICES = ("baclofen-order-sign", "baclofen-order-select", "baclofen-patient-view")
+SERVICES = (
+    "medication-safety-order-sign",
+    "medication-safety-order-select",
+    "medication-safety-patient-view",
+)
 FUZZ = settings(
     max_examples=80,
     deadline=None,
@@ -95,7 +99,7 @@ TYPICAL = {
     for s, k in zip(SERVICES, ("order-sign-typical", "order-select", "patient-view"), strict=True)
 }
 SIGN_PATHS = [
-    p for p in paths_in(TYPICAL["baclofen-order-sign"]) if p[0] in ("context", "prefetch")
+    p for p in paths_in(TYPICAL["medication-safety-order-sign"]) if p[0] in ("context", "prefetch")
 ]
 
 
@@ -137,8 +141,8 @@ def test_invalid_fhir_inside_a_valid_envelope(
 ) -> None:
     post(
         client,
-        "/cds-services/baclofen-order-sign",
-        replace_at(TYPICAL["baclofen-order-sign"], path, value),
+        "/cds-services/medication-safety-order-sign",
+        replace_at(TYPICAL["medication-safety-order-sign"], path, value),
     )
 
 
@@ -156,8 +160,8 @@ def test_huge_values(client: TestClient, path: tuple[Any, ...], big: str, size: 
     }[big]
     post(
         client,
-        "/cds-services/baclofen-order-sign",
-        replace_at(TYPICAL["baclofen-order-sign"], path, value),
+        "/cds-services/medication-safety-order-sign",
+        replace_at(TYPICAL["medication-safety-order-sign"], path, value),
     )
 
 
@@ -168,13 +172,13 @@ def test_deeply_nested(client: TestClient, depth: int, where: str) -> None:
     if where == "top":
         raw = nest.encode()
     else:
-        body = copy.deepcopy(TYPICAL["baclofen-order-sign"])
+        body = copy.deepcopy(TYPICAL["medication-safety-order-sign"])
         if where == "prefetch":
             body["prefetch"]["conditions"] = "__NEST__"
         else:
             body["prefetch"]["patient"]["extension"] = "__NEST__"
         raw = json.dumps(body).replace('"__NEST__"', nest).encode()
-    post(client, "/cds-services/baclofen-order-sign", raw)
+    post(client, "/cds-services/medication-safety-order-sign", raw)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +205,7 @@ def test_malformed_bytes(client: TestClient, raw: bytes) -> None:
 def test_oversized_body_is_413(client: TestClient) -> None:
     big = json.dumps({"hook": "order-sign", "pad": "x" * 5_100_000}).encode()
     resp = client.post(
-        "/cds-services/baclofen-order-sign",
+        "/cds-services/medication-safety-order-sign",
         content=big,
         headers={"content-type": "application/json"},
     )

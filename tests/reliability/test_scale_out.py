@@ -31,7 +31,7 @@ from tests.reliability.conftest import typical
 from tests.reliability.test_faults import set_version
 
 PUBLIC = "https://cds.example.test"
-SIGN = "/cds-services/baclofen-order-sign"
+SIGN = "/cds-services/medication-safety-order-sign"
 RELOAD_BOUND_SECONDS = 10.0
 
 pytestmark = pytest.mark.postgres

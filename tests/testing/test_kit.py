@@ -104,7 +104,7 @@ def test_lower_renal_function_stays_plausible() -> None:
 
 def test_prefetch_server_answers_every_prefetch_query(real_pack) -> None:
     req = request_for([draft()])
-    server = inv.PrefetchServer(req, NOW)
+    server = inv.PrefetchServer(req, NOW, real_pack)
     out = inv.run_request(
         inv._with_server(req, drop=s.PREFETCH_KEYS),
         real_pack,

@@ -19,7 +19,7 @@ from cds.web.app import create_app
 from tests.conftest import FIXED_NOW, PACK_VERSION, REPO
 
 EXAMPLES = REPO / "fhir" / "examples"
-SIGN = "/cds-services/baclofen-order-sign"
+SIGN = "/cds-services/medication-safety-order-sign"
 
 
 def example(name: str) -> dict[str, Any]:
@@ -101,7 +101,8 @@ def test_examples_give_cards_that_are_stored(client, name) -> None:
 
 def test_patient_view_example(client) -> None:
     resp = client.post(
-        "/cds-services/baclofen-patient-view", json=example("patient-view-itb-refill-overdue.json")
+        "/cds-services/medication-safety-patient-view",
+        json=example("patient-view-itb-refill-overdue.json"),
     )
     assert resp.status_code == 200
     [card] = resp.json()["cards"]
@@ -191,9 +192,11 @@ def test_order_select_selections_must_be_drafts(client) -> None:
     body = example("order-sign-renal-moderate.json")
     body["hook"] = "order-select"
     body["context"]["selections"] = ["MedicationRequest/other"]
-    assert_outcome(client.post("/cds-services/baclofen-order-select", json=body), 400, "selections")
+    assert_outcome(
+        client.post("/cds-services/medication-safety-order-select", json=body), 400, "selections"
+    )
     body["context"]["selections"] = ["MedicationRequest/draft-1"]
-    resp = client.post("/cds-services/baclofen-order-select", json=body)
+    resp = client.post("/cds-services/medication-safety-order-select", json=body)
     assert resp.status_code == 200
     assert [c["source"]["topic"]["code"] for c in resp.json()["cards"]] == ["renal-adjustment"]
 
@@ -217,7 +220,7 @@ def test_order_select_draft_without_medication_is_not_an_error(client) -> None:
     draft = body["context"]["draftOrders"]["entry"][0]["resource"]
     draft.pop("medicationCodeableConcept")
     body["context"]["selections"] = ["MedicationRequest/draft-1"]
-    resp = client.post("/cds-services/baclofen-order-select", json=body)
+    resp = client.post("/cds-services/medication-safety-order-select", json=body)
     assert resp.status_code == 200
     assert resp.json() == {"cards": []}
 
@@ -302,7 +305,9 @@ def test_feedback_for_another_services_card_is_rejected(client) -> None:
         "outcome": "overridden",
         "outcomeTimestamp": "2026-11-20T12:01:00Z",
     }
-    resp = client.post("/cds-services/baclofen-patient-view/feedback", json={"feedback": [item]})
+    resp = client.post(
+        "/cds-services/medication-safety-patient-view/feedback", json={"feedback": [item]}
+    )
     assert_outcome(resp, 400, "not issued by this service")
 
 
@@ -399,3 +404,24 @@ def test_make_engine_sqlite_is_wal(db_url) -> None:
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     make_sessionmaker(engine)
+
+
+def test_legacy_service_ids_still_answer_and_take_feedback(client) -> None:
+    """EHRs registered the baclofen-* service ids before the medication-safety services; a
+    pack keeps them as aliases (pack.yaml service_aliases): the same service, the same
+    cards, and feedback on a card works under either id."""
+    body = example("order-sign-renal-moderate.json")
+    old = client.post("/cds-services/baclofen-order-sign", json=body)
+    assert old.status_code == 200
+    card = old.json()["cards"][0]
+    services = [s["id"] for s in client.get("/cds-services").json()["services"]]
+    assert "baclofen-order-sign" not in services  # discovery lists the services, not aliases
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-20T12:00:00Z",
+    }
+    r = client.post(
+        "/cds-services/medication-safety-order-sign/feedback", json={"feedback": [item]}
+    )
+    assert r.status_code == 200, r.text

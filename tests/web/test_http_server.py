@@ -17,10 +17,10 @@ from tests.conftest import REPO
 from tests.server import ServeProcess
 
 EXAMPLES = {
-    "order-sign-renal-moderate.json": ("baclofen-order-sign", "renal-adjustment"),
-    "order-sign-above-ceiling.json": ("baclofen-order-sign", "dose-ceiling"),
-    "order-sign-abrupt-stop.json": ("baclofen-order-sign", "withdrawal-risk"),
-    "patient-view-itb-refill-overdue.json": ("baclofen-patient-view", "withdrawal-risk"),
+    "order-sign-renal-moderate.json": ("medication-safety-order-sign", "renal-adjustment"),
+    "order-sign-above-ceiling.json": ("medication-safety-order-sign", "dose-ceiling"),
+    "order-sign-abrupt-stop.json": ("medication-safety-order-sign", "withdrawal-risk"),
+    "patient-view-itb-refill-overdue.json": ("medication-safety-patient-view", "withdrawal-risk"),
 }
 
 
@@ -42,7 +42,7 @@ def _exercise(server: ServeProcess, issuer: TestIssuer) -> list[str]:
     missing = json.loads(
         (REPO / "fhir" / "examples" / "order-sign-prefetch-missing.json").read_text()
     )
-    call = f"{url}/baclofen-order-sign"
+    call = f"{url}/medication-safety-order-sign"
     r = httpx.post(call, json=missing, headers=issuer.header(call), timeout=10)
     assert r.status_code == 412 and r.json()["resourceType"] == "OperationOutcome"
     fb = f"{call}/feedback"

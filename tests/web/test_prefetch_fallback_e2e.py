@@ -18,7 +18,7 @@ from cds.web.app import create_app
 from tests.conftest import FIXED_NOW, REPO
 from tests.fhirserver.fixture import fhir_server  # noqa: F401  (the session fixture)
 
-SIGN = "/cds-services/baclofen-order-sign"
+SIGN = "/cds-services/medication-safety-order-sign"
 
 
 def _example(name: str) -> dict[str, Any]:

@@ -95,7 +95,10 @@ def _cards(r: httpx.Response) -> list[tuple[str, str, str | None]]:
 def test_sandbox_pill_order_beside_an_active_one(server) -> None:
     srv, issuer = server
     r = _call(
-        srv, issuer, "baclofen-order-sign", _request("sandbox-pill-new-order-beside-active.json")
+        srv,
+        issuer,
+        "medication-safety-order-sign",
+        _request("sandbox-pill-new-order-beside-active.json"),
     )
     assert _cards(r) == [
         ("dose-ceiling", "critical", "request-123"),
@@ -129,12 +132,15 @@ def test_sandbox_pill_new_start(server, name: str, hook: str) -> None:
 
 
 def _service_id(hook: str) -> str:
-    return {"order-sign": "baclofen-order-sign", "order-select": "baclofen-order-select"}[hook]
+    return {
+        "order-sign": "medication-safety-order-sign",
+        "order-select": "medication-safety-order-select",
+    }[hook]
 
 
 def test_a_refused_preflight_is_logged(server) -> None:
     srv, _ = server
-    url = f"{srv.base}/cds-services/baclofen-order-sign"
+    url = f"{srv.base}/cds-services/medication-safety-order-sign"
     r = httpx.options(
         url,
         headers={"Origin": "https://other-ehr.example", "Access-Control-Request-Method": "POST"},
