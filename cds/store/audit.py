@@ -55,6 +55,8 @@ class InvocationRecord:
     pack_id: str | None
     pack_version: str | None
     fetched_keys: list[str] = field(default_factory=list)
+    source: str = "hook"  # "hook" | "sweep"
+    run_id: str | None = None  # the sweep run (source "sweep")
 
 
 def record_invocation(
@@ -87,6 +89,8 @@ def record_invocation(
                 "pack_version": invocation.pack_version,
                 "card_count": len(cards),
                 "fetched_keys": invocation.fetched_keys,
+                "source": invocation.source,
+                "run_id": invocation.run_id,
             }
         ],
     )
@@ -116,6 +120,8 @@ def record_invocation(
                 "card_json": c.card,
                 "review_status": "unreviewed",
                 "feedback_outcome": None,
+                "source": invocation.source,
+                "run_id": invocation.run_id,
             }
         )
         marked = False
