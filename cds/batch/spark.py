@@ -95,6 +95,7 @@ def get_session(master: str) -> Any:
         .appName("posologic-sweep")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", os.environ.get("CDS_SPARK_DRIVER_MEMORY", "2g"))
         .config("spark.python.worker.reuse", "true")
         .config("spark.sql.execution.pyspark.udf.faulthandler.enabled", "true")
@@ -200,13 +201,18 @@ class SparkSweep:
         spark = self.spark
         sc = spark.sparkContext
         rdds = [
-            sc.textFile(path).zipWithIndex().map(lambda item, f=i: _classify_row(f, item))
+            sc.textFile(path, minPartitions=1)
+            .zipWithIndex()
+            .map(lambda item, f=i: _classify_row(f, item))
             for i, path in enumerate(self.paths)
         ]
         if not rdds:
             lines = spark.createDataFrame([], _LINE_SCHEMA)
         else:
-            lines = spark.createDataFrame(sc.union(rdds), _LINE_SCHEMA)
+            union = sc.union(rdds)
+            if union.getNumPartitions() > 4 * sc.defaultParallelism:  # many small files
+                union = union.coalesce(4 * sc.defaultParallelism)
+            lines = spark.createDataFrame(union, _LINE_SCHEMA)
         lines = lines.persist()
         self._cached.append(lines)
         stats = SparkStats()

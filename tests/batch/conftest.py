@@ -7,6 +7,7 @@ own SQLite store; the export itself is written once per session (it is only read
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -97,3 +98,54 @@ def patient_view_request(p: SyntheticPatient, now: datetime = FIXED_NOW) -> dict
             "encounter": None,
         },
     }
+
+
+def broken_export(base: Path, population: list[SyntheticPatient]) -> tuple[Path, dict[int, str]]:
+    """The population plus a file of bad lines at known line numbers."""
+    folder = base / "broken"
+    write_export(folder, population[:12], lines_per_file=1000)
+    good = {
+        "resourceType": "Observation",
+        "id": "ok-1",
+        "subject": {"reference": "Patient/pt000000"},
+        "status": "final",
+        "code": {"text": "note"},
+    }
+    lines = {
+        1: json.dumps(good),
+        2: '{"resourceType": "Observation", "id": "cut-off", "subject": {"refer',
+        3: "",
+        4: json.dumps({"id": "no-type", "subject": {"reference": "Patient/pt000000"}}),
+        5: json.dumps({"resourceType": "Observation", "id": "orphan", "status": "final"}),
+        6: json.dumps({"resourceType": "Patient", "gender": "female"}),
+        7: '{"resourceType": "Observation", "id": "nan", "subject": {"reference": '
+        '"Patient/pt000001"}, "valueQuantity": {"value": NaN}}',
+        8: json.dumps({"resourceType": "Claim", "id": "c1"}),
+        9: "[1, 2, 3]",
+    }
+    text = "\n".join(lines[i] for i in sorted(lines)) + "\n"
+    (folder / "Extra.ndjson").write_text(text, encoding="utf-8")
+    raw = (
+        b'{"resourceType":"Observation","id":"latin","subject":{"reference":"Patient/pt000002"},'
+        b'"code":{"text":"caf\xe9"}}\n'
+    )
+    (folder / "Observation.999.ndjson").write_bytes(raw)
+    # a Patient that is not valid FHIR R4, and resources of a patient with no Patient line
+    (folder / "Patient.999.ndjson").write_text(
+        json.dumps({"resourceType": "Patient", "id": "bad-pt", "gender": 42}) + "\n"
+    )
+    (folder / "Condition.999.ndjson").write_text(
+        json.dumps(
+            {"resourceType": "Condition", "id": "c9", "subject": {"reference": "Patient/ghost"}}
+        )
+        + "\n"
+    )
+    expected = {
+        2: "invalid-json",
+        4: "no-resource-type",
+        5: "no-patient-reference",
+        6: "patient-without-id",
+        7: "invalid-json",
+        9: "not-an-object",
+    }
+    return folder, expected

@@ -8,7 +8,6 @@ console alerts once, whatever is interrupted, resumed or rerun.
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from cds.settings import Settings
 from cds.store import sweeps
 from cds.store.models import Card, Invocation, SweepItem, SweepRun, User
 from cds.web.app import create_app
-from tests.batch.conftest import make_maker, options, patient_view_request
+from tests.batch.conftest import broken_export, make_maker, options, patient_view_request
 from tests.conftest import FIXED_NOW
 
 
@@ -241,63 +240,10 @@ def test_dedup_against_an_open_hook_alert(
         assert item.status == "new" and item.card_id != hook_id
 
 
-def _broken_export(base: Path, population: list[SyntheticPatient]) -> tuple[Path, dict[int, str]]:
-    """The population plus a file of bad lines at known line numbers."""
-    from cds.batch.population import write_export
-
-    folder = base / "broken"
-    write_export(folder, population[:12], lines_per_file=1000)
-    good = {
-        "resourceType": "Observation",
-        "id": "ok-1",
-        "subject": {"reference": "Patient/pt000000"},
-        "status": "final",
-        "code": {"text": "note"},
-    }
-    lines = {
-        1: json.dumps(good),
-        2: '{"resourceType": "Observation", "id": "cut-off", "subject": {"refer',
-        3: "",
-        4: json.dumps({"id": "no-type", "subject": {"reference": "Patient/pt000000"}}),
-        5: json.dumps({"resourceType": "Observation", "id": "orphan", "status": "final"}),
-        6: json.dumps({"resourceType": "Patient", "gender": "female"}),
-        7: '{"resourceType": "Observation", "id": "nan", "subject": {"reference": '
-        '"Patient/pt000001"}, "valueQuantity": {"value": NaN}}',
-        8: json.dumps({"resourceType": "Claim", "id": "c1"}),
-        9: "[1, 2, 3]",
-    }
-    text = "\n".join(lines[i] for i in sorted(lines)) + "\n"
-    (folder / "Extra.ndjson").write_text(text, encoding="utf-8")
-    raw = (
-        b'{"resourceType":"Observation","id":"latin","subject":{"reference":"Patient/pt000002"},'
-        b'"code":{"text":"caf\xe9"}}\n'
-    )
-    (folder / "Observation.999.ndjson").write_bytes(raw)
-    # a Patient that is not valid FHIR R4, and resources of a patient with no Patient line
-    (folder / "Patient.999.ndjson").write_text(
-        json.dumps({"resourceType": "Patient", "id": "bad-pt", "gender": 42}) + "\n"
-    )
-    (folder / "Condition.999.ndjson").write_text(
-        json.dumps(
-            {"resourceType": "Condition", "id": "c9", "subject": {"reference": "Patient/ghost"}}
-        )
-        + "\n"
-    )
-    expected = {
-        2: "invalid-json",
-        4: "no-resource-type",
-        5: "no-patient-reference",
-        6: "patient-without-id",
-        7: "invalid-json",
-        9: "not-an-object",
-    }
-    return folder, expected
-
-
 def test_bad_lines_are_reported_with_file_and_line_and_never_stop_the_run(
     population: list[SyntheticPatient], maker, tmp_path: Path
 ) -> None:
-    folder, expected = _broken_export(tmp_path, population)
+    folder, expected = broken_export(tmp_path, population)
     report = run_sweep(options(folder, tmp_path), maker=maker)
     assert report.status == "completed"
     found = {(Path(b.path).name, b.line): b.reason for b in report.bad}
@@ -326,7 +272,7 @@ def test_cli_writes_worklist_and_errors(
 
     from cds.cli import app
 
-    folder, expected = _broken_export(tmp_path, population)
+    folder, expected = broken_export(tmp_path, population)
     monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     out, errors = tmp_path / "worklist.csv", tmp_path / "errors.csv"
     result = CliRunner().invoke(
