@@ -174,8 +174,11 @@ class DuckReader:
                     self._read([i])
                 except duckdb.Error:
                     self._reread(i, Path(f.path))
+                    stats.reread_in_python.append(i)
         counted = dict(con.execute("SELECT file_id, count(*) FROM raw GROUP BY file_id").fetchall())
         for i, f in enumerate(self.files):
+            if i in stats.reread_in_python:
+                continue
             if counted.get(i, 0) != newline_count(Path(f.path)):
                 self._reread(i, Path(f.path))
                 stats.reread_in_python.append(i)
@@ -222,7 +225,9 @@ class DuckReader:
 
     def _reread(self, file_id: int, path: Path) -> None:
         """Exact line numbering for a file DuckDB's line splitting disagreed with."""
-        log.warning("input file #%d re-read line by line (separator bytes in a line)", file_id)
+        log.warning(
+            "input file #%d re-read line by line in Python (DuckDB split it otherwise)", file_id
+        )
         self.con.execute("DELETE FROM raw WHERE file_id = ?", [file_id])
         batch: list[tuple[int, int, str | None]] = []
         with path.open("rb") as fh:

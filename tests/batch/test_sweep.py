@@ -320,3 +320,19 @@ def test_resume_refuses_a_changed_export(
     (folder / "Condition.000.ndjson").write_text("")
     with pytest.raises(SweepError, match="export changed"):
         run_sweep(options(folder, tmp_path, resume=stopped.value.run_id, as_of=None), maker=maker)
+
+
+@pytest.mark.postgres
+def test_sweep_and_rerun_on_postgresql(export_dir: Path, pg_url: str, tmp_path: Path) -> None:
+    pg = make_maker(pg_url)
+    try:
+        first = run_sweep(options(export_dir, tmp_path, workers=1, batch_size=25), maker=pg)
+        second = run_sweep(options(export_dir, tmp_path, workers=1, batch_size=25), maker=pg)
+        assert first.alerts_new > 0
+        assert second.alerts_new == 0 and second.alerts_duplicate == first.alerts_new
+        with pg() as s:
+            assert s.scalar(select(func.count()).select_from(Card)) == first.alerts_new
+            run = s.get(SweepRun, first.run_id)
+            assert run is not None and run.status == "completed"
+    finally:
+        pg.kw["bind"].dispose()
