@@ -215,7 +215,7 @@ def sweep(
         str | None, typer.Option("--resume", help="Carry on an interrupted run")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Evaluation processes (default: the cores)")
+        int | None, typer.Option(help="Evaluation processes (default: the cores; 0: in process)")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Patients per committed batch")] = 200,
     memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "2GB",

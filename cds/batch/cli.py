@@ -79,7 +79,7 @@ def run_sweep_command(
         profile=settings.profile,
         as_of=instant,
         engine=engine,
-        workers=workers or os.cpu_count() or 1,
+        workers=(os.cpu_count() or 1) if workers is None else workers,
         batch_size=batch_size,
         spark_master=spark_master,
         resume=resume,
@@ -126,8 +126,9 @@ def list_runs(*, settings: Settings, console: Console, limit: int) -> None:
     with _maker(settings)() as s:
         runs = sweeps.recent_runs(session=s, limit=limit)
         t = Table(title="Sweep runs (newest first)")
-        for col in ("run id", "status", "engine", "started", "as of", "patients", "new", "dup",
-                    "bad lines"):  # fmt: skip
+        t.add_column("run id", overflow="fold")
+        t.add_column("status", no_wrap=True, min_width=11)
+        for col in ("engine", "started", "as of", "patients", "new", "dup", "bad lines"):
             t.add_column(col)
         for r in runs:
             t.add_row(

@@ -65,7 +65,7 @@ class SweepOptions:
     profile: str
     as_of: datetime | None = None  # default: now (a resumed run keeps its own)
     engine: str = "duckdb"
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: in this process
     batch_size: int = 200
     spark_master: str = "local[2]"
     resume: str | None = None
@@ -178,11 +178,23 @@ def _issued(card: dict[str, Any]) -> IssuedCard:
 def _pool_batches(
     reader: Any, keys: list[str], opts: SweepOptions, spec: PackSpec, now: datetime
 ) -> Iterator[_Batch]:
-    """Evaluate ``keys`` in a process pool, a bounded number of chunks in flight."""
+    """Evaluate ``keys`` in a process pool, a bounded number of chunks in flight.
+
+    ``workers=0`` evaluates in this process instead (tests, tiny exports: no start-up
+    cost); it calls the same ``evaluate_chunk``.
+    """
     import multiprocessing
 
-    workers = max(1, opts.workers)
     chunks = [keys[i : i + opts.batch_size] for i in range(0, len(keys), opts.batch_size)]
+    if opts.workers <= 0:
+        for part in chunks:
+            out = evaluate_chunk(Chunk(spec=spec, now=now, patients=list(reader.patients(part))))
+            yield _Batch(
+                results=[PatientResult.from_payload(p) for p in out["results"]],
+                packs=out["packs"],
+            )
+        return
+    workers = opts.workers
     ctx = multiprocessing.get_context("spawn")  # DuckDB threads in the parent: never fork
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(spec,)

@@ -166,7 +166,7 @@ def _open_alerts(session: Session, patient_refs: list[str]) -> dict[tuple[str, s
             .order_by(Card.created_at, Card.id)
         )
         for patient_ref, order_id, rule, card_id in rows:
-            found.setdefault((patient_ref, order_id, rule), card_id)
+            found.setdefault((str(patient_ref), order_id, rule), card_id)
     return found
 
 

@@ -59,7 +59,7 @@ def options(export: Path, tmp_path: Path, **kw: Any) -> SweepOptions:
         "pack_ids": ["baclofen"],
         "profile": "US",
         "as_of": FIXED_NOW,
-        "workers": 2,
+        "workers": 0,  # in process; the tests that exercise the pool ask for workers=2
         "batch_size": 10,
         "work_dir": tmp_path / "work",
     }

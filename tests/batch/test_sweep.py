@@ -60,7 +60,7 @@ def _sweep_cards(maker: sessionmaker[Session], run_id: str) -> dict[str, list[tu
 def test_sweep_gives_each_patient_the_cards_of_a_patient_view_call(
     export_dir: Path, population: list[SyntheticPatient], maker, tmp_path: Path
 ) -> None:
-    report = run_sweep(options(export_dir, tmp_path), maker=maker)
+    report = run_sweep(options(export_dir, tmp_path, workers=2), maker=maker)
     assert report.status == "completed"
     assert report.patients == report.patients_total == len(population)
     assert report.bad == []
@@ -142,7 +142,7 @@ def test_console_queue_lists_sweep_alerts_with_their_source(
 
 def test_rerun_adds_no_duplicate_alerts(export_dir: Path, maker, tmp_path: Path) -> None:
     first = run_sweep(options(export_dir, tmp_path), maker=maker)
-    second = run_sweep(options(export_dir, tmp_path, workers=1), maker=maker)
+    second = run_sweep(options(export_dir, tmp_path), maker=maker)
     assert second.run_id != first.run_id
     assert second.alerts_new == 0
     assert second.alerts_duplicate == first.alerts_new
@@ -158,7 +158,7 @@ def test_resume_after_an_interruption_skips_done_patients_without_duplicates(
     export_dir: Path, maker, tmp_path: Path
 ) -> None:
     with pytest.raises(SweepInterrupted) as stopped:
-        run_sweep(options(export_dir, tmp_path, stop_after_batches=2), maker=maker)
+        run_sweep(options(export_dir, tmp_path, stop_after_batches=2, workers=2), maker=maker)
     run_id = stopped.value.run_id
     with maker() as s:
         run = s.get(SweepRun, run_id)
@@ -228,7 +228,7 @@ def test_dedup_against_an_open_hook_alert(
         assert add_review(
             session=s, card_id=hook_id, action="resolve", note=None, reviewer_id=uid, now=FIXED_NOW
         )
-    again = run_sweep(options(export_dir, tmp_path, workers=1), maker=maker)
+    again = run_sweep(options(export_dir, tmp_path), maker=maker)
     with maker() as s:
         item = s.scalars(
             select(SweepItem).where(
@@ -326,8 +326,8 @@ def test_resume_refuses_a_changed_export(
 def test_sweep_and_rerun_on_postgresql(export_dir: Path, pg_url: str, tmp_path: Path) -> None:
     pg = make_maker(pg_url)
     try:
-        first = run_sweep(options(export_dir, tmp_path, workers=1, batch_size=25), maker=pg)
-        second = run_sweep(options(export_dir, tmp_path, workers=1, batch_size=25), maker=pg)
+        first = run_sweep(options(export_dir, tmp_path, batch_size=25), maker=pg)
+        second = run_sweep(options(export_dir, tmp_path, batch_size=25), maker=pg)
         assert first.alerts_new > 0
         assert second.alerts_new == 0 and second.alerts_duplicate == first.alerts_new
         with pg() as s:
