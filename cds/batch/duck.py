@@ -143,6 +143,7 @@ class DuckReader:
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
         self.con.execute(f"SET temp_directory = '{work_dir / 'spill'}'")
         self.con.execute("SET preserve_insertion_order = true")
+        self.con.execute("SET enable_progress_bar = false")  # the CLI draws its own
 
     def close(self) -> None:
         import shutil

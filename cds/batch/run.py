@@ -21,9 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from cds.batch.chart import window_days
 from cds.batch.evaluate import (
@@ -39,6 +37,9 @@ from cds.batch.files import ExportFile, discover
 from cds.batch.lines import REASONS
 from cds.store import sweeps
 from cds.store.audit import IssuedCard
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("cds.batch")
 ENGINES = ("duckdb", "spark")
@@ -324,10 +325,8 @@ def run_sweep(
         _finish(maker, report, sweeps.INTERRUPTED, t0, "stopped after a set number of batches")
         raise SweepInterrupted(run_id, "stopped after a set number of batches") from None
     except Exception as exc:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        if isinstance(exc, SQLAlchemyError):
-            with contextlib.suppress(SQLAlchemyError):  # the store may be down for this too
+        if sweeps.is_store_error(exc):
+            with contextlib.suppress(Exception):  # the store may be down for this too
                 _finish(maker, report, sweeps.INTERRUPTED, t0, f"store: {type(exc).__name__}")
             raise SweepInterrupted(run_id, f"the store failed: {type(exc).__name__}") from exc
         _finish(maker, report, sweeps.INTERRUPTED, t0, f"{type(exc).__name__}: {exc}")

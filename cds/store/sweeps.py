@@ -265,6 +265,13 @@ def commit_batch(
     return outcome
 
 
+def is_store_error(exc: BaseException) -> bool:
+    """A database failure (the store went away), as opposed to a defect."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
+
+
 WORKLIST_COLUMNS = (
     "run_id",
     "patient",
@@ -312,6 +319,7 @@ __all__ = [
     "done_patients",
     "finish_run",
     "get_run",
+    "is_store_error",
     "recent_runs",
     "record_bad_lines",
     "resume_run",
