@@ -31,6 +31,7 @@ import httpx
 from bench.common import RESULTS, ensure_requests, machine, migrate, percentile, pg_db
 from bench.gen_requests import FIXED_NOW, KINDS, SERVICE
 from cds.engine.registry import PackRegistry
+from cds.hooks.audit import issued_cards
 from cds.hooks.fetch import FetchLimits
 from cds.hooks.pipeline import evaluate
 from cds.hooks.prefetch import resolve_prefetch
@@ -41,7 +42,6 @@ from cds.settings import Settings
 from cds.store.audit import InvocationRecord, save_invocation
 from cds.store.db import make_engine, make_sessionmaker
 from cds.web.app import create_app
-from cds.web.hooks_api import issued_cards
 
 _LOOP = asyncio.new_event_loop()
 STAGES = ("json", "parse", "prefetch", "facts", "engine", "cards", "store", "encode")

@@ -25,6 +25,7 @@ step() { echo; echo "== bench smoke: $*"; }
 t0=$SECONDS
 step "request mix";        $PY bench/gen_requests.py
 step "stage profile";      $PY -m bench.profile_stages -n 15 --profile-n 15 --out "$out" | grep -v '^!!\|^$'
+step "sweep (1,000 patients, DuckDB + pool)"; $PY -m bench.sweep_bench --patients 1000 --engines duckdb --cache "$out/sweep" --max-seconds 300 | tail -1
 step "engine scale";       $PY -m bench.engine_scale -n 5000 --max-growth 5 --out "$out" | tail -1
 step "HTTP (ours vs bare)"
 $PY -m bench.http_bench --duration 2 --warmup 1 --db "$dbs" --workers 1 --auth off,jwt \

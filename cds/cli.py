@@ -1,4 +1,4 @@
-"""``cds``: serve, evaluate, rules check / test, db upgrade, users. Thin commands only."""
+"""``cds``: serve, evaluate, sweep, rules check / test, db upgrade, users. Thin commands only."""
 
 from __future__ import annotations
 
@@ -195,6 +195,65 @@ def rules_test(
 
             ok = run_properties_cli(_rules_dir(settings), pid, console) and ok
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def sweep(
+    export_dir: Annotated[Path, typer.Argument(help="A FHIR Bulk Data export (NDJSON files)")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Evaluation instant (ISO 8601); default now")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="duckdb (process pool) or spark")] = "duckdb",
+    spark_master: Annotated[str, typer.Option(help="Spark master URL")] = "local[2]",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the worklist (.csv or .parquet)")
+    ] = None,
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="Write every bad line as CSV")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Carry on an interrupted run")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Evaluation processes (default: the cores; 0: in process)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Patients per committed batch")] = 200,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "2GB",
+    work_dir: Annotated[
+        Path | None, typer.Option(help="DuckDB work folder (default under TMPDIR)")
+    ] = None,
+) -> None:
+    """Evaluate the packs over a whole export; put the worklist in the review console."""
+    from cds.batch.cli import run_sweep_command
+
+    code = run_sweep_command(
+        settings=Settings(),
+        rules_dir=_rules_dir(Settings()),
+        export_dir=export_dir,
+        as_of=as_of,
+        engine=engine,
+        spark_master=spark_master,
+        out=out,
+        errors=errors,
+        resume=resume,
+        workers=workers,
+        batch_size=batch_size,
+        memory_limit=memory_limit,
+        work_dir=work_dir,
+        console=console,
+        err=err,
+    )
+    raise typer.Exit(code)
+
+
+@app.command("sweeps")
+def sweeps_list(
+    limit: Annotated[int, typer.Option(help="How many recent runs")] = 20,
+) -> None:
+    """Recent sweep runs and their status (the id to pass to --resume)."""
+    from cds.batch.cli import list_runs
+
+    list_runs(settings=Settings(), console=console, limit=limit)
 
 
 @rules_app.command("reload")

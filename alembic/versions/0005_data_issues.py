@@ -1,7 +1,7 @@
 """data issues of a hook call kept with its audit record (not shown as prescriber cards)
 
 Revision ID: 0005_data_issues
-Revises: 0002
+Revises: 0004_sweep
 Create Date: 2026-12-06 12:00:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_data_issues"
-down_revision = "0002"
+down_revision = "0004_sweep"
 branch_labels = None
 depends_on = None
 

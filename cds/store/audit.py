@@ -56,6 +56,8 @@ class InvocationRecord:
     pack_version: str | None
     fetched_keys: list[str] = field(default_factory=list)
     data_issues: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "hook"  # "hook" | "sweep"
+    run_id: str | None = None  # the sweep run (source "sweep")
 
 
 def record_invocation(
@@ -89,6 +91,8 @@ def record_invocation(
                 "card_count": len(cards),
                 "fetched_keys": invocation.fetched_keys,
                 "data_issues": invocation.data_issues or None,
+                "source": invocation.source,
+                "run_id": invocation.run_id,
             }
         ],
     )
@@ -118,6 +122,8 @@ def record_invocation(
                 "card_json": c.card,
                 "review_status": "unreviewed",
                 "feedback_outcome": None,
+                "source": invocation.source,
+                "run_id": invocation.run_id,
             }
         )
         marked = False

@@ -51,6 +51,10 @@ class Invocation(Base):
     # What the service could not use in the request (a malformed field, an implausible
     # weight): kept for the pharmacist console; only problems that stop a check are cards.
     data_issues: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Migration 0004: "hook" (an EHR called) or "sweep" (``cds sweep``; ``run_id`` names
+    # the run, a ``sweep_runs`` row).
+    source: Mapped[str] = mapped_column(String(8), default="hook", server_default="hook")
+    run_id: Mapped[str | None] = mapped_column(String(36), index=True)
 
     cards: Mapped[list[Card]] = relationship(back_populates="invocation")
 
@@ -78,6 +82,10 @@ class Card(Base):
     card_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     review_status: Mapped[str] = mapped_column(String(16), default="unreviewed")
     feedback_outcome: Mapped[str | None] = mapped_column(String(16))
+    # Migration 0004: copied from the invocation like ``hook`` and ``patient_ref``, so the
+    # console can filter on them without a join.
+    source: Mapped[str] = mapped_column(String(8), default="hook", server_default="hook")
+    run_id: Mapped[str | None] = mapped_column(String(36))
 
     invocation: Mapped[Invocation] = relationship(back_populates="cards")
     rules: Mapped[list[CardRule]] = relationship(back_populates="card")
@@ -90,6 +98,8 @@ class Card(Base):
         Index("ix_cards_review_created", "review_status", "created_at"),
         Index("ix_cards_patient_created", "patient_ref", "created_at"),
         Index("ix_cards_pack_created", "pack_version", "created_at"),
+        # Sweep deduplication (migration 0004): a patient's open cards by order and rule.
+        Index("ix_cards_patient_order_rule", "patient_ref", "order_id", "primary_rule"),
         # Review console (migration 0002): covering indexes so the counts and the rules
         # dashboard read narrow index entries, never the card JSON in the table rows;
         # "stats" groups without a sort, "period" serves a bounded date range.
@@ -218,3 +228,80 @@ class ConsoleSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SweepRun(Base):
+    """One ``cds sweep`` over a Bulk Data export: what went in, what came out, and how far.
+
+    Counters grow as batches commit (a resumed run keeps adding to them); ``status`` is
+    ``running`` while a process works on it, ``completed``, or ``interrupted`` (Ctrl-C,
+    SIGTERM, a store outage: ``cds sweep --resume`` carries on). A run killed outright
+    stays ``running``; ``--resume`` accepts that too.
+    """
+
+    __tablename__ = "sweep_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    engine: Mapped[str] = mapped_column(String(16))
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)  # summed over attempts
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    export_dir: Mapped[str] = mapped_column(String(1024))
+    # [{"path", "resource_type", "bytes", "sha256"}] of every file read
+    input_files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # [{"id", "version", "profile", "digest"}]
+    packs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    patients: Mapped[int] = mapped_column(Integer, default=0)
+    patients_with_alerts: Mapped[int] = mapped_column(Integer, default=0)
+    patient_errors: Mapped[int] = mapped_column(Integer, default=0)
+    resources: Mapped[int] = mapped_column(Integer, default=0)
+    bad_lines: Mapped[int] = mapped_column(Integer, default=0)
+    alerts_new: Mapped[int] = mapped_column(Integer, default=0)
+    alerts_duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    # the first bad lines (file, line, reason), for the console and ``--resume`` summaries
+    bad_sample: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SweepBatch(Base):
+    """A batch of patients whose results committed together: what ``--resume`` skips."""
+
+    __tablename__ = "sweep_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("sweep_runs.id"), index=True)
+    committed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    patient_count: Mapped[int] = mapped_column(Integer)
+    patients: Mapped[list[str]] = mapped_column(JSON)  # patient ids (the key, no prefix)
+
+
+class SweepItem(Base):
+    """One line of a run's worklist: a problem found, and the alert that carries it.
+
+    ``status`` ``new``: the sweep issued ``card_id``; ``duplicate``: ``card_id`` is the
+    open alert (from a hook call or an earlier sweep) already showing the same problem.
+    """
+
+    __tablename__ = "sweep_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("sweep_runs.id"))
+    patient_ref: Mapped[str] = mapped_column(String(128))
+    order_id: Mapped[str] = mapped_column(String(128))
+    rule_id: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(String(32))
+    indicator: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # new | duplicate
+    card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "patient_ref", "order_id", "rule_id", name="uq_sweep_items_problem"
+        ),
+    )
