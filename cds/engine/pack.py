@@ -33,6 +33,8 @@ from cds.clinical.facts import (
 )
 from cds.clinical.params import ClinicalParams
 from cds.engine import conditions as cond
+from cds.engine import derived
+from cds.engine.derived import Derived, compile_expr
 from cds.engine.drug import build_drug
 from cds.engine.findings import Finding, SuggestionSpec
 from cds.engine.runtime import RuleRuntime, default_runtime
@@ -202,6 +204,7 @@ class CompiledPack:
     source_dir: Path
     prefetch: dict[str, PrefetchDef] = field(default_factory=dict)
     service_aliases: dict[str, str] = field(default_factory=dict)
+    derived: tuple[Derived, ...] = ()
     runtime: RuleRuntime = field(repr=False, default_factory=default_runtime)
 
     @property
@@ -227,6 +230,7 @@ class CompiledPack:
     def findings_for(self, engine_facts: list[dict[str, Any]]) -> list[Finding]:
         if not engine_facts:
             return []
+        derived.apply(self.derived, engine_facts)
         seen: set[tuple[str, str]] = set()
         findings = []
         for m in self.runtime.evaluate(self.ruleset_name, engine_facts):
@@ -332,6 +336,26 @@ def _check_template(text: str, allowed: set[str], where: tuple[str, str, str]) -
             )
 
 
+def _compile_derived(
+    pack: PackDef, profile: str, fields: dict[str, frozenset[str]], main: str
+) -> tuple[Derived, ...]:
+    """The pack's derived fields, compiled; each name joins its kind's fact fields (so rules
+    may read it) in declaration order (a later one may read an earlier one)."""
+    resolver = cond.Resolver({"profile": pack.profiles[profile], "tables": pack.tables}, "")
+    out = []
+    for i, d in enumerate(pack.derived):
+        where = f"derived[{i}] ({d.name})"
+        if d.name in fields[d.kind]:
+            raise PackError(f"{d.name!r} is already a fact field", file=main, field=where)
+        try:
+            expr, used = compile_expr(d.value, resolver, fields[d.kind], where)
+        except PackError as exc:
+            raise PackError(exc.message, file=main, field=exc.field or where) from None
+        out.append(Derived(d.name, d.kind, expr, used))
+        fields[d.kind] = fields[d.kind] | {d.name}
+    return tuple(out)
+
+
 def compile_pack(
     folder: Path, profile: str | None = None, runtime: RuleRuntime | None = None
 ) -> CompiledPack:
@@ -372,6 +396,7 @@ def compile_pack(
 
     drug, terminology_digest = build_drug(pack, folder)
     fields, present = pack_fields(pack)
+    derived = _compile_derived(pack, profile, fields, main)
     rules: dict[str, CompiledRule] = {}
     position = 0
     seen_ids: set[str] = set()
@@ -461,6 +486,7 @@ def compile_pack(
         source_dir=folder,
         prefetch=dict(pack.prefetch),
         service_aliases=dict(pack.service_aliases),
+        derived=derived,
         runtime=runtime or default_runtime(),
     )
     compiled.install()

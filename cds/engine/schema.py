@@ -192,6 +192,14 @@ class PrefetchDef(_Strict):
     required: bool = False
 
 
+class DerivedDef(_Strict):
+    """A fact field computed from others before the engine runs (see engine/derived.py)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["order", "interaction"] = "order"
+    value: Any
+
+
 class PackDef(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
@@ -206,6 +214,7 @@ class PackDef(_Strict):
     comedications: dict[str, ComedicationDef] = Field(default_factory=dict)
     observations: dict[str, ObservationDef] = Field(default_factory=dict)
     prefetch: dict[str, PrefetchDef] = Field(default_factory=dict)
+    derived: list[DerivedDef] = Field(default_factory=list)
     # service ids EHRs were registered with before the medication-safety services
     service_aliases: dict[str, Literal["order-select", "order-sign", "patient-view"]] = Field(
         default_factory=dict
