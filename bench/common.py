@@ -196,7 +196,13 @@ def start_cds(
     headers: dict[str, str] | None = None,
     timeout: float = 90,
 ) -> Server:
-    """``cds serve`` (uvicorn, production settings from ``env``) on 127.0.0.1:port."""
+    """``cds serve`` (uvicorn, production settings from ``env``) on 127.0.0.1:port.
+
+    With ``CDS_AUTH=jwt`` the token audience is the URL called here, unless ``env`` says
+    otherwise (``CDS_PUBLIC_BASE_URL`` is required in that mode).
+    """
+    if env.get("CDS_AUTH") == "jwt":
+        env = {"CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
     cmd = [
         python(),
         "-m",

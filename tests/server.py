@@ -36,6 +36,8 @@ class ServeProcess:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
+        if self.env.get("CDS_PUBLIC_BASE_URL") == "{base}":  # the URL this server answers on
+            self.env["CDS_PUBLIC_BASE_URL"] = self.base
         self.workers = workers
         self.cwd = cwd or REPO
         self.proc: subprocess.Popen[bytes] | None = None

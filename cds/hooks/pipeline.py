@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from cds.budget import check_budget
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts
 from cds.clinical.facts import ClinicalFacts, OrderFacts
@@ -184,9 +185,11 @@ def evaluate(
         t0 = time.perf_counter()
         facts = extract_facts(inp, now=now, params=pack.clinical)
         timings["facts"] = timings.get("facts", 0) + _ms(t0)
+        check_budget("after the clinical facts")
         t0 = time.perf_counter()
         findings = pack.evaluate(facts)
         timings["engine"] = timings.get("engine", 0) + _ms(t0)
+        check_budget("after the rules engine")
         t0 = time.perf_counter()
         orders = {o.order_id: o for o in facts.orders}
         by_order: dict[str, list[Finding]] = {}
@@ -212,6 +215,7 @@ def evaluate(
                 for s in suggestions:
                     if s.kind != "continue":
                         if id(s) not in trial_cache:
+                            check_budget("before a suggestion re-check")
                             trial_cache[id(s)] = trial_findings(inp, pack, now, s)
                         if not is_safe(trial_cache[id(s)], s, order_id, category, fs[0].severity):
                             dropped.append(f"{order_id}:{category}:{s.kind}")

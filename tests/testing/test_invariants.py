@@ -193,10 +193,13 @@ def test_order_independence_catches_first_resource_wins(real_pack, monkeypatch) 
     from tests.testing.test_kit import request_for
 
     now = s.DEFAULT_NOW
-    draft = b.medication_request(rid="rx-new", status="draft", product="tab10",
-                                 dosages=[b.dosage(dose=10, frequency=3)])
-    vitals = [{**b.vital("resp_rate", 8, now - timedelta(hours=2)), "id": "rr-old"},
-              {**b.vital("resp_rate", 16, now - timedelta(hours=1)), "id": "rr-new"}]
+    draft = b.medication_request(
+        rid="rx-new", status="draft", product="tab10", dosages=[b.dosage(dose=10, frequency=3)]
+    )
+    vitals = [
+        {**b.vital("resp_rate", 8, now - timedelta(hours=2)), "id": "rr-old"},
+        {**b.vital("resp_rate", 16, now - timedelta(hours=1)), "id": "rr-new"},
+    ]
     request = request_for([draft], labs=vitals)  # the first Observation bundle of the request
     caught = []
     for seed in range(20):
