@@ -124,7 +124,7 @@ def create_app(
         )
         registry.load()
     verifier = make_verifier(settings)
-    if verifier is None and announce_dev_mode:
+    if verifier is None and announce_dev_mode and settings.console != "only":
         log.warning(DEV_WARNING)
     engine = None
     if maker is None:
