@@ -195,6 +195,7 @@ def start_cds(
     wait_path: str = "/cds-services",
     headers: dict[str, str] | None = None,
     timeout: float = 90,
+    extra_args: Sequence[str] = (),
 ) -> Server:
     """``cds serve`` (uvicorn, production settings from ``env``) on 127.0.0.1:port.
 
@@ -214,6 +215,7 @@ def start_cds(
         str(port),
         "--workers",
         str(workers),
+        *extra_args,
     ]
     return _start(cmd, port, env, log, wait_path, headers, timeout, workers)
 
