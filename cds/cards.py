@@ -35,6 +35,7 @@ EXTENSION_KEY = "posologic"
 # (feedback, the console, the kit) accept both.
 LEGACY_EXTENSION_KEYS = ("cds-baclofen",)
 SUMMARY_MAX = 139
+_RENAL_UNITS = frozenset({"mL/min", "mL/min/1.73m2"})  # set by clinical/, never the request
 
 
 @dataclass
@@ -123,7 +124,8 @@ def facts_used(
             w = f", weight {_num(r.weight_kg)} kg {md_text(r.weight_kind)}" if r.weight_kg else ""
             lines.append(
                 f"Renal: {RENAL_LABELS.get(r.kind) or md_text(r.kind)} {_num(r.value)} "
-                f"{md_text(r.unit)} ({r.effective.date().isoformat()}){w}"
+                f"{r.unit if r.unit in _RENAL_UNITS else md_text(r.unit)} "
+                f"({r.effective.date().isoformat()}){w}"
             )
         elif category == "renal-adjustment" or category == "data-quality":
             lines.append("Renal: no result on record" + (" (dialysis)" if p.on_dialysis else ""))
