@@ -73,8 +73,8 @@ def parse_queue(params: Mapping[str, str]) -> Parsed:
     """The queue filter from a query string; unknown values are dropped with a notice."""
     notices: list[str] = []
     for key in FILTER_KEYS:
-        raw = params.get(key) or ""
-        if _CONTROL.search(raw):
+        value = params.get(key) or ""
+        if _CONTROL.search(value):
             notices.append(f"Ignored the {key} filter: it holds control characters.")
     indicator = _text(params, "indicator")
     if indicator is not None and indicator not in INDICATORS:

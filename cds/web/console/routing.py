@@ -152,7 +152,8 @@ async def read_form(request: Request) -> FormData:
         ) from None
     if any("\x00" in k or "\x00" in v for k, v in pairs):
         raise ConsoleError(400, "Request not understood", "The form holds a NUL character.")
-    return FormData(pairs)
+    fields: list[tuple[str, str | Any]] = list(pairs)
+    return FormData(fields)
 
 
 async def _guard(request: Request, is_public: bool) -> Response | None:
@@ -161,6 +162,7 @@ async def _guard(request: Request, is_public: bool) -> Response | None:
     Order matters: who is asking (the session cookie, no body read) comes first, then the
     sign-in rate limit (public form only), and only then is a body read, within bounds.
     """
+    user: store_users.SessionUser | None = None
     if not is_public:
         user = await in_console_thread(request, _load_user, request)
         if user is None:
@@ -184,6 +186,7 @@ async def _guard(request: Request, is_public: bool) -> Response | None:
                 403, "Sign-in form expired", "Reload the sign-in page and try again."
             )
         return None
+    assert user is not None  # not public: signed in above
     if not security.tokens_equal(form.get(security.CSRF_FIELD), user.csrf_token):
         raise ConsoleError(
             403,
