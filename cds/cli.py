@@ -41,7 +41,7 @@ def _rules_dir(settings: Settings) -> Path:
 
 def _config_error(exc: Exception) -> typer.Exit:
     """A configuration error as the operator should see it: one line, exit status 2."""
-    err.print(f"[bold red]configuration error:[/bold red] {exc}", highlight=False)
+    err.print(f"[bold red]configuration error:[/bold red] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 

@@ -188,6 +188,9 @@ async def _reject(
     most of them are counted in memory and need neither a thread nor a connection)."""
     rejections: RejectionLog = request.app.state.rejections
     path = request.url.path
+    route = request.scope.get("route")
+    if aggregate and route is not None:  # /cds-services/{service_id}: a caller choosing
+        path = getattr(route, "path", path)  # random paths still shares one row
     if aggregate and rejections.absorb(path=path, status=status, reason=reason):
         return
     received = _now(request)
