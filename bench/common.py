@@ -195,8 +195,15 @@ def start_cds(
     wait_path: str = "/cds-services",
     headers: dict[str, str] | None = None,
     timeout: float = 90,
+    extra_args: Sequence[str] = (),
 ) -> Server:
-    """``cds serve`` (uvicorn, production settings from ``env``) on 127.0.0.1:port."""
+    """``cds serve`` (uvicorn, production settings from ``env``) on 127.0.0.1:port.
+
+    With ``CDS_AUTH=jwt`` the token audience is the URL called here, unless ``env`` says
+    otherwise (``CDS_PUBLIC_BASE_URL`` is required in that mode).
+    """
+    if env.get("CDS_AUTH") == "jwt":
+        env = {"CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
     cmd = [
         python(),
         "-m",
@@ -208,6 +215,7 @@ def start_cds(
         str(port),
         "--workers",
         str(workers),
+        *extra_args,
     ]
     return _start(cmd, port, env, log, wait_path, headers, timeout, workers)
 

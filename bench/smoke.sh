@@ -35,4 +35,6 @@ $PY -m bench.http_bench --duration 2 --warmup 1 --db "$dbs" --workers 1 --auth o
 # finding and its fix are in bench/README.md).
 soak_db=sqlite; case "$dbs" in *postgresql*) soak_db=postgresql;; esac
 step "soak 30 s ($soak_db)"; $PY -m bench.soak --seconds 30 --db "$soak_db" --max-rss-growth 25 --out "$out"
+step "medication list scale"; $PY -m bench.medlist_scale --sizes 10,100,1000 --repeat 1 --out "$out/medlist.json" | tail -5
+step "sign-in flood";      $PY -m bench.signin_flood --duration 3 --conns 16 --configs defaults,separate-port --out "$out/flood.json" | tail -6
 echo; echo "bench smoke: OK in $((SECONDS - t0)) s"

@@ -12,9 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from markdown_it import MarkdownIt
+
 from cds.clinical.facts import RENAL_LABELS, ClinicalFacts, OrderFacts
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import fmt_number
+from cds.markdown import md_text
 from cds.suggestions import Suggestion
 
 ALERT_CATEGORY_SYSTEM = "https://posologic.example.org/fhir/CodeSystem/alert-category"
@@ -32,6 +35,7 @@ EXTENSION_KEY = "posologic"
 # (feedback, the console, the kit) accept both.
 LEGACY_EXTENSION_KEYS = ("cds-baclofen",)
 SUMMARY_MAX = 139
+_RENAL_UNITS = frozenset({"mL/min", "mL/min/1.73m2"})  # set by clinical/, never the request
 
 
 @dataclass
@@ -79,7 +83,7 @@ def _regimen_parts(facts: ClinicalFacts, order: OrderFacts) -> list[str]:
     for rid in order.regimen_ids:
         other = by_id.get(rid)
         if other is not None and other.daily is not None:
-            parts.append(f"{rid} {_num(other.daily)} mg/day")
+            parts.append(f"{md_text(rid)} {_num(other.daily)} mg/day")
     return parts
 
 
@@ -91,13 +95,14 @@ def facts_used(
     lines: list[str] = []
     if order is not None:
         unit = "ug" if order.route == "intrathecal" else "mg"
-        med = order.medication_text or facts.drug
+        med = md_text(order.medication_text or facts.drug)
         dose = f"{_num(order.daily)} {unit}/day" if order.daily is not None else "dose unknown"
         per = ""
         if order.single_max is not None and order.admin_per_day:
             per = f" ({_num(order.single_max)} {unit} x {_num(order.admin_per_day)}/day)"
         lines.append(
-            f"Order {order.order_id}: {med}, {order.route}, {dose}{per}, status {order.status}"
+            f"Order {md_text(order.order_id)}: {med}, {md_text(order.route)}, {dose}{per}, "
+            f"status {md_text(order.status)}"
         )
         if order.route == "oral" and order.regimen_daily is not None:
             parts = _regimen_parts(facts, order)
@@ -121,7 +126,8 @@ def facts_used(
         else ", weight unknown"
     )
     lines.append(
-        f"Patient: {age}, {p.sex}{weight}" + (", inpatient" if p.inpatient else ", outpatient")
+        f"Patient: {age}, {md_text(p.sex)}{weight}"
+        + (", inpatient" if p.inpatient else ", outpatient")
     )
     if category in (
         "renal-adjustment",
@@ -132,9 +138,10 @@ def facts_used(
     ):
         r = p.renal
         if r is not None:
-            w = f", weight {_num(r.weight_kg)} kg {r.weight_kind}" if r.weight_kg else ""
+            w = f", weight {_num(r.weight_kg)} kg {md_text(r.weight_kind)}" if r.weight_kg else ""
             lines.append(
-                f"Renal: {RENAL_LABELS.get(r.kind, r.kind)} {_num(r.value)} {r.unit} "
+                f"Renal: {RENAL_LABELS.get(r.kind) or md_text(r.kind)} {_num(r.value)} "
+                f"{r.unit if r.unit in _RENAL_UNITS else md_text(r.unit)} "
                 f"({r.effective.date().isoformat()}){w}"
             )
         elif category == "renal-adjustment" or category == "data-quality":
@@ -153,7 +160,7 @@ def facts_used(
         if shown:
             lines.append("Observations (24 h): " + ", ".join(shown))
     if category == "interaction" and fact.get("drug_names"):
-        lines.append(f"Interacting: {fact['drug_names']}")
+        lines.append(f"Interacting: {md_text(fact['drug_names'])}")
     return lines
 
 
@@ -282,6 +289,21 @@ def build_card(
 
 
 REQUIRED = ("uuid", "summary", "indicator", "source")
+# The contract forbids raw HTML in ``detail``: parse it as a renderer would (HTML on) and
+# look for HTML tokens, so ``<img onerror=...>`` counts, not only a ``<b>...</b>`` pair.
+_HTML_PROBE = MarkdownIt("commonmark", {"html": True})
+
+
+def has_raw_html(detail: object) -> bool:
+    """True if ``detail`` holds raw HTML (a tag, comment or declaration) anywhere."""
+    if not isinstance(detail, str) or "<" not in detail:
+        return False
+    for token in _HTML_PROBE.parse(detail):
+        if token.type == "html_block":
+            return True
+        if any(child.type == "html_inline" for child in token.children or ()):
+            return True
+    return False
 
 
 def card_extension(card: Mapping[str, Any]) -> dict[str, Any]:
@@ -306,7 +328,7 @@ def contract_problems(card: Mapping[str, Any]) -> list[str]:
     topic = (card.get("source") or {}).get("topic") or {}
     if topic.get("code") not in CATEGORY_DISPLAY:
         problems.append("source.topic is not an alert category")
-    if "<" in card.get("detail", "") and "</" in card.get("detail", ""):
+    if has_raw_html(card.get("detail", "")):
         problems.append("detail contains raw HTML")
 
     def walk(x: Any, path: str) -> None:

@@ -39,24 +39,99 @@ def _rules_dir(settings: Settings) -> Path:
     return settings.rules_dir or data_dir("rules")
 
 
+def _config_error(exc: Exception) -> typer.Exit:
+    """A configuration error as the operator should see it: one line, exit status 2."""
+    err.print(f"[bold red]configuration error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    console: Annotated[
+        str | None,
+        typer.Option(
+            help="Review console: on (same port as the hook API), off (hook API only), "
+            "only (console only); default CDS_CONSOLE"
+        ),
+    ] = None,
+    console_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve the review console on its own port, in its own process: the hook "
+            "API on --port never shares a thread or a GIL with console sign-ins"
+        ),
+    ] = None,
 ) -> None:
     """Run the service (applies pending migrations on the SQLite default first)."""
-    import uvicorn
+    import subprocess
 
-    settings = Settings()
+    from cds.errors import ConfigError
+
+    if console is not None:
+        if console not in ("on", "off", "only"):
+            raise _config_error(ValueError("--console must be on, off or only"))
+        os.environ["CDS_CONSOLE"] = console
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic: a CDS_* variable that cannot be read
+        raise _config_error(exc) from None
+    if console_port is not None:
+        if settings.console == "only":
+            raise _config_error(ValueError("--console-port needs the hook API: not --console only"))
+        if console_port == port:
+            raise _config_error(ValueError("--console-port must differ from --port"))
+        os.environ["CDS_CONSOLE"] = "off"
+        settings = Settings()
+    try:
+        from cds.web.app import check_settings, make_verifier
+
+        check_settings(settings, workers=workers)
+        make_verifier(settings)  # reads CDS_TRUSTED_ISSUERS now: a bad file is one line
+    except ConfigError as exc:
+        raise _config_error(exc) from None
     if settings.database_url.startswith("sqlite"):
         from cds.store.db import upgrade
 
         upgrade(settings.database_url)
-    if settings.auth == "off":
+    if settings.auth == "off" and settings.console != "only":
         err.print(
             "[bold red]CDS_AUTH=off: development mode, JWT authentication is DISABLED.[/bold red]"
         )
+    child: subprocess.Popen[bytes] | None = None
+    if console_port is not None:
+        # The console in its own process (one worker: sign-in is rate-limited per process).
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cds.cli",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(console_port),
+                "--console",
+                "only",
+            ],
+            env={**os.environ, "CDS_CONSOLE": "only"},
+        )
+        err.print(f"review console on http://{host}:{console_port}/review (own process)")
+    try:
+        _run_uvicorn(settings, host=host, port=port, workers=workers)
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _run_uvicorn(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     log_config = {
@@ -78,6 +153,10 @@ def serve(
         access_log=False,
         proxy_headers=True,
         log_config=log_config,
+        # h11 bounds the request line and headers it buffers (httptools does not): a 64 MB
+        # header was held in memory before authentication (hardening #16).
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
 
 

@@ -5,6 +5,7 @@ class once to an HTTP status and a FHIR OperationOutcome, so no handler decides 
 code on its own and nothing unmapped can leak out as a 500::
 
     CDSError
+    ├── ConfigError          start-up: the settings cannot work (the CLI prints it, exit 2)
     ├── PackError            load/compile time: a rule pack is invalid (names file, rule, field)
     ├── EngineError          run time: the rules engine failed for one evaluation
     └── RequestError         a hook call cannot be served as asked (has .status)
@@ -14,7 +15,12 @@ code on its own and nothing unmapped can leak out as a 500::
         ├── PrefetchUnavailable   412: required data could not be had
         ├── PayloadTooLarge       413
         ├── InvalidFhir           422: FHIR that cannot be understood
+        ├── UnstorableValue       422: a value the audit store cannot keep (never a 503)
+        ├── EvaluationTimeout     503: the evaluation ran past CDS_EVALUATION_BUDGET_SECONDS
         └── StoreUnavailable      503: the audit store is down (fail closed)
+
+``cds.web.errors.ERROR_MAP`` gives every class its HTTP status and OperationOutcome
+issue code; ``tests/web/test_error_boundary.py`` fails if a class is added without one.
 """
 
 from __future__ import annotations
@@ -22,6 +28,14 @@ from __future__ import annotations
 
 class CDSError(Exception):
     """Root of every error the service raises on purpose."""
+
+
+class ConfigError(CDSError):
+    """The settings cannot work (e.g. ``CDS_AUTH=jwt`` without ``CDS_PUBLIC_BASE_URL``).
+
+    Raised by ``check_settings`` and ``create_app``; the message says what to set. The CLI
+    prints it and exits with status 2 (no traceback).
+    """
 
 
 class PackError(CDSError):
@@ -86,6 +100,18 @@ class PayloadTooLarge(RequestError):
 
 class InvalidFhir(RequestError):
     status, code = 422, "invalid"
+
+
+class UnstorableValue(RequestError):
+    """The database refused a value (length, encoding): a data error, not an outage."""
+
+    status, code = 422, "invalid"
+
+
+class EvaluationTimeout(RequestError):
+    """The evaluation did not finish within its time budget (the EHR gets an answer)."""
+
+    status, code = 503, "timeout"
 
 
 class StoreUnavailable(RequestError):

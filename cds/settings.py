@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,8 +34,32 @@ class Settings(BaseSettings):
     serve_unaudited: bool = False  # opt-in: return cards when the audit store is down
     packs: str = "baclofen"  # comma-separated pack ids under rules/
     rules_dir: Path | None = None  # override the shipped rules/ folder (rule authors)
-    session_secret: str | None = None  # console cookie signing; generated if unset
+    # console cookie signing; generated if unset. SecretStr: never shown by repr or logs.
+    session_secret: SecretStr | None = None
     secure_cookies: bool = True
+
+    # --- hardening (see the README's configuration table) ---
+    # "on": hook API and console on one listener; "off": hook API only; "only": console only
+    # (``cds serve --console-port`` runs both, each in its own process and port).
+    console: Literal["on", "off", "only"] = "on"
+    api_docs: bool = False  # /docs and /redoc (they load JavaScript from a CDN)
+    max_header_bytes: int = Field(default=32_768, ge=1024)  # request line + headers
+    max_console_body_bytes: int = Field(default=65_536, ge=1024)
+    login_rate_per_client: int = Field(default=10, ge=1)  # sign-in attempts per minute per IP
+    login_rate_global: float = Field(default=5.0, gt=0)  # sign-in attempts per second, all
+    hash_threads: int = Field(default=1, ge=1, le=16)  # password hashing threads
+    hash_queue: int = Field(default=4, ge=0)  # attempts waiting for a hashing thread
+    max_feedback_items: int = Field(default=100, ge=1)  # items per feedback request
+    max_feedback_per_card: int = Field(default=20, ge=1)  # feedback items stored per card
+    max_prefetch_resources: int = Field(default=5_000, ge=1)  # per prefetch key
+    evaluation_budget_seconds: float = Field(default=5.0, gt=0)  # one hook call's evaluation
+    rejection_retention_days: int = Field(default=90, ge=1)
+    rejection_aggregate_seconds: float = Field(default=60.0, ge=0)  # 401 rows per window
+
+    @field_validator("session_secret", mode="before")
+    @classmethod
+    def _empty_secret(cls, v: object) -> object:
+        return None if v == "" else v
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -49,6 +73,9 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [u.strip() for u in self.cors_origins.split(",") if u.strip()]
+
+    def session_secret_value(self) -> str | None:
+        return self.session_secret.get_secret_value() if self.session_secret else None
 
     @property
     def pack_ids(self) -> list[str]:

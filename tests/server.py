@@ -32,11 +32,17 @@ class ServeProcess:
         workers: int = 1,
         cwd: Path | None = None,
         port: int | None = None,
+        args: list[str] | None = None,
+        wait_path: str = "/openapi.json",
     ) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
+        if self.env.get("CDS_PUBLIC_BASE_URL") == "{base}":  # the URL this server answers on
+            self.env["CDS_PUBLIC_BASE_URL"] = self.base
         self.workers = workers
+        self.args = list(args or [])
+        self.wait_path = wait_path
         self.cwd = cwd or REPO
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
@@ -55,6 +61,7 @@ class ServeProcess:
                 str(self.port),
                 "--workers",
                 str(self.workers),
+                *self.args,
             ],
             env=self.env,
             cwd=self.cwd,
@@ -67,7 +74,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cds serve exited: {self.output()[-2000:]}")
             try:
-                httpx.get(f"{self.base}/openapi.json", timeout=0.5)
+                httpx.get(f"{self.base}{self.wait_path}", timeout=0.5)
                 return self
             except httpx.HTTPError:
                 time.sleep(0.1)

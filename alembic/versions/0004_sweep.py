@@ -1,12 +1,9 @@
 """population sweeps: source and run id on invocations and cards, run records, worklist
 
 Revision ID: 0004_sweep
-Revises: 0002
+Revises: 0003_hardening
 Create Date: 2026-12-06 06:00:00
 
-The brief asked for ``down_revision = "0002_console_sessions"``; in this branch the
-console migration's revision id is ``"0002"``, so that is what this one follows. The lead
-re-chains it at merge (after whatever 0003 lands first).
 """
 
 import sqlalchemy as sa
@@ -14,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_sweep"
-down_revision = "0002"
+down_revision = "0003_hardening"
 branch_labels = None
 depends_on = None
 

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from cds.engine.schema import (
     RuleDef,
 )
 from cds.errors import PackError
+from cds.markdown import md_text, plain_text
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -147,6 +149,8 @@ class _SafeFormatter(string.Formatter):
 
 def fmt_number(x: float) -> str:
     """60.0 -> "60", 47.23 -> "47.2", 0.25 -> "0.25" (doses and renal values)."""
+    if not math.isfinite(x):  # never int(inf): an overflowed total reads as such
+        return "unknown" if math.isnan(x) else ("∞" if x > 0 else "-∞")
     if abs(x - round(x)) < 1e-9:
         return str(int(round(x)))
     if abs(x) >= 10:
@@ -244,15 +248,19 @@ class CompiledPack:
         return findings
 
     def _finding(self, rule: CompiledRule, fact: dict[str, Any]) -> Finding:
-        values = {**fact, **rule.vars}
+        # Fact strings come from the request (ids, medication text, units): plain text in
+        # the summary, escaped Markdown in the detail (never structure). Pack vars are ours.
+        text = (str, list, tuple, dict)
+        plain = {k: plain_text(v) if isinstance(v, text) else v for k, v in fact.items()}
+        markdown = {k: md_text(v) if isinstance(v, text) else v for k, v in fact.items()}
         return Finding(
             rule_id=rule.id,
             category=rule.category,
             severity=rule.severity,
             order_id=str(fact.get("order_id", "")),
             group=str(fact.get(rule.group, "")) if rule.group else "",
-            summary=render(rule.summary, values),
-            detail=render(rule.detail, values),
+            summary=render(rule.summary, {**plain, **rule.vars}),
+            detail=render(rule.detail, {**markdown, **rule.vars}),
             evidence=rule.evidence,
             suggestion=rule.suggestion,
             override_reasons=rule.override_reasons,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from cds.errors import MalformedRequest
+from cds.errors import MalformedRequest, PayloadTooLarge
 from cds.store.audit import FeedbackItem
+
+#: How far an EHR's clock may run ahead of ours.
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_ITEMS = 100
 
 
 @dataclass
@@ -27,8 +31,15 @@ def _parse_time(v: Any) -> datetime | None:
     return t if t.tzinfo is not None else None
 
 
-def parse_feedback(body: Any) -> tuple[list[tuple[int, FeedbackItem]], list[Rejected]]:
-    """Split a feedback body into well-formed items and rejected ones (with reasons)."""
+def parse_feedback(
+    body: Any, *, now: datetime | None = None, max_items: int = MAX_ITEMS
+) -> tuple[list[tuple[int, FeedbackItem]], list[Rejected]]:
+    """Split a feedback body into well-formed items and rejected ones (with reasons).
+
+    More than ``max_items`` items is a 413 for the whole request (a batch that size held
+    the SQLite write lock for seconds); an ``outcomeTimestamp`` later than ``now`` (plus
+    ``CLOCK_SKEW``) is rejected: it would win every later, real outcome.
+    """
     if not isinstance(body, dict) or not isinstance(body.get("feedback"), list):
         raise MalformedRequest(
             "the body must be an object with a 'feedback' array", expression=["feedback"]
@@ -36,6 +47,12 @@ def parse_feedback(body: Any) -> tuple[list[tuple[int, FeedbackItem]], list[Reje
     items = body["feedback"]
     if not items:
         raise MalformedRequest("the feedback array is empty", expression=["feedback"])
+    if len(items) > max_items:
+        raise PayloadTooLarge(
+            f"{len(items)} feedback items; at most {max_items} per request "
+            "(CDS_MAX_FEEDBACK_ITEMS): send them in smaller batches",
+            expression=["feedback"],
+        )
     good: list[tuple[int, FeedbackItem]] = []
     bad: list[Rejected] = []
     for i, it in enumerate(items):
@@ -56,6 +73,9 @@ def parse_feedback(body: Any) -> tuple[list[tuple[int, FeedbackItem]], list[Reje
             bad.append(
                 Rejected(i, card_s, "outcomeTimestamp must be an RFC 3339 date-time with a zone")
             )
+            continue
+        if now is not None and ts > now + CLOCK_SKEW:
+            bad.append(Rejected(i, card_s, "outcomeTimestamp is in the future"))
             continue
         accepted: list[str] = []
         raw_acc = it.get("acceptedSuggestions")

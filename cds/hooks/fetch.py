@@ -28,7 +28,16 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
-__all__ = ["FetchLimits", "FetchResult", "fetch_all", "is_allowlisted", "resources_of"]
+from cds.hooks.bounds import MAX_DEPTH, JsonLimitError, check_document, check_raw
+
+__all__ = [
+    "FetchLimits",
+    "FetchResult",
+    "bundle_problem",
+    "fetch_all",
+    "is_allowlisted",
+    "resources_of",
+]
 
 log = logging.getLogger("cds.fetch")
 
@@ -80,16 +89,46 @@ class _Base:
     host: str
     port: int
     path: str  # no trailing slash; "" for the root
+    segments: tuple[str, ...] = ()  # the path as a server resolves it (see _segments)
+
+
+# Whitespace, control characters and backslashes have no place in a URL we call (httpx
+# refuses them with InvalidURL; some servers read a backslash as a slash).
+_UNSAFE_URL = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+
+
+def _segments(path: str) -> tuple[str, ...] | None:
+    """The path's segments as a server resolves them, or None if it could walk upwards.
+
+    Percent-decoded once; path parameters dropped (Tomcat and other servlet containers
+    read ``/..;x/`` as ``/../``); empty segments collapsed. Refused: ``.`` and ``..``
+    (raw, encoded or with parameters) and anything still percent-encoded after one
+    decoding (``%252e%252e`` is ``..`` to a server that decodes twice).
+    """
+    decoded = unquote(path)
+    if "%" in decoded or "\\" in decoded:
+        return None
+    out: list[str] = []
+    for raw in decoded.split("/"):
+        segment = raw.split(";", 1)[0]
+        if segment in (".", ".."):
+            return None
+        if segment:
+            out.append(segment)
+    return tuple(out)
 
 
 def _parse_base(url: str) -> _Base | None:
     """Normalise an http(s) URL for comparison, or None if it is not one we would call.
 
-    Credentials, queries and fragments are refused, and so are dot segments (raw or
-    percent-encoded), which could walk a path-prefix match out of the allowlisted base.
+    Credentials, fragments, whitespace and control characters are refused, and so are
+    paths that could leave a base (see ``_segments``).
     """
+    url = url.strip()
+    if _UNSAFE_URL.search(url):
+        return None
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return None
@@ -98,22 +137,24 @@ def _parse_base(url: str) -> _Base | None:
         return None
     if parts.username is not None or parts.password is not None or parts.fragment:
         return None
-    decoded = unquote(parts.path).replace("\\", "/")
-    if any(segment in (".", "..") for segment in decoded.split("/")):
+    segments = _segments(parts.path)
+    if segments is None:
         return None
     return _Base(
         scheme=scheme,
         host=parts.hostname.lower(),
         port=port if port is not None else _DEFAULT_PORTS[scheme],
         path=parts.path.rstrip("/"),
+        segments=segments,
     )
 
 
 def _within(url: _Base, base: _Base) -> bool:
-    """Same origin, and ``url``'s path equals the base path or continues it after a '/'."""
+    """Same origin, and ``url``'s segments start with all of the base's, compared one by
+    one as the server will resolve them (``/fhir`` allows ``/fhir/r4``, not ``/fhirx``)."""
     if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
         return False
-    return url.path == base.path or url.path.startswith(base.path + "/")
+    return url.segments[: len(base.segments)] == base.segments
 
 
 def is_allowlisted(url: str, allowlist: Sequence[str]) -> bool:
@@ -133,6 +174,17 @@ def is_allowlisted(url: str, allowlist: Sequence[str]) -> bool:
     return False
 
 
+def bundle_problem(body: Mapping[str, Any]) -> str | None:
+    """Why a Bundle cannot be read (``entry`` or ``link`` not an array), or None."""
+    if body.get("resourceType") != "Bundle":
+        return None
+    for name in ("entry", "link"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, list):
+            return f"{name} is not an array"
+    return None
+
+
 def resources_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The resources a FHIR body carries: a Bundle's entries, or the resource itself.
 
@@ -143,7 +195,8 @@ def resources_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     if body.get("resourceType") != "Bundle":
         return [dict(body)]
     found: list[dict[str, Any]] = []
-    for entry in body.get("entry") or []:
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
         if not isinstance(entry, Mapping):
             continue
         search = entry.get("search")
@@ -165,7 +218,8 @@ def _is_resource(value: Any) -> TypeGuard[Mapping[str, Any]]:
 
 
 def _next_link(bundle: Mapping[str, Any]) -> str | None:
-    for link in bundle.get("link") or []:
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else ():
         if isinstance(link, Mapping) and link.get("relation") == "next":
             url = link.get("url")
             if isinstance(url, str) and url:
@@ -234,6 +288,8 @@ async def _get_page(
         raise _Failure("FHIR server unreachable") from None
     except httpx.HTTPError as exc:  # protocol errors, broken connections: the class name is safe
         raise _Failure(f"FHIR request failed ({type(exc).__name__})") from None
+    except httpx.InvalidURL:  # not an HTTPError; _parse_base refuses these, this is a backstop
+        raise _Failure("FHIR server URL is not a valid URL") from None
     finally:
         log.info(
             "fhir fetch key=%s host=%s status=%s elapsed_ms=%d",
@@ -243,11 +299,19 @@ async def _get_page(
             (time.monotonic() - started) * 1000,
         )
     try:
+        check_raw(raw)
         body = json.loads(raw)
+        check_document(raw, body)
+    except JsonLimitError as exc:
+        raise _Failure(f"FHIR server sent unusable JSON: {exc.message}") from None
+    except RecursionError:
+        raise _Failure(f"FHIR server sent JSON nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError):
         raise _Failure("FHIR server sent a body that is not JSON") from None
     if not _is_resource(body):
         raise _Failure("FHIR server sent JSON that is not a FHIR resource")
+    if problem := bundle_problem(body):
+        raise _Failure(f"FHIR server sent a malformed Bundle ({problem})")
     if body["resourceType"] == "OperationOutcome":
         codes = sorted(
             {

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from cds.budget import check_budget
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts
 from cds.clinical.facts import ClinicalFacts, DataIssue, OrderFacts
@@ -316,6 +317,7 @@ class _Planner:
     # ---- the re-check, and repairs ------------------------------------------------------
 
     def _trial(self, s: Suggestion) -> tuple[ClinicalFacts, list[Finding]]:
+        check_budget("before a suggestion re-check")
         return run_rules(accepted(self.inp, s), self.pack, self.now)
 
     def checked(self, s: Suggestion, order: OrderFacts) -> tuple[Suggestion | None, str | None]:
@@ -439,6 +441,7 @@ def evaluate(
         t0 = time.perf_counter()
         facts = extract_facts(inp, now=now, params=pack.clinical, drug=pack.drug)
         timings["facts"] = timings.get("facts", 0) + _ms(t0)
+        check_budget("after the clinical facts")
         t0 = time.perf_counter()
         findings = pack.evaluate(facts)
         if any(f.unless_pack in loaded for f in findings):
@@ -447,6 +450,7 @@ def evaluate(
             findings = _apply_offers(inp, pack, now, facts, findings)
         by_pack[pack.id] = facts
         timings["engine"] = timings.get("engine", 0) + _ms(t0)
+        check_budget("after the rules engine")
         t0 = time.perf_counter()
         planner = _Planner(inp, pack, now, facts, findings, recheck)
         for (order_id, category, _group), fs in group_findings(findings).items():

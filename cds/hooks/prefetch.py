@@ -32,8 +32,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from cds.errors import PrefetchUnavailable
-from cds.hooks.fetch import FetchLimits, fetch_all, is_allowlisted, resources_of
+from cds.errors import PayloadTooLarge, PrefetchUnavailable
+from cds.hooks.fetch import FetchLimits, bundle_problem, fetch_all, is_allowlisted, resources_of
 
 __all__ = ["PrefetchKey", "ResolvedData", "render_template", "resolve_prefetch"]
 
@@ -166,12 +166,14 @@ class ResolvedData:
 
 
 def _usable(value: Any) -> TypeGuard[Mapping[str, Any]]:
-    """A prefetch value we can use: a FHIR resource that is not an OperationOutcome."""
+    """A prefetch value we can use: a FHIR resource that is not an OperationOutcome (and,
+    for a Bundle, whose ``entry`` and ``link`` are arrays when present)."""
     return (
         isinstance(value, Mapping)
         and isinstance(value.get("resourceType"), str)
         and bool(value["resourceType"])
         and value["resourceType"] != "OperationOutcome"
+        and bundle_problem(value) is None
     )
 
 
@@ -189,6 +191,8 @@ def _why_missing(given: Mapping[str, Any], key: str) -> str:
     value = given[key]
     if isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome":
         return "the EHR's prefetch failed"
+    if isinstance(value, Mapping) and (problem := bundle_problem(value)):
+        return f"the prefetched Bundle is malformed ({problem})"
     return "prefetch value is not a FHIR resource"
 
 
@@ -203,13 +207,18 @@ async def resolve_prefetch(
     now: datetime,
     limits: FetchLimits | None = None,
     client: httpx.AsyncClient | None = None,
+    max_resources: int | None = None,
 ) -> ResolvedData:
     """Turn the request's prefetch into data for every service key, fetching what is missing.
 
     Keys the request did not answer usefully are fetched in parallel from ``fhir_server``
     (only if it is allowlisted) under one deadline. Raises ``PrefetchUnavailable`` naming the
     first required key that could not be obtained; optional failures become ``no_data`` and a
-    ``problems`` note. A ``null`` value is no data even for a required key (the EHR looked
+    ``problems`` note. A prefetched key with more than ``max_resources`` resources raises
+    ``PayloadTooLarge`` (413) naming it, as a fetched one fails past
+    ``limits.max_resources``: rules run on part of a medication list could miss the very
+    drug they are about, so a clear refusal beats a partial answer. A ``null`` value is no
+    data even for a required key (the EHR looked
     and found nothing: whether the rules can run without it is theirs to say). Keys in
     ``prefetch`` that the service did not declare are used as given (a site may prefetch
     under its own key names; the clinical layer still drops other patients' data), never
@@ -230,6 +239,12 @@ async def resolve_prefetch(
         value = given.get(key)
         if _usable(value):
             per_key[key] = resources_of(value)
+            if max_resources is not None and len(per_key[key]) > max_resources:
+                raise PayloadTooLarge(
+                    f"prefetch '{key}' holds {len(per_key[key])} resources; at most "
+                    f"{max_resources} per key are accepted (CDS_MAX_PREFETCH_RESOURCES)",
+                    expression=[f"prefetch.{key}"],
+                )
             if _has_next_page(value):
                 data.problems.append(f"{key}: prefetched Bundle has more pages (not followed)")
             continue

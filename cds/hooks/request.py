@@ -8,9 +8,11 @@ Every failure is a ``MalformedRequest`` whose message names the field.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from cds.clinical.extract import HookInput
 from cds.errors import MalformedRequest
@@ -59,6 +61,20 @@ class HookCall:
     def user_id(self) -> str | None:
         u = self.context.get("userId")
         return str(u) if isinstance(u, str) else None
+
+
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+
+
+def _is_http_url(url: str) -> bool:
+    if _URL_UNSAFE.search(url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _require_str(obj: dict[str, Any], key: str, where: str) -> str:
@@ -149,6 +165,11 @@ def parse_hook_call(body: Any, *, expected_hook: str) -> HookCall:
     fhir_server = body.get("fhirServer")
     if fhir_server is not None and not isinstance(fhir_server, str):
         raise MalformedRequest("fhirServer must be a URL string", expression=["fhirServer"])
+    if fhir_server and not _is_http_url(fhir_server):
+        raise MalformedRequest(
+            "fhirServer must be an absolute http(s) URL without spaces or control characters",
+            expression=["fhirServer"],
+        )
     token: str | None = None
     auth = body.get("fhirAuthorization")
     if auth is not None:

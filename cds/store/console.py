@@ -78,9 +78,13 @@ class QueueFilter:
 
 
 def _patient_refs(patient: str) -> list[str]:
-    """``123`` matches ``Patient/123`` as well as a bare ``123``."""
+    """``123`` matches ``Patient/123`` as well as a bare ``123`` (stored as the audit
+    stores them: long ones bounded with a hash)."""
+    from cds.store.audit import bounded_ref
+
     patient = patient.strip()
-    return [patient] if "/" in patient else [patient, f"Patient/{patient}"]
+    refs = [patient] if "/" in patient else [patient, f"Patient/{patient}"]
+    return [bounded_ref(r) or r for r in refs]
 
 
 def _base_conditions(f: QueueFilter) -> list[ColumnElement[bool]]:
@@ -131,13 +135,16 @@ class Cursor:
         """``None`` for anything that is not a cursor we made (a tampered URL is page 1)."""
         if not text:
             return None
+        if len(text) > 200:
+            return None
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             when, _, card_id = raw.partition("|")
-            if not card_id:
+            if not card_id or len(card_id) > 64 or not card_id.isprintable():
                 return None
             return cls(as_utc(datetime.fromisoformat(when)), card_id)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+            # OverflowError: a crafted instant next to year 1 or 9999 moved to UTC
             return None
 
 

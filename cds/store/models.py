@@ -34,9 +34,11 @@ class Invocation(Base):
     hook_instance: Mapped[str] = mapped_column(String(64), index=True)
     service_id: Mapped[str] = mapped_column(String(64))
     hook: Mapped[str] = mapped_column(String(32))
-    patient_ref: Mapped[str | None] = mapped_column(String(128))
-    user_ref: Mapped[str | None] = mapped_column(String(128))
-    encounter_ref: Mapped[str | None] = mapped_column(String(128))
+    # Request ids are stored whole up to REF_MAX characters (an absolute URL is a normal
+    # userId), longer ones bounded with a hash (``cds.store.audit.bounded_ref``).
+    patient_ref: Mapped[str | None] = mapped_column(String(512))
+    user_ref: Mapped[str | None] = mapped_column(String(512))
+    encounter_ref: Mapped[str | None] = mapped_column(String(512))
     issuer: Mapped[str | None] = mapped_column(String(256))
     tenant: Mapped[str | None] = mapped_column(String(128))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -69,8 +71,8 @@ class Card(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     service_id: Mapped[str] = mapped_column(String(64))
     hook: Mapped[str] = mapped_column(String(32))
-    patient_ref: Mapped[str | None] = mapped_column(String(128))
-    order_id: Mapped[str] = mapped_column(String(128))
+    patient_ref: Mapped[str | None] = mapped_column(String(512))
+    order_id: Mapped[str] = mapped_column(String(512))
     category: Mapped[str] = mapped_column(String(32))
     indicator: Mapped[str] = mapped_column(String(16))
     severity_rank: Mapped[int] = mapped_column(Integer)  # info 1, warning 2, critical 3
@@ -159,6 +161,10 @@ class Feedback(Base):
     override_comment: Mapped[str | None] = mapped_column(Text)
     outcome_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Who sent it (migration 0003): the verified issuer and configured tenant, which must
+    # be those the card was issued to.
+    issuer: Mapped[str | None] = mapped_column(String(256))
+    tenant: Mapped[str | None] = mapped_column(String(128))
 
     # Review console (migration 0002): override reasons per rule, read from the index.
     __table_args__ = (
@@ -179,6 +185,9 @@ class RejectedRequest(Base):
     status: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(512))
     hook_instance: Mapped[str | None] = mapped_column(String(64))
+    # Migration 0003: identical anonymous rejections (401s) within a window share one row.
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Review(Base):
@@ -201,6 +210,8 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(128))
+    # casefolded username (migration 0003): "alice" and "Alice" are one account
+    username_key: Mapped[str] = mapped_column(String(128))
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -208,7 +219,26 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("username", name="uq_users_username"),)
+    __table_args__ = (
+        UniqueConstraint("username", name="uq_users_username"),
+        UniqueConstraint("username_key", name="uq_users_username_key"),
+    )
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins for usernames that have no account (migration 0003).
+
+    They count and lock exactly like an account's, so an unknown name is neither an
+    endless free guess nor distinguishable from a real, locked one. ``key`` is the
+    SHA-256 of the casefolded username (no typed name is kept).
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class ConsoleSession(Base):

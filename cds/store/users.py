@@ -11,8 +11,18 @@ Choices, written down once:
   While locked, even the right password is refused, and refused attempts do not extend
   the lock (so an attacker cannot keep a pharmacist out forever, only for 15 minutes at a
   time). A success resets the counter. The caller shows the same message for an unknown
-  user, a wrong password, a disabled account and a locked one (no account enumeration),
-  and an unknown user still costs one hash verification (no timing oracle).
+  user, a wrong password, a disabled account and a locked one (no account enumeration).
+* The count is atomic under a parallel burst (hardening #13): an attempt first *reserves*
+  a failure with one conditional ``UPDATE ... WHERE failed_attempts < MAX AND not
+  locked`` committed before the ~150 ms hash, and only a success gives it back. SQLite
+  serialises writers and PostgreSQL re-checks the WHERE clause on the locked row, so at
+  most ``MAX_FAILURES`` guesses are ever verified per window, however many arrive at once
+  (before: about 8, the right password as 6th or 7th signed in).
+* Unknown usernames count and lock the same way (``login_throttle``, keyed by a hash of
+  the name), and a locked name, known or not, is refused without hashing: same answer,
+  same time, and no CPU spent on a name under attack.
+* Usernames are case-insensitive (``username_key``: NFKC, casefolded): "alice" and
+  "Alice" are one account.
 * Sessions are rows keyed by the SHA-256 of a random token the browser holds: signing out
   or disabling the account ends them at once, which a stateless signed cookie cannot do.
 """
@@ -21,16 +31,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pwdlib import PasswordHash
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from cds.store.models import ConsoleSession, User
+from cds.store.models import ConsoleSession, LoginThrottle, User
 
 ROLES: tuple[str, ...] = ("pharmacist", "admin")
 MAX_FAILURES = 5
@@ -103,6 +114,15 @@ def _info(u: User) -> UserInfo:
     )
 
 
+def username_key(username: str) -> str:
+    """The case-insensitive identity of a username (NFKC, casefolded)."""
+    return unicodedata.normalize("NFKC", username.strip()).casefold()
+
+
+def _by_name(username: str) -> Any:
+    return User.username_key == username_key(username)
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -122,8 +142,11 @@ def create_user(
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     check_password_policy(password)
+    if session.scalar(select(User.id).where(_by_name(username))) is not None:
+        raise UserError(f"user {username!r} already exists (usernames ignore case)")
     user = User(
         username=username,
+        username_key=username_key(username),
         password_hash=hash_password(password),
         role=role,
         disabled=False,
@@ -147,7 +170,7 @@ def set_disabled(
     *, session: Session, username: str, disabled: bool, now: datetime | None = None
 ) -> UserInfo:
     """Disable (and sign out everywhere) or re-enable an account."""
-    user = session.scalar(select(User).where(User.username == username))
+    user = session.scalar(select(User).where(_by_name(username)))
     if user is None:
         raise UserError(f"no user {username!r}")
     user.disabled = disabled
@@ -169,35 +192,93 @@ def set_disabled_by_id(
 
 
 def authenticate(
-    *, session: Session, username: str, password: str, now: datetime | None = None
+    *,
+    maker: sessionmaker[Session],
+    username: str,
+    password: str,
+    now: datetime | None = None,
 ) -> LoginResult:
-    """Check a sign-in attempt and update the failure counter and lock atomically."""
+    """Check a sign-in attempt; the failure count and the lock are updated atomically.
+
+    Three short transactions: reserve an attempt (committed before hashing, so a parallel
+    burst cannot get past ``MAX_FAILURES``), verify the password with no transaction open
+    (no database lock is held for the hash), then settle (a success gives the reservation
+    back, the failure that reaches the limit locks).
+    """
+    from cds.store.db import write_lock
+
     now = now or utcnow()
-    user = session.scalar(select(User).where(User.username == username.strip()))
-    if user is None:
-        _hasher.verify(password, _DUMMY_HASH)
+    key = username_key(username)
+    with write_lock(maker), maker.begin() as s:
+        row = s.execute(
+            select(User.id, User.password_hash, User.disabled).where(User.username_key == key)
+        ).first()
+        if row is None:
+            reserved = _reserve_unknown(s, _throttle_key(key), now)
+        else:
+            reserved = _reserve(s, User, User.id == row.id, now)
+    if not reserved:
+        return LoginResult("locked")  # no hash: nothing is checked while locked
+    if row is None:
+        _hasher.verify(password, _DUMMY_HASH)  # the same cost as a real account
+        with write_lock(maker), maker.begin() as s:
+            _settle_failure(s, LoginThrottle, LoginThrottle.key == _throttle_key(key), now)
         return LoginResult("invalid")
-    valid, new_hash = _hasher.verify_and_update(password, user.password_hash)
-    if user.disabled:
-        return LoginResult("disabled")
-    locked_until = _aware(user.locked_until)
-    if locked_until is not None and locked_until > now:
-        return LoginResult("locked")
-    if not valid:
-        # Atomic increment: parallel guesses cannot lose counts.
-        session.execute(
-            update(User).where(User.id == user.id).values(failed_attempts=User.failed_attempts + 1)
-        )
-        session.refresh(user)
-        if user.failed_attempts >= MAX_FAILURES:
-            user.failed_attempts, user.locked_until = 0, now + LOCK_DURATION
-        session.flush()
-        return LoginResult("invalid")
-    user.failed_attempts, user.locked_until = 0, None
-    if new_hash:
-        user.password_hash = new_hash
-    session.flush()
-    return LoginResult("ok", user.id)
+    valid, new_hash = _hasher.verify_and_update(password, row.password_hash)
+    with write_lock(maker), maker.begin() as s:
+        if row.disabled or not valid:
+            _settle_failure(s, User, User.id == row.id, now)
+            return LoginResult("disabled" if row.disabled else "invalid")
+        values: dict[str, Any] = {"failed_attempts": 0, "locked_until": None}
+        if new_hash:
+            values["password_hash"] = new_hash
+        s.execute(update(User).where(User.id == row.id).values(**values))
+    return LoginResult("ok", row.id)
+
+
+def _throttle_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _open(model: Any, now: datetime) -> Any:
+    return (model.failed_attempts < MAX_FAILURES) & (
+        model.locked_until.is_(None) | (model.locked_until <= now)
+    )
+
+
+def _reserve(s: Session, model: Any, where: Any, now: datetime) -> bool:
+    """Count this attempt as a failure unless the limit is reached or a lock holds.
+
+    One conditional UPDATE: atomic on SQLite (one writer) and PostgreSQL (the WHERE is
+    re-evaluated on the row it locks). An expired lock is cleared in the same statement.
+    """
+    values: dict[str, Any] = {"failed_attempts": model.failed_attempts + 1, "locked_until": None}
+    if model is LoginThrottle:
+        values["updated_at"] = now
+    result = s.execute(update(model).where(where, _open(model, now)).values(**values))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _settle_failure(s: Session, model: Any, where: Any, now: datetime) -> None:
+    """The reserved attempt failed: lock if it was the ``MAX_FAILURES``-th."""
+    s.execute(
+        update(model)
+        .where(where, model.failed_attempts >= MAX_FAILURES)
+        .values(failed_attempts=0, locked_until=now + LOCK_DURATION)
+    )
+
+
+def _reserve_unknown(s: Session, key: str, now: datetime) -> bool:
+    if s.get(LoginThrottle, key) is None:
+        # Forget names nobody has tried for a day (bounded table, cheap: indexed).
+        s.execute(delete(LoginThrottle).where(LoginThrottle.updated_at < now - timedelta(days=1)))
+        try:
+            with s.begin_nested():
+                s.add(LoginThrottle(key=key, failed_attempts=0, locked_until=None, updated_at=now))
+                s.flush()
+        except IntegrityError:  # a parallel attempt created it first
+            pass
+    return _reserve(s, LoginThrottle, LoginThrottle.key == key, now)
 
 
 def _token_id(token: str) -> str:

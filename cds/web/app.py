@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -21,11 +22,15 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from cds import __version__
 from cds.engine.registry import PackRegistry
+from cds.errors import ConfigError
 from cds.paths import data_dir
 from cds.settings import Settings
+from cds.store.audit import RejectionLog
 from cds.store.db import make_engine, make_sessionmaker
+from cds.web.console.throttle import HashExecutor, RateLimiter
 from cds.web.errors import OperationOutcome, install_error_handlers
 from cds.web.hooks_api import router as hooks_router
+from cds.web.middleware import SecurityHeaders
 from cds.web.preflight import PreflightLogger
 from cds.web.reload import start_reload
 
@@ -44,18 +49,61 @@ DEV_WARNING = (
 )
 
 
+def check_settings(settings: Settings, *, workers: int = 1) -> None:
+    """Raise ``ConfigError`` (saying what to set) if these settings cannot work.
+
+    Called by ``cds serve`` before any worker starts (a message and exit status 2, no
+    traceback) and by ``create_app`` itself.
+    """
+    hooks_served = settings.console != "only"
+    if settings.auth == "jwt" and hooks_served:
+        if settings.trusted_issuers is None:
+            raise ConfigError(
+                "CDS_AUTH=jwt needs CDS_TRUSTED_ISSUERS (a JSON file of trusted issuers and "
+                "their JWKS); for local development set CDS_AUTH=off"
+            )
+        if not settings.public_base_url:
+            raise ConfigError(
+                "CDS_AUTH=jwt needs CDS_PUBLIC_BASE_URL: the base URL the EHR calls, e.g. "
+                "https://cds.hospital.example (the JWT 'aud' is checked against it, never "
+                "against the Host header)"
+            )
+        check_public_base_url(settings.public_base_url)
+        if workers > 1 and not settings.redis_url:
+            raise ConfigError(
+                f"CDS_AUTH=jwt with {workers} workers needs CDS_REDIS_URL: each worker would "
+                "otherwise keep its own JWT replay cache and accept a replayed token once per "
+                "worker (set CDS_REDIS_URL, or run one worker)"
+            )
+    if settings.api_docs and settings.console == "on" and settings.auth == "jwt":
+        log.warning(
+            "CDS_API_DOCS=true: /docs and /redoc load JavaScript from a CDN on the console's "
+            "origin; serve the console on its own port (cds serve --console-port)"
+        )
+
+
+def check_public_base_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"CDS_PUBLIC_BASE_URL must be an absolute http(s) URL, e.g. "
+            f"https://cds.hospital.example (got {url[:200]!r})"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError("CDS_PUBLIC_BASE_URL must have no query, fragment or credentials")
+
+
 def make_verifier(settings: Settings) -> Any:
-    if settings.auth == "off":
+    if settings.auth == "off" or settings.console == "only":
         return None
     from cds.web.auth import JwksCache, TokenVerifier, load_trusted_issuers
     from cds.web.replay import make_replay_cache
 
-    if settings.trusted_issuers is None:
-        raise SystemExit(
-            "CDS_AUTH=jwt needs CDS_TRUSTED_ISSUERS (a JSON file of trusted issuers and their "
-            "JWKS); for local development set CDS_AUTH=off"
-        )
-    issuers = load_trusted_issuers(settings.trusted_issuers)
+    assert settings.trusted_issuers is not None  # check_settings
+    try:
+        issuers = load_trusted_issuers(settings.trusted_issuers)
+    except ValueError as exc:
+        raise ConfigError(f"CDS_TRUSTED_ISSUERS: {exc}") from None
     return TokenVerifier(issuers, JwksCache(), make_replay_cache(settings.redis_url))
 
 
@@ -68,6 +116,7 @@ def create_app(
     announce_dev_mode: bool = True,
 ) -> FastAPI:
     settings = settings or Settings()
+    check_settings(settings)
     if registry is None:
         registry = PackRegistry(
             rules_dir=settings.rules_dir or data_dir("rules"),
@@ -76,7 +125,7 @@ def create_app(
         )
         registry.load()
     verifier = make_verifier(settings)
-    if verifier is None and announce_dev_mode:
+    if verifier is None and announce_dev_mode and settings.console != "only":
         log.warning(DEV_WARNING)
     engine = None
     if maker is None:
@@ -96,6 +145,8 @@ def create_app(
         finally:
             reloader.stop()
             await app.state.http.aclose()
+            app.state.hash_executor.shutdown()
+            app.state.rejections.flush()
             if engine is not None:
                 engine.dispose()
 
@@ -109,6 +160,9 @@ def create_app(
         ),
         lifespan=lifespan,
         separate_input_output_schemas=False,
+        # Off unless asked for: their pages load JavaScript from a CDN (hardening #17).
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
     )
     app.state.settings = settings
     app.state.maker = maker
@@ -116,7 +170,17 @@ def create_app(
     app.state.verifier = verifier
     app.state.clock = clock
     app.state.http = None
-    app.state.session_secret = settings.session_secret or secrets.token_urlsafe(32)
+    app.state.session_secret = settings.session_secret_value() or secrets.token_urlsafe(32)
+    app.state.rejections = RejectionLog(
+        maker,
+        aggregate_seconds=settings.rejection_aggregate_seconds,
+        retention_days=settings.rejection_retention_days,
+    )
+    app.state.login_limiter = RateLimiter(
+        per_key_per_minute=settings.login_rate_per_client,
+        global_per_second=settings.login_rate_global,
+    )
+    app.state.hash_executor = HashExecutor(settings.hash_threads, settings.hash_queue)
     install_error_handlers(app)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -125,10 +189,13 @@ def create_app(
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(SecurityHeaders)
     # outermost: sees the final answer to every preflight, CORS configured or not
     app.add_middleware(PreflightLogger, allowed=settings.cors_origin_list)
-    app.include_router(hooks_router)
-    _include_console(app)
+    if settings.console != "only":
+        app.include_router(hooks_router)
+    if settings.console != "off":
+        _include_console(app)
     _document_operation_outcome(app)
     return app
 

@@ -305,8 +305,8 @@ class Principal:
     """Who called: the verified issuer and the claims the rest of the service may use."""
 
     iss: str
-    sub: str | None
-    tenant: str | None
+    sub: str
+    tenant: str | None  # only ever the tenant the configuration binds to the issuer
     jti: str
     exp: float
 
@@ -469,29 +469,36 @@ class TokenVerifier:
         if not isinstance(jti, str) or not jti:
             raise AuthenticationFailed("jti missing")
         sub = claims.get("sub")
-        if sub is not None and not isinstance(sub, str):
-            raise AuthenticationFailed("sub is not a string")
+        # The CDS Hooks spec requires sub (the client_id of the EHR).
+        if not isinstance(sub, str) or not sub.strip():
+            raise AuthenticationFailed("sub missing or not a non-empty string")
         tenant = claims.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             raise AuthenticationFailed("tenant is not a string")
         if issuer.tenant is not None and tenant != issuer.tenant:
             raise AuthenticationFailed("tenant does not match the issuer's configured tenant")
+        if issuer.tenant is None and tenant is not None:
+            # Nothing vouches for it: the configuration binds no tenant to this issuer, so
+            # the claim is not trusted, and the audit and feedback binding never see it.
+            log.debug("tenant claim of an issuer without a configured tenant ignored")
 
         # Last, so that only otherwise-valid tokens use up their jti. NUL separates iss from
         # jti so that ("ab", "c") and ("a", "bc") cannot collide.
         if self._replay.seen(f"{issuer.iss}\x00{jti}", exp - now + self._leeway):
             raise AuthenticationFailed("jti replayed")
-        return Principal(iss=issuer.iss, sub=sub, tenant=tenant or issuer.tenant, jti=jti, exp=exp)
+        return Principal(iss=issuer.iss, sub=sub, tenant=issuer.tenant, jti=jti, exp=exp)
 
 
 def audience_for(request_url: str, public_base_url: str | None) -> str:
     """The URL the EHR called, which the token's ``aud`` must equal.
 
-    Behind a proxy the URL we see is not the one the EHR used, so ``CDS_PUBLIC_BASE_URL``
-    (scheme, host, port and any path prefix as the EHR sees them) replaces everything before
-    the request path. The query string is never part of the audience.
+    It comes from configuration only: ``CDS_PUBLIC_BASE_URL`` (scheme, host, port and any
+    path prefix as the EHR sees them) followed by the request path. Never from the Host or
+    X-Forwarded-* headers, which the caller chooses: a token minted for another deployment
+    trusted by the same issuer would otherwise pass. The query string is never part of it.
     """
-    parts = urlsplit(request_url)
-    if public_base_url:
-        return public_base_url.rstrip("/") + parts.path
-    return parts._replace(query="", fragment="").geturl()
+    if not public_base_url:
+        from cds.errors import ConfigError
+
+        raise ConfigError("CDS_PUBLIC_BASE_URL is required for the JWT audience check")
+    return public_base_url.rstrip("/") + urlsplit(request_url).path

@@ -1,13 +1,16 @@
 """Every non-2xx answer of the CDS Hooks API is a FHIR OperationOutcome.
 
-Errors are mapped here, once: ``RequestError`` subclasses carry their status; FastAPI's
-own validation and routing errors are rewritten; anything unexpected becomes a 500
-OperationOutcome that says only "internal error" (the traceback goes to the log with
-the hookInstance, never to the caller). The console (``/review``) keeps HTML errors.
+Errors are mapped here, once (``map_error``): ``RequestError`` subclasses carry their
+status; the other ``CDSError`` classes are in ``ERROR_MAP``; FastAPI's own validation and
+routing errors are rewritten; anything unexpected becomes a 500 OperationOutcome that says
+only "internal error" (the traceback goes to the log, never to the caller). A test walks
+the whole ``CDSError`` tree and fails on a class without a mapping. The console
+(``/review``) keeps HTML errors.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,7 +20,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cds.errors import AuthenticationFailed, RequestError
+from cds.errors import (
+    AuthenticationFailed,
+    CDSError,
+    ConfigError,
+    EngineError,
+    PackError,
+    RequestError,
+)
 
 log = logging.getLogger("cds.web")
 
@@ -33,6 +43,7 @@ HTTP_CODES = {
     415: "not-supported",
     422: "invalid",
     429: "throttled",
+    431: "too-long",
     500: "exception",
     503: "transient",
 }
@@ -72,6 +83,16 @@ def outcome(
     return {"resourceType": "OperationOutcome", "issue": [issue, *(extra_issues or [])]}
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that can always be sent: text that is not Unicode (a lone surrogate quoted
+    from a request) is replaced rather than failing the response with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8", "replace")
+
+
 def outcome_response(
     status: int,
     diagnostics: str,
@@ -81,7 +102,7 @@ def outcome_response(
     headers: dict[str, str] | None = None,
     extra_issues: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
+    return SafeJSONResponse(
         outcome(status, diagnostics, code=code, expression=expression, extra_issues=extra_issues),
         status_code=status,
         headers=headers,
@@ -89,13 +110,34 @@ def outcome_response(
     )
 
 
-def error_response(exc: RequestError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
+#: Status, OperationOutcome code and the (fixed) diagnostics of every ``CDSError`` that is
+#: not a ``RequestError``. Their own messages may name files and rules: logged, not sent.
+ERROR_MAP: dict[type[CDSError], tuple[int, str, str]] = {
+    EngineError: (500, "exception", "the rules engine failed for this call"),
+    PackError: (500, "exception", "a rule pack could not be used"),
+    ConfigError: (500, "exception", "the service is misconfigured"),
+    CDSError: (500, "exception", "internal error"),
+}
+
+
+def map_error(exc: BaseException) -> tuple[int, str, str]:
+    """(status, issue code, diagnostics) for any exception: the one error boundary."""
     if isinstance(exc, AuthenticationFailed):
-        return outcome_response(401, "authentication failed", code="login", headers=headers)
-    return outcome_response(
-        exc.status, exc.diagnostics, code=exc.code, expression=exc.expression or None
-    )
+        return 401, "login", "authentication failed"
+    if isinstance(exc, RequestError):
+        return exc.status, exc.code, exc.diagnostics
+    for cls in type(exc).__mro__:
+        if cls in ERROR_MAP:
+            return ERROR_MAP[cls]
+    return 500, "exception", "internal error"
+
+
+def error_response(exc: CDSError) -> JSONResponse:
+    status, code, diagnostics = map_error(exc)
+    if isinstance(exc, AuthenticationFailed):
+        return outcome_response(401, diagnostics, code=code, headers={"WWW-Authenticate": "Bearer"})
+    expression = exc.expression or None if isinstance(exc, RequestError) else None
+    return outcome_response(status, diagnostics, code=code, expression=expression)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -110,8 +152,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Unknown service"),
         (412, "Required prefetch data could not be obtained"),
         (413, "Request body too large"),
-        (422, "Semantically invalid FHIR"),
-        (503, "The audit store is unavailable"),
+        (422, "Semantically invalid FHIR, a number out of range, or a value that cannot be stored"),
+        (500, "Internal error (the rules engine or a rule pack failed)"),
+        (503, "The audit store is unavailable, or the evaluation ran past its time budget"),
     )
 }
 
@@ -121,8 +164,10 @@ def _is_console(request: Request) -> bool:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    @app.exception_handler(CDSError)
+    async def _cds_error(request: Request, exc: CDSError) -> JSONResponse:
+        if not isinstance(exc, RequestError):
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)

@@ -8,20 +8,25 @@ durable_rules and SQLAlchemy are blocking); the audit write in ``store.audit``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from cds.budget import check_budget, time_budget, timeout_error
 from cds.errors import (
     AuthenticationFailed,
+    InvalidFhir,
     MalformedRequest,
     PayloadTooLarge,
     RequestError,
@@ -29,6 +34,7 @@ from cds.errors import (
     UnknownService,
 )
 from cds.hooks.audit import issued_cards
+from cds.hooks.bounds import MAX_DEPTH, JsonLimitError, check_document, check_raw
 from cds.hooks.feedback import parse_feedback
 from cds.hooks.fetch import FetchLimits
 from cds.hooks.pipeline import Evaluation, evaluate
@@ -38,17 +44,18 @@ from cds.hooks.services import ServiceDef, catalog, discovery_document
 from cds.store.audit import (
     InvocationRecord,
     IssuedCard,
+    RejectionLog,
     cards_for_feedback,
     guarded,
-    record_rejection,
     save_invocation,
     store_feedback,
 )
 from cds.web.auth import Principal, audience_for
-from cds.web.errors import ERROR_RESPONSES, outcome_response
+from cds.web.errors import ERROR_RESPONSES, SafeJSONResponse, map_error, outcome_response
 
 log = logging.getLogger("cds.hooks")
 router = APIRouter(tags=["CDS Hooks"])
+T = TypeVar("T")
 
 
 class CardsResponse(BaseModel):
@@ -110,17 +117,37 @@ async def read_json(request: Request) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         raise MalformedRequest("the request body is empty")
+    if len(raw) > 65_536:  # a big body decodes in a worker: the event loop stays free
+        return await anyio.to_thread.run_sync(decode_body, raw)
+    return decode_body(raw)
+
+
+def decode_body(raw: bytes) -> Any:
+    """Decode a request body and hold it to the JSON limits of ``cds.hooks.bounds``.
+
+    400 for what is not JSON text (syntax, control characters, lone surrogates, depth);
+    422 for a number no clinical quantity can have.
+    """
     try:
-        if len(raw) > 65_536:  # a big body decodes in a worker: the event loop stays free
-            return await anyio.to_thread.run_sync(_decode, raw)
-        return _decode(raw)
-    except (ValueError, RecursionError) as exc:
-        msg = str(exc) if isinstance(exc, ValueError) else "JSON nested too deeply"
-        raise MalformedRequest(f"the body is not valid JSON: {msg[:200]}") from None
-
-
-def _decode(raw: bytes) -> Any:
-    return json.loads(raw, parse_constant=_reject_constant)
+        check_raw(raw)
+        value = json.loads(raw, parse_constant=_reject_constant)
+        check_document(raw, value)
+    except JsonLimitError as exc:
+        if exc.kind == "number":
+            raise InvalidFhir(exc.message, expression=[exc.path] if exc.path else None) from None
+        raise MalformedRequest(
+            f"the body is not acceptable JSON: {exc.message}",
+            expression=[exc.path] if exc.path else None,
+        ) from None
+    except RecursionError:
+        raise MalformedRequest(
+            f"the body is not acceptable JSON: nested deeper than {MAX_DEPTH} levels"
+        ) from None
+    except ValueError as exc:
+        # json's messages quote no input, but keep them short and printable anyway
+        msg = str(exc).encode("ascii", "backslashreplace").decode()[:200]
+        raise MalformedRequest(f"the body is not valid JSON: {msg}") from None
+    return value
 
 
 def _reject_constant(name: str) -> Any:
@@ -128,7 +155,11 @@ def _reject_constant(name: str) -> Any:
 
 
 async def authenticate(request: Request) -> Principal | None:
-    """Verify the EHR's JWT (``CDS_AUTH=jwt``); ``None`` in development mode."""
+    """Verify the EHR's JWT (``CDS_AUTH=jwt``); ``None`` in development mode.
+
+    The audience is ``CDS_PUBLIC_BASE_URL`` + the path: configuration only, never the
+    Host header (hardening #2; ``check_settings`` refuses to start without it).
+    """
     verifier = request.app.state.verifier
     if verifier is None:
         return None
@@ -139,25 +170,51 @@ async def authenticate(request: Request) -> Principal | None:
         principal: Principal = await anyio.to_thread.run_sync(verifier.verify, header, audience)
         return principal
     except AuthenticationFailed:
-        await _reject(request, 401, "authentication failed", None)
+        await _reject(request, 401, "authentication failed", None, aggregate=True)
         raise
 
 
 Authenticated = Annotated[Principal | None, Depends(authenticate)]
 
 
-async def _reject(request: Request, status: int, reason: str, hook_instance: str | None) -> None:
-    maker = request.app.state.maker
+async def _reject(
+    request: Request,
+    status: int,
+    reason: str,
+    hook_instance: str | None,
+    *,
+    aggregate: bool = False,
+) -> None:
+    """Leave the rejection row every failed call must leave (anonymous 401s aggregated:
+    most of them are counted in memory and need neither a thread nor a connection)."""
+    rejections: RejectionLog = request.app.state.rejections
+    path = request.url.path
+    route = request.scope.get("route")
+    if aggregate and route is not None:  # /cds-services/{service_id}: a caller choosing
+        path = getattr(route, "path", path)  # random paths still shares one row
+    if aggregate and rejections.absorb(path=path, status=status, reason=reason):
+        return
+    received = _now(request)
     await anyio.to_thread.run_sync(
-        lambda: record_rejection(
-            maker=maker,
-            received_at=_now(request),
-            path=request.url.path,
+        lambda: rejections.record(
+            received_at=received,
+            path=path,
             status=status,
             reason=reason,
             hook_instance=hook_instance,
+            aggregate=aggregate,
         )
     )
+
+
+async def _reject_error(request: Request, exc: BaseException, hook_instance: str | None) -> None:
+    """The rejection row of a call that failed with ``exc`` (any exception, mapped once)."""
+    if isinstance(exc, StoreUnavailable):
+        return  # the store is down: there is nothing to write the row to
+    status, _code, diagnostics = map_error(exc)
+    if status >= 500 and not isinstance(exc, RequestError):
+        diagnostics = f"{diagnostics} ({type(exc).__name__})"
+    await _reject(request, status, diagnostics[:500], hook_instance)
 
 
 def _service(request: Request, service_id: str) -> ServiceDef:
@@ -195,6 +252,9 @@ async def call_service(
     """Run a service: validate, complete prefetch, evaluate the rules, store, answer."""
     t_start = time.perf_counter()
     received = _now(request)
+    settings = request.app.state.settings
+    budget = settings.evaluation_budget_seconds
+    deadline = time.monotonic() + budget
     hook_instance: str | None = None
     try:
         svc = _service(request, service_id)
@@ -203,7 +263,6 @@ async def call_service(
             hook_instance = body["hookInstance"][:64]
         call = parse_hook_call(body, expected_hook=svc.hook)
         t0 = time.perf_counter()
-        settings = request.app.state.settings
         resolved = await resolve_prefetch(
             keys=svc.prefetch,
             prefetch=call.prefetch,
@@ -212,20 +271,31 @@ async def call_service(
             access_token=call.access_token,
             allowlist=settings.allowlist,
             now=received,
-            limits=FetchLimits(deadline_seconds=settings.fetch_deadline_seconds),
+            limits=FetchLimits(
+                deadline_seconds=settings.fetch_deadline_seconds,
+                max_resources=settings.max_prefetch_resources,
+            ),
             client=request.app.state.http,
+            max_resources=settings.max_prefetch_resources,
         )
         t_prefetch = round((time.perf_counter() - t0) * 1000, 3)
         packs = request.app.state.registry.packs()
         maker = request.app.state.maker
 
+        phase = _Phase()
+
         def work() -> tuple[Evaluation, list[IssuedCard], dict[str, float]]:
             """Evaluate and audit in ONE worker-thread hop (both block: C engine, DB)."""
-            require_patient(resolved.resources, call.patient_id)
-            inp = call.pipeline_input(resolved.resources)
-            result = evaluate(inp, packs, now=received)
-            timings = {"prefetch": t_prefetch, **result.timings}
-            issued = issued_cards(result)
+            with time_budget(deadline, budget):
+                check_budget("before the evaluation")
+                require_patient(resolved.resources, call.patient_id)
+                inp = call.pipeline_input(resolved.resources)
+                result = evaluate(inp, packs, now=received)
+                timings = {"prefetch": t_prefetch, **result.timings}
+                issued = issued_cards(result)
+                check_budget("before the audit write")
+                if not phase.enter_store():  # the budget is the evaluation's; the write
+                    raise timeout_error(budget, "before the audit write")  # has its own
             t0 = time.perf_counter()
             record = InvocationRecord(
                 id=str(uuid.uuid4()),
@@ -265,7 +335,7 @@ async def call_service(
             timings["store"] = round((time.perf_counter() - t0) * 1000, 3)
             return result, issued, timings
 
-        result, issued, timings = await anyio.to_thread.run_sync(work)
+        result, issued, timings = await _within_budget(work, deadline, budget, phase)
         log.info(
             "hook %s service=%s hookInstance=%s cards=%d rules=%s ms=%.1f",
             call.hook,
@@ -275,17 +345,59 @@ async def call_service(
             ",".join(sorted({f.rule_id for c in result.cards for f in c.findings})),
             (time.perf_counter() - t_start) * 1000,
         )
-        return JSONResponse({"cards": [c.card for c in result.cards]})
-    except RequestError as exc:
-        if exc.status != 503:
-            await _reject(request, exc.status, str(exc)[:500], hook_instance)
+        return SafeJSONResponse({"cards": [c.card for c in result.cards]})
+    except Exception as exc:
+        await _reject_error(request, exc, hook_instance)
         raise
+
+
+class _Phase:
+    """Whether a call's thread got to its audit write before the EHR was told it timed
+    out: exactly one of the two happens (a lock, not a race)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._storing = self._abandoned = False
+
+    def enter_store(self) -> bool:
+        with self._lock:
+            self._storing = not self._abandoned
+            return self._storing
+
+    def abandon(self) -> bool:
+        with self._lock:
+            self._abandoned = not self._storing
+            return self._abandoned
+
+
+async def _within_budget(work: Callable[[], T], deadline: float, budget: float, phase: _Phase) -> T:
+    """``work`` on a worker thread, waited for until ``deadline`` at most.
+
+    At the deadline the EHR gets ``EvaluationTimeout``; the thread is not abandoned: it
+    keeps its worker slot (so timed-out work cannot pile up beyond the pool) and stops at
+    its next ``check_budget``, before any audit write. Its late outcome is discarded. Once
+    the evaluation is done (``phase``) the audit write is waited for: it has its own bounds
+    (SQLite's busy timeout, 503 when the store is down).
+    """
+    task = asyncio.ensure_future(anyio.to_thread.run_sync(work))
+    remaining = max(0.0, deadline - time.monotonic())
+    done, _pending = await asyncio.wait({task}, timeout=remaining)
+    if task in done or not phase.abandon():
+        return await task
+    task.add_done_callback(_discard_late)
+    log.warning("evaluation past its %g s budget: answered with a timeout", budget)
+    raise timeout_error(budget)
+
+
+def _discard_late(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a late EvaluationTimeout is expected, not an error
 
 
 @router.post(
     "/cds-services/{service_id}/feedback",
     response_model=FeedbackResponse,
-    responses={k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 404, 413, 503)},
+    responses={k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 404, 413, 422, 503)},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -294,14 +406,25 @@ async def call_service(
     },
 )
 async def feedback(service_id: str, request: Request, principal: Authenticated) -> JSONResponse:
-    """Store what the clinician did; valid items are kept even when others are rejected."""
+    """Store what the clinician did; valid items are kept even when others are rejected.
+
+    Feedback is bound to who received the card (hardening #10): only the issuer and
+    tenant the card was issued to may report on it (anyone else is told the card is
+    unknown); outcome timestamps from the future are refused; the card shows the outcome
+    with the latest ``outcomeTimestamp``, whatever the arrival order. Bounded: at most
+    ``CDS_MAX_FEEDBACK_ITEMS`` items per request and ``CDS_MAX_FEEDBACK_PER_CARD`` per card.
+    """
     received = _now(request)
+    settings = request.app.state.settings
     try:
         svc = _service(request, service_id)
         services = catalog(request.app.state.registry.packs())
         body = await read_json(request)
-        good, bad = parse_feedback(body)
+        good, bad = parse_feedback(body, now=received, max_items=settings.max_feedback_items)
         maker = request.app.state.maker
+        issuer = principal.iss if principal else None
+        tenant = principal.tenant if principal else None
+        per_card = settings.max_feedback_per_card
 
         def work() -> tuple[int, int, list[tuple[int, str | None, str]]]:
             cards = guarded(
@@ -309,9 +432,11 @@ async def feedback(service_id: str, request: Request, principal: Authenticated) 
             )
             keep = []
             rejected = [(r.index, r.card, r.reason) for r in bad]
+            counts: dict[str, int] = {}
             for i, it in good:
                 card = cards.get(it.card_id)
-                if card is None:
+                if card is None or (card.issuer, card.tenant) != (issuer, tenant):
+                    # Another issuer's or tenant's card is, to this caller, no card at all.
                     rejected.append((i, it.card_id, "unknown card uuid"))
                     continue
                 # cards issued under an alias (the ids an EHR registered) are this service's
@@ -329,10 +454,22 @@ async def feedback(service_id: str, request: Request, principal: Authenticated) 
                         )
                     )
                     continue
+                counts[it.card_id] = counts.get(it.card_id, 0) + 1
+                if card.feedback_count + counts[it.card_id] > per_card:
+                    rejected.append(
+                        (i, it.card_id, f"a card takes at most {per_card} feedback items")
+                    )
+                    continue
                 keep.append(it)
             created = (
                 guarded(
-                    store_feedback, maker=maker, service_id=svc.id, items=keep, received_at=received
+                    store_feedback,
+                    maker=maker,
+                    service_id=svc.id,
+                    items=keep,
+                    received_at=received,
+                    issuer=issuer,
+                    tenant=tenant,
                 )
                 if keep
                 else []
@@ -358,8 +495,7 @@ async def feedback(service_id: str, request: Request, principal: Authenticated) 
                 extra_issues=issues,
             )
             return resp
-        return JSONResponse({"stored": stored, "duplicates": dups})
-    except RequestError as exc:
-        if exc.status not in (401, 503):
-            await _reject(request, exc.status, str(exc)[:500], None)
+        return SafeJSONResponse({"stored": stored, "duplicates": dups})
+    except Exception as exc:
+        await _reject_error(request, exc, None)
         raise

@@ -43,13 +43,14 @@ def test_add_with_password_on_stdin(env_db: str) -> None:
     assert "added alice (admin)" in result.output
     alice = users(env_db)["alice"]
     assert alice.role == "admin" and alice.password_hash.startswith("$argon2id$")
-    with make_sessionmaker(make_engine(env_db)).begin() as s:
-        assert (
-            store_users.authenticate(
-                session=s, username="alice", password="a long enough password"
-            ).outcome
-            == "ok"
-        )
+    assert (
+        store_users.authenticate(
+            maker=make_sessionmaker(make_engine(env_db)),
+            username="alice",
+            password="a long enough password",
+        ).outcome
+        == "ok"
+    )
 
 
 def test_add_prompts_twice(env_db: str) -> None:

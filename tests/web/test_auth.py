@@ -21,7 +21,7 @@ import redis
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from cds.errors import AuthenticationFailed, StoreUnavailable
+from cds.errors import AuthenticationFailed, ConfigError, StoreUnavailable
 from cds.web.auth import (
     JwksCache,
     Principal,
@@ -365,6 +365,21 @@ def test_tenant_mismatch(verifier: TokenVerifier, make_token: MakeToken) -> None
     refused(verifier, bearer(make_token(iss=TENANT_ISS)), "tenant")
 
 
+def test_missing_sub_refused(verifier: TokenVerifier, make_token: MakeToken) -> None:
+    """Hardening #18: the CDS Hooks spec requires ``sub``."""
+    refused(verifier, bearer(make_token(drop=("sub",))), "sub missing")
+    refused(verifier, bearer(make_token(sub="")), "sub missing")
+    refused(verifier, bearer(make_token(sub=42)), "sub missing")
+
+
+def test_tenant_claim_of_issuer_without_tenant_is_not_trusted(
+    verifier: TokenVerifier, make_token: MakeToken
+) -> None:
+    """Hardening #15: an issuer configured without a tenant cannot claim one."""
+    principal = verifier.verify(bearer(make_token(tenant="someone-else")), AUD)
+    assert principal.iss == FILE_ISS and principal.tenant is None
+
+
 def test_unknown_kid(verifier: TokenVerifier, make_token: MakeToken) -> None:
     stranger = ECKey.generate_key("P-384", parameters={"kid": "es-unknown"})
     refused(verifier, bearer(make_token(stranger)), "kid")
@@ -537,12 +552,14 @@ def test_issuers_file_localhost_http_allowed(tmp_path: Path) -> None:
 
 def test_audience_for() -> None:
     url = "http://10.0.0.5:8000/cds-services/baclofen-renal?x=1"
-    assert audience_for(url, None) == "http://10.0.0.5:8000/cds-services/baclofen-renal"
     assert (
         audience_for(url, "https://cds.example.org/prefix/")
         == "https://cds.example.org/prefix/cds-services/baclofen-renal"
     )
-    assert audience_for(url, "") == "http://10.0.0.5:8000/cds-services/baclofen-renal"
+    # Hardening #2: never from the URL the request arrived on (Host, X-Forwarded-*).
+    for missing in (None, ""):
+        with pytest.raises(ConfigError, match="CDS_PUBLIC_BASE_URL"):
+            audience_for(url, missing)
 
 
 # --------------------------------------------------------------------------- replay caches

@@ -67,6 +67,7 @@ def _env(tmp_path: Path, db_url: str, issuer: TestIssuer) -> dict[str, str]:
         "CDS_DATABASE_URL": db_url,
         "CDS_AUTH": "jwt",
         "CDS_TRUSTED_ISSUERS": str(issuer.issuers_path),
+        "CDS_PUBLIC_BASE_URL": "{base}",
         "TMPDIR": str(tmp_path),
     }
 

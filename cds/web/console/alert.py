@@ -76,6 +76,8 @@ def _page(
 
 
 def _load(maker: Maker, card_id: str) -> CardDetail:
+    if not card_id.isprintable():  # a NUL is no card id (and PostgreSQL refuses it)
+        raise ConsoleError(404, "Alert not found", "No card with this id was issued.")
     with maker() as s:
         detail = store.card_detail(session=s, card_id=card_id[:64])
     if detail is None:
@@ -92,6 +94,8 @@ def alert(
 
 @router.post("/alerts/{card_id}/review", name="console_review")
 def review(request: Request, card_id: str, user: CurrentUser, maker: Maker) -> Response:
+    if not card_id.isprintable():
+        raise ConsoleError(404, "Alert not found", "No card with this id was issued.")
     form = request.state.console_form
     action = str(form.get("action") or "")
     note = str(form.get("note") or "")

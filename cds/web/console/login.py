@@ -15,8 +15,16 @@ from fastapi.responses import RedirectResponse
 
 from cds.store import users as store_users
 from cds.web.console import security
-from cds.web.console.routing import ConsoleRoute, CurrentUser, Maker, maker_of, public
+from cds.web.console.routing import (
+    ConsoleRoute,
+    CurrentUser,
+    Maker,
+    maker_of,
+    public,
+    too_many_attempts,
+)
 from cds.web.console.templates import render
+from cds.web.console.throttle import Busy, HashExecutor
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -90,7 +98,10 @@ def login_page(
 
 @router.post("/login", name="console_login_submit")
 @public
-def login_submit(request: Request, maker: Maker) -> Response:
+async def login_submit(request: Request, maker: Maker) -> Response:
+    """Sign in. Async on purpose: the whole attempt (its database reads and writes and the
+    argon2 hash) runs on the console's own bounded hashing pool, never on the worker
+    threads that verify JWTs and evaluate rules (see ``throttle``)."""
     form = request.state.console_form
     username = str(form.get("username") or "")[:128]
     password = str(form.get("password") or "")[:1024]
@@ -101,15 +112,23 @@ def login_submit(request: Request, maker: Maker) -> Response:
         )
     key = security.session_secret(request)
     previous = security.unsign(request.cookies.get(security.SESSION_COOKIE), key, "session")
-    with maker.begin() as s:
-        result = store_users.authenticate(session=s, username=username, password=password)
-        token = None
-        if result.outcome == "ok" and result.user_id is not None:
+
+    def attempt() -> str | None:
+        result = store_users.authenticate(maker=maker, username=username, password=password)
+        if result.outcome != "ok" or result.user_id is None:
+            return None
+        with maker.begin() as s:
             if previous:
                 old = store_users.load_session(session=s, token=previous)
                 if old is not None:
                     store_users.revoke_session(session=s, session_id=old.session_id)
-            token = store_users.create_session(session=s, user_id=result.user_id)
+            return store_users.create_session(session=s, user_id=result.user_id)
+
+    hasher: HashExecutor | None = getattr(request.app.state, "hash_executor", None)
+    try:
+        token = await hasher.run(attempt) if hasher is not None else attempt()
+    except Busy:
+        raise too_many_attempts("2") from None
     if token is None:
         return _login_form(
             request, status=401, error=FAILED, username=username, next_path=next_path

@@ -7,11 +7,13 @@ page. Everything is parsed here into typed values plus a list of notices.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from cds.store.audit import REF_MAX
 from cds.store.console import INDICATORS, REVIEW_STATUSES, QueueFilter
 
 PAGE_SIZES = (25, 50, 100, 200)
@@ -37,27 +39,43 @@ class Parsed:
     notices: list[str] = field(default_factory=list)
 
 
+#: Days outside these years are typos or probes: ``until=9999-12-31`` overflowed the
+#: "to is inclusive" arithmetic into a 500 (hardening #11).
+FIRST_YEAR, LAST_YEAR = 1900, 9000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def parse_day(text: str | None) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         return None
+    return day if FIRST_YEAR <= day.year <= LAST_YEAR else None
 
 
 def day_start(d: date) -> datetime:
     return datetime.combine(d, time.min, tzinfo=UTC)
 
 
-def _text(params: Mapping[str, str], key: str) -> str | None:
+def _text(params: Mapping[str, str], key: str, limit: int = _MAX_TEXT) -> str | None:
+    """A filter value; one with control characters (a NUL ended a PostgreSQL query in a
+    500 and cut the CSV export short) or longer than ``limit`` matches nothing we store,
+    so it is dropped."""
     value = (params.get(key) or "").strip()
-    return value[:_MAX_TEXT] or None
+    if _CONTROL.search(value) or len(value) > limit:
+        return None
+    return value or None
 
 
 def parse_queue(params: Mapping[str, str]) -> Parsed:
     """The queue filter from a query string; unknown values are dropped with a notice."""
     notices: list[str] = []
+    for key in FILTER_KEYS:
+        value = params.get(key) or ""
+        if _CONTROL.search(value):
+            notices.append(f"Ignored the {key} filter: it holds control characters.")
     indicator = _text(params, "indicator")
     if indicator is not None and indicator not in INDICATORS:
         notices.append(f"Ignored unknown indicator {indicator!r}.")
@@ -84,7 +102,7 @@ def parse_queue(params: Mapping[str, str]) -> Parsed:
         review_status=status,
         since=day_start(since) if since else None,
         until=day_start(until + timedelta(days=1)) if until else None,  # 'to' is inclusive
-        patient=_text(params, "patient"),
+        patient=_text(params, "patient", limit=REF_MAX),
     )
     return Parsed(filter=f, since_day=since, until_day=until, notices=notices)
 

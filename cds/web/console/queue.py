@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -68,20 +69,25 @@ def queue(request: Request, user: CurrentUser, maker: Maker) -> Response:
     )
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A formula starts with one of these; spreadsheets split cells on any of the separators
+# (comma, semicolon in European locales, tab, pipe, newlines), so "x;=cmd|..." opened by
+# a spreadsheet that splits on ";" has a cell "=cmd|...". Every piece that could become a
+# cell is neutralised, not only the start of the value (hardening #12), and every field
+# is quoted.
+_FORMULA = re.compile(r"(^|[,;\t|\r\n])(\s*)(?=[=+\-@\t\r])")
 
 
 def _csv_cell(value: object) -> object:
     """Text a spreadsheet will not run as a formula (CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+    if isinstance(value, str):
+        return _FORMULA.sub(lambda m: f"{m.group(1)}{m.group(2)}'", value)
     return value
 
 
 def _csv_lines(maker: Maker, f: store.QueueFilter) -> Iterator[str]:
     """CSV text, one chunk per batch of cards (``writerows`` keeps the loop in C)."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, quoting=csv.QUOTE_ALL)
     writer.writerow(store.EXPORT_COLUMNS)
     for rows in store.iter_export(maker=maker, filter=f):
         writer.writerows(

@@ -12,11 +12,15 @@ here, because the app's own handlers answer with OperationOutcome JSON meant for
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
+import anyio
 from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -45,14 +49,22 @@ SECURITY_HEADERS = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class ConsoleError(Exception):
     """A console request that ends in an HTML error page with ``status``."""
 
-    def __init__(self, status: int, title: str, message: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        message: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(title)
         self.status, self.title, self.message = status, title, message
+        self.headers = headers or {}
 
 
 def public(func: F) -> F:
@@ -99,25 +111,83 @@ async def _login_csrf_ok(request: Request, form: FormData) -> bool:
     )
 
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 32  # the largest console form has 5
+
+
+async def read_form(request: Request) -> FormData:
+    """The form of a console POST, within bounds (hardening #7 and #11).
+
+    Only URL-encoded forms (no console form uploads a file: multipart is refused before a
+    byte of it is read), at most ``CDS_MAX_CONSOLE_BODY_BYTES`` (declared or streamed),
+    ``MAX_FORM_FIELDS`` fields, UTF-8, no NUL. Each failure is a small HTML page with a
+    4xx status, never a 500 and never a traceback in the log.
+    """
+    settings: Any = getattr(request.app.state, "settings", None)
+    cap = int(getattr(settings, "max_console_body_bytes", 65_536))
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype != FORM_TYPE:
+        raise ConsoleError(
+            415,
+            "Form not accepted",
+            "Console forms are sent URL-encoded; file uploads are not accepted.",
+        )
+    too_large = ConsoleError(413, "Form too large", f"A console form is at most {cap} bytes.")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > cap):
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise too_large
+    try:
+        text = bytes(body).decode("utf-8")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise ConsoleError(
+            400, "Request not understood", "The form could not be read. Reload and try again."
+        ) from None
+    if any("\x00" in k or "\x00" in v for k, v in pairs):
+        raise ConsoleError(400, "Request not understood", "The form holds a NUL character.")
+    fields: list[tuple[str, str | Any]] = list(pairs)
+    return FormData(fields)
+
+
 async def _guard(request: Request, is_public: bool) -> Response | None:
-    """``None`` to let the handler run, else the response that refuses the request."""
-    form: FormData | None = None
-    if request.method not in SAFE_METHODS:
-        form = await request.form()
-        request.state.console_form = form
+    """``None`` to let the handler run, else the response that refuses the request.
+
+    Order matters: who is asking (the session cookie, no body read) comes first, then the
+    sign-in rate limit (public form only), and only then is a body read, within bounds.
+    """
+    user: store_users.SessionUser | None = None
+    if not is_public:
+        user = await in_console_thread(request, _load_user, request)
+        if user is None:
+            return _login_redirect(request)
+        request.state.console_user = user
+    if request.method in SAFE_METHODS:
+        return None
     if is_public:
-        if form is not None and not await _login_csrf_ok(request, form):
+        throttle = getattr(request.app.state, "login_limiter", None)
+        if throttle is not None:
+            from cds.web.console.throttle import client_key, retry_after
+
+            wait = throttle.check(client_key(request))
+            if wait:
+                raise too_many_attempts(retry_after(wait))
+    form = await read_form(request)
+    request.state.console_form = form
+    if is_public:
+        if not await _login_csrf_ok(request, form):
             raise ConsoleError(
                 403, "Sign-in form expired", "Reload the sign-in page and try again."
             )
         return None
-    user = await run_in_threadpool(_load_user, request)
-    if user is None:
-        return _login_redirect(request)
-    request.state.console_user = user
-    if form is not None and not security.tokens_equal(
-        form.get(security.CSRF_FIELD), user.csrf_token
-    ):
+    assert user is not None  # not public: signed in above
+    if not security.tokens_equal(form.get(security.CSRF_FIELD), user.csrf_token):
         raise ConsoleError(
             403,
             "Request refused",
@@ -127,22 +197,74 @@ async def _guard(request: Request, is_public: bool) -> Response | None:
     return None
 
 
+def too_many_attempts(retry_after: str) -> ConsoleError:
+    return ConsoleError(
+        429,
+        "Too many sign-in attempts",
+        f"Sign-in is paused to protect the service. Wait {retry_after} seconds and try again.",
+        headers={"Retry-After": retry_after},
+    )
+
+
 def error_page(request: Request, status: int, title: str, message: str) -> Response:
     return render(request, "error.html", status=status, code=status, title=title, message=message)
 
 
+#: Worker threads the console's blocking handlers may use at once, apart from the ones
+#: that verify JWTs and evaluate rules (anyio's default limiter): a busy console page
+#: waits for one of these, never for the hook API's.
+CONSOLE_THREADS = 2
+_current: ContextVar[Request | None] = ContextVar("cds_console_request", default=None)
+
+
+def console_limiter(request: Request) -> anyio.CapacityLimiter:
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "console_limiter", None)
+    if limiter is None:
+        limiter = state.console_limiter = anyio.CapacityLimiter(CONSOLE_THREADS)
+    return limiter
+
+
+async def in_console_thread(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(
+        functools.partial(fn, *args), limiter=console_limiter(request)
+    )
+
+
+def _own_threads(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A blocking handler run on the console's own threads (FastAPI would use the shared
+    pool). ``functools.wraps`` keeps the signature FastAPI reads the parameters from."""
+    if inspect.iscoroutinefunction(endpoint):
+        return endpoint
+
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        request = _current.get()
+        call = functools.partial(endpoint, *args, **kwargs)
+        if request is None:  # not reached through ConsoleRoute: behave as FastAPI would
+            return await run_in_threadpool(call)
+        return await anyio.to_thread.run_sync(call, limiter=console_limiter(request))
+
+    return run
+
+
 class ConsoleRoute(APIRoute):
     """``APIRoute`` whose handler runs only after ``_guard`` lets the request through."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, _own_threads(endpoint), **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         is_public = bool(getattr(self.endpoint, "console_public", False))
 
         async def guarded(request: Request) -> Response:
+            _current.set(request)
             try:
                 response = await _guard(request, is_public) or await handler(request)
             except ConsoleError as exc:
                 response = error_page(request, exc.status, exc.title, exc.message)
+                response.headers.update(exc.headers)
             except RequestValidationError:
                 response = error_page(
                     request,
