@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from cds.testing.population import SyntheticPatient, generate, write_export
 from cds.batch.run import SweepOptions
 from cds.store.db import make_engine, make_sessionmaker, upgrade
+from cds.testing.population import SyntheticPatient, generate, write_export
 from tests.conftest import FIXED_NOW, REPO
 
 POPULATION = 60
@@ -69,8 +69,8 @@ def options(export: Path, tmp_path: Path, **kw: Any) -> SweepOptions:
 
 def patient_view_request(p: SyntheticPatient, now: datetime = FIXED_NOW) -> dict[str, Any]:
     """The CDS Hooks patient-view call an EHR would make for ``p`` (everything prefetched)."""
-    from cds.testing.population import MEDICATIONS
     from cds.testing import builders as b
+    from cds.testing.population import MEDICATIONS
 
     by_type: dict[str, list[dict[str, Any]]] = {}
     for res in p.resources:

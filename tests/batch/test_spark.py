@@ -12,10 +12,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from cds.testing.population import SyntheticPatient, generate, write_export
 from cds.batch.run import run_sweep
 from cds.store import sweeps
 from cds.store.models import Card
+from cds.testing.population import SyntheticPatient, generate, write_export
 from tests.batch.conftest import broken_export, make_maker, options
 from tests.conftest import FIXED_NOW, skip_or_fail
 

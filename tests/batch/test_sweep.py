@@ -18,11 +18,11 @@ from markupsafe import escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cds.testing.population import SCENARIOS, SyntheticPatient
 from cds.batch.run import SweepError, SweepInterrupted, run_sweep
 from cds.settings import Settings
 from cds.store import sweeps
 from cds.store.models import Card, Invocation, SweepItem, SweepRun, User
+from cds.testing.population import SCENARIOS, SyntheticPatient
 from cds.web.app import create_app
 from tests.batch.conftest import broken_export, make_maker, options, patient_view_request
 from tests.conftest import FIXED_NOW
