@@ -36,7 +36,7 @@ from tests.conftest import FIXED_NOW
 from tests.reliability.conftest import assert_outcome, typical
 from tests.reliability.test_fuzz_bodies import SIGN_PATHS, TYPICAL, replace_at
 
-SIGN = "/cds-services/baclofen-order-sign"
+SIGN = "/cds-services/medication-safety-order-sign"
 FHIR = "https://fhir.hospital.test/r4"
 EXTREME = settings(
     max_examples=120,
@@ -117,7 +117,7 @@ def check(client: TestClient, body: Any) -> None:
 def test_extremes_anywhere_in_a_request(
     client: TestClient, path: tuple[Any, ...], value: Any
 ) -> None:
-    check(client, replace_at(TYPICAL["baclofen-order-sign"], path, value))
+    check(client, replace_at(TYPICAL["medication-safety-order-sign"], path, value))
 
 
 @EXTREME
@@ -129,7 +129,7 @@ def test_extremes_anywhere_in_a_request(
 def test_extremes_in_the_envelope(
     client: TestClient, field: str, value: Any, drop: str | None
 ) -> None:
-    body = copy.deepcopy(TYPICAL["baclofen-order-sign"])
+    body = copy.deepcopy(TYPICAL["medication-safety-order-sign"])
     if drop:  # so that fhirServer is used for the missing key
         del body["prefetch"][drop]
         body["fhirServer"] = FHIR
@@ -171,7 +171,7 @@ def test_extremes_from_the_fhir_server(
         )
 
     client.app_state.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[attr-defined]
-    body = copy.deepcopy(TYPICAL["baclofen-order-sign"])
+    body = copy.deepcopy(TYPICAL["medication-safety-order-sign"])
     del body["prefetch"][key]
     body["fhirServer"] = FHIR
     check(client, body)
