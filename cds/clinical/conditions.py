@@ -32,6 +32,7 @@ from cds.clinical.fhirdata import (
     parse_datetime,
     period_bounds,
 )
+from cds.clinical.history import calendar_days
 
 _CURRENT = frozenset({"active", "recurrence", "relapse"})
 _EXCLUDED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
@@ -50,6 +51,7 @@ class ConditionFlags:
     flags: dict[str, bool] = field(default_factory=dict)  # the pack's condition flags
     condition_ids: dict[str, list[str]] = field(default_factory=dict)  # ValueSet -> ids
     procedures: dict[str, bool] = field(default_factory=dict)  # the pack's procedure flags
+    onsets: dict[str, float] = field(default_factory=dict)  # onset field -> days since onset
 
 
 def _status_code(value: object) -> str | None:
@@ -104,11 +106,16 @@ def read_conditions(
         for flag in wanted:
             if flag.valueset not in hits or not (current or flag.history):
                 continue
-            if flag.recent_days is not None:
-                onset = _onset(cond, ctx)
-                if onset is None or onset < ctx.now - timedelta(days=flag.recent_days):
-                    continue
+            onset = _onset(cond, ctx)
+            if flag.recent_days is not None and (
+                onset is None or onset < ctx.now - timedelta(days=flag.recent_days)
+            ):
+                continue
             out.flags[flag.name] = True
+            if flag.onset_field and onset is not None and current:
+                days = float(calendar_days(onset, ctx.now))
+                prev = out.onsets.get(flag.onset_field)
+                out.onsets[flag.onset_field] = days if prev is None else min(prev, days)
     out.procedures = {f.name: False for f in ctx.drug.procedures}
     for proc in procedures:
         status = (as_str(proc.get("status")) or "").lower()
@@ -124,6 +131,16 @@ def read_conditions(
             or (when is not None and when >= ctx.now - timedelta(days=p.dialysis_procedure_days))
         ):
             out.on_dialysis = True
+        for flag in wanted:
+            if (
+                flag.procedure_days is not None
+                and flag.valueset in hits
+                and (
+                    status == "in-progress"
+                    or (when is not None and when >= ctx.now - timedelta(days=flag.procedure_days))
+                )
+            ):
+                out.flags[flag.name] = True
         for pf in ctx.drug.procedures:
             if pf.valueset in hits and (
                 status in _PLANNED

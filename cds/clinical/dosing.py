@@ -25,6 +25,7 @@ Rules implemented (A2):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,8 @@ class _Instruction:
     bolus: bool = False
     start: datetime | None = None
     end: datetime | None = None
+    interval_hours: float | None = None  # spacing of its administrations, when stated
+    times: tuple[float, ...] = ()  # timing.repeat.timeOfDay as hours after midnight
 
 
 @dataclass
@@ -92,6 +95,10 @@ class OrderDose:
     bolus: float | None = None  # an intrathecal bolus, ug
     unit_written: str | None = None
     strength_per_ml: float | None = None
+    max_interval_hours: float | None = None  # longest gap between scheduled doses (1st step)
+    # post-dialysis supplements (kept apart from the maintenance dose the steps hold)
+    supplement_single_max: float | None = None
+    supplement_per_week: float | None = None
 
     @property
     def tapering(self) -> bool:
@@ -293,6 +300,7 @@ def _instruction(
         repeat = as_dict(timing.get("repeat"))
         if repeat is not None:
             out.start, out.end = period_bounds(repeat.get("boundsPeriod"), tz)
+    out.interval_hours, out.times = _spacing(timing)
     holders = as_dicts(dosage.get("doseAndRate")) or [dosage]
     single = None
     unit_written = None
@@ -344,6 +352,43 @@ def _instruction(
     return out, unit_written
 
 
+def _spacing(timing: JSON | None) -> tuple[float | None, tuple[float, ...]]:
+    """(hours between administrations when the timing states it, timeOfDay in hours)."""
+    if timing is None:
+        return None, ()
+    repeat = as_dict(timing.get("repeat")) or {}
+    times = []
+    for t in as_list(repeat.get("timeOfDay")):
+        if isinstance(t, str) and len(t) >= 5 and t[2] == ":":
+            try:
+                times.append(int(t[:2]) + int(t[3:5]) / 60)
+            except ValueError:
+                continue
+    period, unit = as_num(repeat.get("period")), as_str(repeat.get("periodUnit"))
+    freq = as_num(repeat.get("frequency")) or 1
+    hours = None
+    if period and unit and time_unit(unit) in ("h", "min", "d") and freq > 0:
+        hours = period * 24 / PER_DAY[time_unit(unit) or "d"] / freq
+    return hours, tuple(sorted(set(times)))
+
+
+def longest_interval(members: list[_Instruction]) -> float | None:
+    """Longest gap between scheduled administrations in a day: from timeOfDay (counting the
+    wrap to the next day), else the stated spacing (q8h), else 24 h / administrations."""
+    scheduled = [m for m in members if not m.prn and m.admins]
+    if not scheduled:
+        return None
+    if all(m.times for m in scheduled):
+        times = sorted({t for m in scheduled for t in m.times})
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps.append(24 - times[-1] + times[0])
+        return max(gaps)
+    if len(scheduled) == 1 and scheduled[0].interval_hours:
+        return scheduled[0].interval_hours
+    total = sum(m.admins or 0 for m in scheduled)
+    return 24 / total if total > 0 else None
+
+
 def _step(sequence: int | None, members: list[_Instruction]) -> tuple[DosageStep, str | None]:
     problems = [m.problem for m in members if m.problem]
     singles = [m.single for m in members if m.single is not None]
@@ -374,6 +419,7 @@ def parse_dosage(
     tz: tzinfo,
     bolus_marked: bool = False,
     unit: str | None = None,
+    is_supplement: Callable[[JSON], bool] | None = None,
 ) -> OrderDose:
     """Normalise an order's Dosage list to ``unit`` (the pack's unit for the route; default
     ug intrathecal, mg otherwise); see the module docstring for the rules."""
@@ -384,9 +430,11 @@ def parse_dosage(
             strength.amount / strength.per_value, strength.unit, target
         )
     instructions: list[_Instruction] = []
+    supplements: list[_Instruction] = []
     for dosage in dosages:
         if not isinstance(dosage, dict):
             continue
+        supplement = is_supplement is not None and is_supplement(dosage)
         inst, unit_written = _instruction(
             dosage,
             strength=strength,
@@ -397,7 +445,13 @@ def parse_dosage(
             bolus_marked=bolus_marked,
         )
         out.unit_written = out.unit_written or unit_written
-        instructions.append(inst)
+        (supplements if supplement else instructions).append(inst)
+    if supplements:
+        # after each dialysis session: judged per dose, never part of the maintenance dose
+        singles = [i.single for i in supplements if i.single is not None]
+        out.supplement_single_max = max(singles) if singles else None
+        per_day = sum(i.admins or 0.0 for i in supplements)
+        out.supplement_per_week = per_day * 7 if per_day else None
     if not instructions:
         out.problem = "no dosage instruction"
         return out
@@ -423,6 +477,7 @@ def parse_dosage(
     out.problem = problems[0] if problems else None
     out.computable = not problems
     first = out.steps[0]
+    out.max_interval_hours = longest_interval(groups[0][1])
     out.first_step_daily = first.daily
     out.admin_per_day = first.admin_per_day
     if out.computable:

@@ -34,7 +34,7 @@ from cds.clinical.fhirdata import (
 from cds.clinical.units import Strength, dose_unit, per_unit
 
 if TYPE_CHECKING:
-    from cds.clinical.drugspec import InteractionClass
+    from cds.clinical.drugspec import Comedication, InteractionClass
     from cds.clinical.terminology import Product, Terminology, ValueSet
 
 Coding = tuple[str, str, str]
@@ -212,12 +212,14 @@ def text_hits(med: MedicationConcept, term: Terminology) -> frozenset[str]:
     return term.text_hits(med.texts + med.ingredient_texts)
 
 
-def drug_identity(med: MedicationConcept, term: Terminology, identity: str) -> str | None:
-    """ "code" when a code says the drug (the ``identity`` ValueSet), "name" when only the
-    words do, else None."""
-    if identity in code_hits(med, term):
+def drug_identity(
+    med: MedicationConcept, term: Terminology, identities: Sequence[str]
+) -> str | None:
+    """ "code" when a code says the drug (any of its ``identities`` ValueSets), "name" when
+    only the words do, else None."""
+    if set(identities) & code_hits(med, term):
         return "code"
-    if identity in text_hits(med, term):
+    if set(identities) & text_hits(med, term):
         return "name"
     return None
 
@@ -253,13 +255,17 @@ def drug_classes(
 
 
 def comedication_flags(
-    med: MedicationConcept, term: Terminology, flags: dict[str, str], class_vs: frozenset[str]
+    med: MedicationConcept,
+    term: Terminology,
+    comeds: Sequence[Comedication],
+    class_vs: frozenset[str],
 ) -> set[str]:
-    """Which co-medication flags (an anticonvulsant on the list) a drug raises: by code; by
-    words only when no class code could decide (a coded gabapentin stays excluded)."""
+    """Which co-medication sets (an anticonvulsant on the list, the CNS-active drugs) a drug
+    belongs to: by code; by words only when no class code could decide (a coded gabapentin
+    stays out of the anticonvulsants)."""
     codes = code_hits(med, term)
-    out = {name for name, vs in flags.items() if vs in codes}
+    out = {c.name for c in comeds if codes & set(c.valuesets)}
     if not (codes & class_vs):
         words = text_hits(med, term)
-        out |= {name for name, vs in flags.items() if vs in words}
+        out |= {c.name for c in comeds if words & set(c.valuesets)}
     return out

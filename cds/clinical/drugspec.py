@@ -10,7 +10,7 @@ engine -> clinical), and every extraction step takes it as an argument.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cds.clinical.terminology import Terminology
 
@@ -25,6 +25,27 @@ class ConditionFlag:
     recent_days: float | None = None  # onset (else recorded date) within this window
     screen: str | None = None  # an observation ValueSet whose positive result also counts
     screen_hours: float | None = None
+    procedure_days: float | None = None  # a Procedure this recent (or in progress) counts
+    onset_field: str | None = None  # days since the newest onset, as a fact field
+
+
+@dataclass(frozen=True)
+class Family:
+    """A product family: whether its doses count in the drug's regimen."""
+
+    name: str
+    valueset: str | None = None
+    in_regimen: bool = True
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class Comedication:
+    """A flag of the other drugs after signing (or, ``count``, how many distinct ones)."""
+
+    name: str
+    valuesets: tuple[str, ...]
+    count: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,9 +90,33 @@ class DrugSpec:
     conditions: tuple[ConditionFlag, ...] = ()
     procedures: tuple[ProcedureFlag, ...] = ()
     interactions: tuple[InteractionClass, ...] = ()
-    comedications: dict[str, str] = field(default_factory=dict)  # flag -> ValueSet id
+    comedications: tuple[Comedication, ...] = ()
     observations: tuple[ObservationKind, ...] = ()
     screening_bolus: str | None = None  # ValueSet id
+    families: tuple[Family, ...] = ()
+    indications: tuple[tuple[str, str], ...] = ()  # (name, ValueSet id), in priority order
+    indication_default: str = "other"
+    supplement_valueset: str | None = None
+    supplement_max_per_week: float = 4
+    # name -> ((from_day, max_daily), ...) sorted by day (day 0 = the first dose)
+    schedules: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+    titration_rate: tuple[float, float] | None = None  # (per interval, interval days)
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """Every ValueSet that names the drug: its identity and its families' sets."""
+        return (self.identity, *(f.valueset for f in self.families if f.valueset))
+
+    def family(self, name: str | None) -> Family | None:
+        return next((f for f in self.families if f.name == name), None)
+
+    def in_regimen(self, family: str | None) -> bool:
+        f = self.family(family)
+        return f is None or f.in_regimen
+
+    @property
+    def default_family(self) -> str | None:
+        return next((f.name for f in self.families if f.default), None)
 
     @property
     def class_valuesets(self) -> frozenset[str]:

@@ -37,6 +37,8 @@ from cds.clinical.fhirdata import (
     as_dict,
     as_dicts,
     as_str,
+    codings,
+    concept_texts,
     parse_datetime,
     ref_id,
     resource_ref,
@@ -168,6 +170,32 @@ def _check_fields(rec: MedRecord, ctx: Context) -> None:
             )
 
 
+class _Indications:
+    """The pack's indication of an order: the order's own reason (a code, words, or the
+    Condition it references) first, else the problem list, each in the pack's priority
+    order, else the pack's default. ``None`` when the pack names no indications."""
+
+    def __init__(self, conditions: list[JSON], on_list: dict[str, list[str]], ctx: Context) -> None:
+        self.ctx = ctx
+        self.by_id = {cid: c for c in conditions if (cid := as_str(c.get("id")))}
+        self.on_list = frozenset(on_list)
+
+    def _first(self, hits: frozenset[str] | set[str]) -> str | None:
+        return next((name for name, vs in self.ctx.drug.indications if vs in hits), None)
+
+    def of(self, rec: MedRecord) -> str | None:
+        drug = self.ctx.drug
+        if not drug.indications:
+            return None
+        hits = set(self.ctx.term.hits(rec.indication_codings, rec.indication_texts))
+        for ref in rec.indication_refs:
+            cond = self.by_id.get(ref)
+            if cond is not None:
+                code = cond.get("code")
+                hits |= self.ctx.term.hits(codings(code), concept_texts(code))
+        return self._first(hits) or self._first(self.on_list) or drug.indication_default
+
+
 def _selected_ids(selections: list[str] | None) -> set[str] | None:
     if not selections:
         return None
@@ -199,8 +227,6 @@ def extract_facts(
         if d.id is None:
             d.id = f"draft-{i + 1}"
     before = [read_record(r, is_draft=False, ctx=ctx) for t in _MED_TYPES for r in idx[t]]
-    mine_drafts = [d for d in drafts if d.matched]
-    mine_before = [r for r in before if r.matched]
 
     selected = _selected_ids(inp.selections) if inp.hook == "order-select" else None
     # A draft naming no medication is normal while an order is being built (order-select)
@@ -216,22 +242,27 @@ def extract_facts(
                 ref=d.ref,
                 order_id=d.id or "",
             )
-    for rec in mine_drafts + mine_before:
-        _check_fields(rec, ctx)
+    for rec in drafts + before:
+        if rec.matched:
+            _check_fields(rec, ctx)
 
-    reg = build_regimen(mine_before, mine_drafts)
-    if inp.hook == "patient-view":
-        # the active regimen: orders and the home-use statements that are not the record
-        # of one of those orders (a statement based on an active order is that order)
-        checked = [r for r in reg.current if r not in reg.stand_ins]
-    else:
-        checked = [d for d in mine_drafts if selected is None or d.id in selected]
-        # The active orders and home-use statements that go on unchanged after signing are
-        # part of the regimen the A6-A8 rules judge (a draft opioid next to a chronic order,
-        # home use known only from a MedicationStatement); they are facts with
-        # is_draft=False, which the draft-only rules (A1-A5, A9) skip.
-        checked += [r for r in reg.after if not r.is_draft]
-    hist = patient_history(reg, ctx)
+    # The drug's regimen, and apart from it each product family whose doses never add to
+    # the drug's (a prodrug of it): such a family has its own regimen for its own orders,
+    # and is another drug for interactions and co-medication flags.
+    def in_regimen(r: MedRecord) -> bool:
+        return bool(r.matched) and drug.in_regimen(r.family)
+
+    regimens = [
+        build_regimen([r for r in before if in_regimen(r)], [d for d in drafts if in_regimen(d)])
+    ]
+    apart = sorted({r.family for r in drafts + before if r.matched and not in_regimen(r)} - {None})
+    for fam in apart:
+        regimens.append(
+            build_regimen(
+                [r for r in before if r.matched and r.family == fam],
+                [d for d in drafts if d.matched and d.family == fam],
+            )
+        )
     obs = read_observations(idx["Observation"], ctx)
     # a planned procedure may be among the drafts being signed (a pump removal ordered now)
     draft_requests = [
@@ -252,32 +283,53 @@ def extract_facts(
         ctx=ctx,
     )
     others = other_drugs_after_signing(
-        [r for r in before if not r.matched], [d for d in drafts if not d.matched]
+        [r for r in before if not in_regimen(r)], [d for d in drafts if not in_regimen(d)]
     )
-    for flag in drug.comedications:
-        patient.flags[flag] = any(flag in r.comedications for r in others)
-    patient.pump_active = hist.pump_active
+    for comed in drug.comedications:
+        members = [r for r in others if comed.name in r.comedications]
+        if comed.count:
+            patient.flags[comed.name] = float(len({r.name.strip().lower() for r in members}))
+        else:
+            patient.flags[comed.name] = bool(members)
+    patient.flags.update(flags.onsets)
+    indications = _Indications(idx["Condition"], flags.condition_ids, ctx)
 
     pairs: list[tuple[OrderFacts, MedRecord]] = []
-    for rec in checked:
-        facts = build_order_facts(
-            rec,
-            reg,
-            hist,
-            patient,
-            ctx,
-            pump_removal_planned=flags.procedures.get("pump_removal", False),
-        )
-        bad = invalid_fields(rec.resource)
-        if bad:
-            facts.fhir_valid = False
-            ctx.issue(
-                "invalid-resource",
-                f"{rec.ref}: fails FHIR R4B validation at {', '.join(bad)}",
-                ref=rec.ref,
-                order_id=facts.order_id,
+    for reg in regimens:
+        if inp.hook == "patient-view":
+            # the active regimen: orders and the home-use statements that are not the
+            # record of one of those orders (a statement based on an active order is it)
+            checked = [r for r in reg.current if r not in reg.stand_ins]
+        else:
+            checked = [d for d in reg.drafts if selected is None or d.id in selected]
+            # The active orders and home-use statements that go on unchanged after signing
+            # are part of the regimen the A6-A8 rules judge (a draft opioid next to a
+            # chronic order, home use known only from a MedicationStatement); they are facts
+            # with is_draft=False, which the draft-only rules skip.
+            checked += [r for r in reg.after if not r.is_draft]
+        hist = patient_history(reg, ctx)
+        if reg is regimens[0]:
+            patient.pump_active = hist.pump_active
+        for rec in checked:
+            facts = build_order_facts(
+                rec,
+                reg,
+                hist,
+                patient,
+                ctx,
+                pump_removal_planned=any(flags.procedures.values()),
             )
-        pairs.append((facts, rec))
+            facts.indication = indications.of(rec)
+            bad = invalid_fields(rec.resource)
+            if bad:
+                facts.fhir_valid = False
+                ctx.issue(
+                    "invalid-resource",
+                    f"{rec.ref}: fails FHIR R4B validation at {', '.join(bad)}",
+                    ref=rec.ref,
+                    order_id=facts.order_id,
+                )
+            pairs.append((facts, rec))
     interactions = interaction_facts(
         pairs, others, classes=drug.interactions, condition_ids=flags.condition_ids
     )

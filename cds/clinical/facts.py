@@ -113,6 +113,15 @@ def engine_fields(obj: Any, *, exclude: frozenset[str] = frozenset()) -> dict[st
     return out
 
 
+# Order fields an interaction fact carries (a pair's card may depend on the order's change)
+_ORDER_ON_PAIR = ("route", "is_draft", "change", "family", "new_start", "indication")
+
+
+def _engine_value_or_none(obj: Any, name: str) -> Any:
+    value = getattr(obj, name, None)
+    return None if value is None else _engine_value(value)
+
+
 def display(default: Any = None) -> Any:
     """A field kept for cards and the console, never asserted into the engine."""
     return field(default=default, metadata={"engine": False})
@@ -255,6 +264,20 @@ class OrderFacts:
     adverse_reason: bool = False  # stop/reduction coded as adverse reaction/toxicity/overdose
     refill_overdue_days: float | None = None  # now - refill due; > 0 means overdue
     pump_removal: bool = False
+    # product family, indication and timing (packs with product families, e.g. an
+    # immediate-release and a once-daily product line; None where the pack has none)
+    family: str | None = None
+    family_switch: bool = False  # replaces a regimen of another family of the drug
+    product_stated: bool = True  # False: only the ingredient is named (no product or form)
+    route_tube: bool = False  # given by an enteral tube
+    indication: str | None = None  # the pack's indication (order reason, else problem list)
+    max_interval_hours: float | None = None  # longest gap between scheduled doses
+    step_rise_per_admin_max: float | None = None  # largest rise between sequenced steps
+    rate_excess: float | None = None  # regimen above the pack's linear titration allowance
+    # post-dialysis supplement doses of this order (kept apart from the maintenance dose)
+    supplement: bool = False
+    supplement_single_max: float | None = None
+    supplement_per_week: float | None = None
     # the order as received passes FHIR R4B validation (False: a DataIssue names the
     # fields; a suggestion that edits this resource may not round-trip)
     fhir_valid: bool = True
@@ -275,6 +298,9 @@ class OrderFacts:
     current_admins: float | None = display()
     current_order_daily: float | None = display()  # that order's daily dose now
     regimen_ids: list[str] = display_factory(list)  # orders of this route after signing
+    # the pack's dose schedules: how far the order's steps run above each (``above_<name>``
+    # over every step, ``above_<name>_later`` over the steps after the first)
+    schedule_excess: dict[str, float] = display_factory(dict)
 
     @property
     def continuing(self) -> bool:
@@ -345,6 +371,7 @@ class ClinicalFacts:
                 **base,
                 **patient,
                 **engine_fields(o),
+                **{k: _engine_value(v) for k, v in o.schedule_excess.items()},
                 "continuing": o.continuing,
             }
             if renal is not None and o.current_start is not None:
@@ -353,7 +380,11 @@ class ClinicalFacts:
         by_id = {o.order_id: o for o in self.orders}
         for i in self.interactions:
             order = by_id.get(i.order_id)
-            extra = {"route": order.route, "is_draft": order.is_draft} if order else {}
+            extra = (
+                {k: v for k in _ORDER_ON_PAIR if (v := _engine_value_or_none(order, k)) is not None}
+                if order
+                else {}
+            )
             out.append({"kind": "interaction", **base, **patient, **extra, **engine_fields(i)})
         drafts = [o.order_id for o in self.orders if o.is_draft]
         for d in self.issues:

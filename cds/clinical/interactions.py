@@ -48,7 +48,11 @@ def interaction_facts(
         if not rec.contributes:
             continue
         for cls in classes:
-            members = by_class.get(cls.name, [])
+            members = [
+                m
+                for m in by_class.get(cls.name, [])
+                if m is not rec and not (m.id and m.id == rec.id)
+            ]
             names = list(dict.fromkeys(m.name for m in members))
             ids = [m.id or m.ref for m in members]
             problems = [i for vs in cls.conditions for i in condition_ids.get(vs, [])]

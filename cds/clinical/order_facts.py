@@ -22,6 +22,7 @@ Definitions (A4, A6, A9; calendar days are date differences in ``now``'s zone):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -220,6 +221,7 @@ def build_order_facts(
     if o.current_start is not None:
         o.days_on_current = float(calendar_days(o.current_start, _effect_time(rec, now)))
     o.adverse_reason = _adverse(rec, ctx)
+    _product_and_steps(o, rec, reg, ctx)
 
     if route == "intrathecal":
         _intrathecal(
@@ -233,6 +235,88 @@ def build_order_facts(
             pump_removal_planned=pump_removal_planned,
         )
     return o
+
+
+def _schedule_at(rows: tuple[tuple[float, float], ...], day: float) -> float | None:
+    value = None
+    for from_day, max_daily in rows:
+        if day + 1e-9 >= from_day:
+            value = max_daily
+    return value
+
+
+def _product_and_steps(o: OrderFacts, rec: MedRecord, reg: Regimen, ctx: Context) -> None:
+    """Family, indication-free product facts, and the measures of an order's later steps:
+    the rise between steps, the excess over the pack's dose schedules (counted from the
+    first dose of the family) and over its linear titration allowance."""
+    assert rec.dose is not None
+    dose, now, drug = rec.dose, ctx.now, ctx.drug
+    o.family = rec.family
+    o.product_stated = rec.product_stated
+    o.route_tube = rec.route_tube
+    o.max_interval_hours = dose.max_interval_hours
+    if dose.supplement_single_max is not None:
+        o.supplement = True
+        o.supplement_single_max = dose.supplement_single_max
+        o.supplement_per_week = dose.supplement_per_week
+    if rec.is_draft and rec.contributes and rec.family is not None:
+        removed = [r for r in reg.current if r not in reg.after]
+        o.family_switch = (
+            bool(removed)
+            and all(r.family != rec.family for r in removed)
+            and not any(r.family == rec.family for r in reg.current)
+        )
+    steps = [st for st in dose.steps if st.daily is not None]
+    if not rec.is_draft or not rec.contributes or not steps:
+        return
+    rises = [
+        (b.daily - a.daily) / b.admin_per_day  # type: ignore[operator]
+        for a, b in zip(steps, steps[1:], strict=False)
+        if b.admin_per_day
+    ]
+    if rises:
+        o.step_rise_per_admin_max = max(rises)
+    others = (o.regimen_first_daily or 0.0) - (o.first_step_daily or 0.0)
+    effect = _effect_time(rec, now)
+
+    def when(st: DosageStep) -> datetime:
+        return st.start if st.start is not None and st.start > effect else effect
+
+    if drug.schedules:
+        same = [
+            r
+            for r in reg.history
+            if r.family == rec.family and r.dose is not None and not r.dose.prn_only
+        ]
+        begun = continuous_start(same, now, max_gap=timedelta(days=ctx.params.chronic_max_gap_days))
+        first = begun or when(steps[0])
+        for name, rows in drug.schedules:
+            excess = []
+            for st in steps:
+                limit = _schedule_at(rows, float(calendar_days(first, when(st))))
+                if limit is not None:
+                    excess.append(others + st.daily - limit)  # type: ignore[operator]
+            if excess:
+                o.schedule_excess[f"above_{name}"] = max(excess)
+                if len(excess) > 1:
+                    o.schedule_excess[f"above_{name}_later"] = max(excess[1:])
+    if (
+        drug.titration_rate is not None
+        and not o.new_start
+        and o.current_daily is not None
+        and o.current_start is not None
+        and o.regimen_complete
+    ):
+        per, interval = drug.titration_rate
+        o.rate_excess = max(
+            others
+            + st.daily  # type: ignore[operator]
+            - (
+                o.current_daily
+                + per * math.floor(calendar_days(o.current_start, when(st)) / interval)
+            )
+            for st in steps
+        )
 
 
 def _intrathecal(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from cds.clinical.context import Context
 from cds.clinical.dosing import OrderDose, parse_dosage
@@ -34,6 +34,7 @@ from cds.clinical.fhirdata import (
     as_dict,
     as_dicts,
     as_list,
+    as_num,
     as_str,
     codings,
     concept_texts,
@@ -57,6 +58,7 @@ _ROUTE_VALUESETS = (
     ("epidural", "route-epidural"),
 )
 _INJECTION_ROUTES = frozenset({"iv", "im", "sc", "epidural"})
+TUBE_VS = "route-enteral-tube"
 
 
 @dataclass
@@ -90,6 +92,12 @@ class MedRecord:
     event: datetime | None = None  # first timing.event (a one-off administration time)
     product: Product | None = None  # the product-table row the order names, if any
     strength: Strength | None = None  # from its Medication, else the product table
+    family: str | None = None  # the pack's product family (None: the pack has none)
+    product_stated: bool = True  # False: only the ingredient is named (no product or form)
+    route_tube: bool = False  # given by an enteral tube (nasogastric, gastrostomy...)
+    indication_codings: list[tuple[str, str, str]] = field(default_factory=list)
+    indication_texts: list[str] = field(default_factory=list)
+    indication_refs: list[str] = field(default_factory=list)  # Condition ids (reasonReference)
 
     @property
     def is_bolus(self) -> bool:
@@ -146,6 +154,72 @@ def _reasons(resource: JSON) -> tuple[list[tuple[str, str, str]], list[str]]:
     return items, texts
 
 
+def _family(med: MedicationConcept, ctx: Context) -> str | None:
+    """The product family: the product table's, else a family ValueSet's, else the default
+    (an order naming only the ingredient, read as the family nearly all prescribing is)."""
+    product = product_of(med, ctx.term)
+    if product is not None and product.family:
+        return product.family
+    hits = ctx.term.hits(med.codings + med.ingredient_codings, med.texts)
+    for f in ctx.drug.families:
+        if f.valueset and f.valueset in hits:
+            return f.name
+    return ctx.drug.default_family
+
+
+def _indication(resource: JSON) -> tuple[list[tuple[str, str, str]], list[str], list[str]]:
+    """The order's stated reasons (reasonCode, one object or a list; R5 reason concepts) and
+    the Conditions it names (reasonReference)."""
+    items: list[tuple[str, str, str]] = []
+    texts: list[str] = []
+    refs: list[str] = []
+    concepts = as_dicts(resource.get("reasonCode"))
+    if isinstance(resource.get("reasonCode"), dict):
+        concepts = [resource["reasonCode"]]
+    for r in as_dicts(resource.get("reason")):
+        if as_dict(r.get("concept")) is not None:
+            concepts.append(r["concept"])
+        target = ref_id(r.get("reference"), "Condition")
+        if target:
+            refs.append(target)
+    for c in concepts:
+        items.extend(codings(c))
+        texts.extend(concept_texts(c))
+    for r in as_list(resource.get("reasonReference")):
+        target = ref_id(r, "Condition")
+        if target:
+            refs.append(target)
+    return items, texts, refs
+
+
+def _supplement_test(ctx: Context) -> Any:
+    """The pack's test of a post-dialysis supplement dosage (None: the pack has none)."""
+    vs_id = ctx.drug.supplement_valueset
+    if vs_id is None:
+        return None
+    per_week = ctx.drug.supplement_max_per_week
+    term = ctx.term
+
+    def test(dosage: JSON) -> bool:
+        timing = as_dict(dosage.get("timing")) or {}
+        repeat = as_dict(timing.get("repeat")) or {}
+        unit = as_str(repeat.get("periodUnit"))
+        if unit is not None and unit.lower() in ("wk", "week", "weeks"):
+            freq = as_num(repeat.get("frequency")) or 1
+            period = as_num(repeat.get("period")) or 1
+            if period > 0 and freq / period <= per_week:
+                return True
+        concepts = [as_dict(timing.get("code")), as_dict(dosage.get("asNeededCodeableConcept"))]
+        concepts += as_dicts(dosage.get("additionalInstruction"))
+        texts = [t for k in ("text", "patientInstruction") if (t := as_str(dosage.get(k)))]
+        for c in concepts:
+            if c is not None and vs_id in term.hits(codings(c), concept_texts(c)):
+                return True
+        return bool(texts) and vs_id in term.text_hits(texts)
+
+    return test
+
+
 def _bolus_marked(med: MedicationConcept, dosages: list[JSON], ctx: Context) -> bool:
     """The order is a one-off screening bolus: its product or words say so, or its timing
     names a single administration (``timing.event``, or ``repeat.count`` 1)."""
@@ -182,7 +256,9 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
         name=med.name or "unnamed medication",
     )
     tz = ctx.tz
-    rec.matched = drug_identity(med, ctx.term, drug.identity) if med.present else None
+    rec.matched = drug_identity(med, ctx.term, drug.identities) if med.present else None
+    if rec.matched is not None and drug.families:
+        rec.family = _family(med, ctx)
     if kind == "request":
         rec.prior_id = ref_id(resource.get("priorPrescription"), "MedicationRequest")
     else:
@@ -191,14 +267,16 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
                 target = ref_id(r, "MedicationRequest")
                 if target and not target.startswith("#"):
                     rec.based_on.add(target)
-    if rec.matched is None:
-        # Other drugs only need identity and links (interactions, co-medication flags).
+    if rec.matched is None or not drug.in_regimen(rec.family):
+        # Other drugs only need identity and links (interactions, co-medication flags); so
+        # does a family outside the regimen (a prodrug), for the other family's pairs.
         if med.present:
             rec.classes = drug_classes(med, ctx.term, drug.interactions)
             rec.comedications = comedication_flags(
                 med, ctx.term, drug.comedications, drug.class_valuesets
             )
-        return rec
+        if rec.matched is None:
+            return rec
     if kind == "request":
         rec.authored = parse_datetime(resource.get("authoredOn"), tz)
         dispense = as_dict(resource.get("dispenseRequest"))
@@ -212,6 +290,7 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
         rec.authored = parse_datetime(resource.get("dateAsserted"), tz)
         dosages = as_dicts(resource.get("dosage")) or as_dicts(resource.get("dosageInstruction"))
     rec.reason_codings, rec.reason_texts = _reasons(resource)
+    rec.indication_codings, rec.indication_texts, rec.indication_refs = _indication(resource)
     for d in dosages:
         timing = as_dict(d.get("timing"))
         if timing is not None and rec.event is None:
@@ -220,6 +299,12 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
     product = product_of(med, ctx.term)
     rec.product_kind = product_kind(med, product, ctx.term)
     rec.route_given = route_given(dosages, ctx)
+    rec.route_tube = any(
+        TUBE_VS in ctx.term.hits(codings(r), concept_texts(r))
+        for d in dosages
+        if (r := as_dict(d.get("route"))) is not None
+    )
+    rec.product_stated = product is not None or med.form_kind != "unknown" or bool(med.strength)
     rec.route, rec.route_unknown = choose_route(rec.route_given, rec.product_kind)
     strength = med.strength or (product.strength if product is not None else None)
     rec.product, rec.strength = product, strength
@@ -231,6 +316,7 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
         term=ctx.term,
         tz=tz,
         bolus_marked=rec.route == "intrathecal" and _bolus_marked(med, dosages, ctx),
+        is_supplement=_supplement_test(ctx),
     )
     if rec.dose.steps:
         rec.start = rec.start or rec.dose.steps[0].start

@@ -32,6 +32,8 @@ BASE_URL = "https://posologic.example.org/fhir"
 EXT_TEXT_MATCH = f"{BASE_URL}/StructureDefinition/text-match"
 EXT_TEXT_EXCLUDE = f"{BASE_URL}/StructureDefinition/text-exclude"
 LOCAL_SYSTEM = f"{BASE_URL}/CodeSystem/cds-local"
+EXT_FAMILY = f"{BASE_URL}/StructureDefinition/product-family"
+EXT_SCORED = f"{BASE_URL}/StructureDefinition/scored"
 TIMING_CODESYSTEM = "timing-abbreviation-frequency"
 GTS_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
 PRESENTATION_VS = "units-of-presentation"
@@ -102,6 +104,8 @@ class Product:
     form_kind: str  # "oral", "intrathecal", "unknown"
     strength: Strength | None
     form: str = ""  # the dose form (its code, else its words): "same dose form" for a switch
+    family: str = ""  # the pack's product family (extension product-family)
+    scored: bool | None = None  # may be halved (extension scored); None: the pack's policy
 
 
 _MEMO_MAX = 50_000  # bound on memoised codes/texts (junk input must not grow memory)
@@ -233,9 +237,19 @@ def _load_products(
             (f"{c.get('system')}|{c.get('code')}" for c in form.get("coding", [])),
             str(form.get("text", "")).lower(),
         )
+        ext = {e.get("url"): e for e in med.get("extension", []) if isinstance(e, dict)}
+        family = ext.get(EXT_FAMILY, {}).get("valueCode", "")
+        scored = ext.get(EXT_SCORED, {}).get("valueBoolean")
         for c in med.get("code", {}).get("coding", []):
             out[(c["system"], c["code"])] = Product(
-                c["system"], c["code"], c.get("display", ""), kind, strength, form_key
+                c["system"],
+                c["code"],
+                c.get("display", ""),
+                kind,
+                strength,
+                form_key,
+                family,
+                scored,
             )
     return out
 

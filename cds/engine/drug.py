@@ -14,8 +14,10 @@ import hashlib
 from pathlib import Path
 
 from cds.clinical.drugspec import (
+    Comedication,
     ConditionFlag,
     DrugSpec,
+    Family,
     InteractionClass,
     ObservationKind,
     ProcedureFlag,
@@ -71,9 +73,31 @@ def build_drug(pack: PackDef, folder: Path) -> tuple[DrugSpec, str]:
             recent_days=c.recent_days,
             screen=vs(c.screen, f"conditions.{name}.screen") or None,
             screen_hours=c.screen_hours,
+            procedure_days=c.procedure_days,
+            onset_field=c.onset_field,
         )
         for name, c in pack.conditions.items()
     )
+    families = tuple(
+        Family(
+            name=name,
+            valueset=vs(f.valueset, f"drug.families.{name}.valueset") or None,
+            in_regimen=f.in_regimen,
+            default=f.default,
+        )
+        for name, f in pack.drug.families.items()
+    )
+    if sum(f.default for f in families) > 1:
+        raise PackError("at most one family is the default", file=main, field="drug.families")
+    comeds = []
+    for name, c in pack.comedications.items():
+        sets = [c.valueset] if c.valueset else []
+        sets += c.valuesets
+        if not sets:
+            raise PackError("give valueset or valuesets", file=main, field=f"comedications.{name}")
+        comeds.append(
+            Comedication(name, tuple(vs(v, f"comedications.{name}") for v in sets), count=c.count)
+        )
     procedures = tuple(
         ProcedureFlag(name, vs(p.valueset, f"procedures.{name}.valueset"), p.lookback_days)
         for name, p in pack.procedures.items()
@@ -113,11 +137,28 @@ def build_drug(pack: PackDef, folder: Path) -> tuple[DrugSpec, str]:
         conditions=conditions,
         procedures=procedures,
         interactions=classes,
-        comedications={
-            name: vs(c.valueset, f"comedications.{name}.valueset")
-            for name, c in pack.comedications.items()
-        },
+        comedications=tuple(comeds),
         observations=observations,
         screening_bolus=pack.drug.screening_bolus,
+        families=families,
+        indications=tuple(
+            (i.name, vs(i.valueset, f"drug.indications.{i.name}")) for i in pack.drug.indications
+        ),
+        indication_default=pack.drug.indication_default,
+        supplement_valueset=(
+            vs(pack.drug.supplement.valueset, "drug.supplement.valueset")
+            if pack.drug.supplement
+            else None
+        ),
+        schedules=tuple(
+            (name, tuple(sorted((float(d), float(m)) for d, m in rows)))
+            for name, rows in pack.drug.schedules.items()
+        ),
+        titration_rate=(
+            (pack.drug.titration_rate.per_interval, pack.drug.titration_rate.interval_days)
+            if pack.drug.titration_rate
+            else None
+        ),
+        supplement_max_per_week=(pack.drug.supplement.max_per_week if pack.drug.supplement else 4),
     )
     return drug, digest.hexdigest()

@@ -68,7 +68,8 @@ FACT_FIELDS: dict[str, frozenset[str]] = {
     "interaction": frozenset(
         _BASE
         | _engine_field_names(PatientFacts, InteractionFacts)
-        | {"route", "is_draft", "renal_label", "renal_unit", "renal_date"}
+        | {"route", "is_draft", "change", "family", "new_start", "indication"}
+        | {"renal_label", "renal_unit", "renal_date"}
         | ALWAYS_DERIVED
     ),
     "data_issue": frozenset(_BASE | _engine_field_names(DataIssue)),
@@ -105,13 +106,16 @@ ALWAYS_PRESENT: dict[str, frozenset[str]] = {
 def pack_fields(pack: PackDef) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
     """(fact fields, always-present fields) per fact kind for one pack: the fields every
     drug has, plus the pack's own flags (its conditions, co-medications, observations)."""
-    own = set(pack.conditions) | set(pack.comedications) | set(pack.observations)
+    onsets = {c.onset_field for c in pack.conditions.values() if c.onset_field}
+    own = set(pack.conditions) | set(pack.comedications) | set(pack.observations) | onsets
+    schedules = {f"above_{n}{s}" for n in pack.drug.schedules for s in ("", "_later")}
     booleans = (
         set(pack.conditions)
-        | set(pack.comedications)
+        | set(pack.comedications)  # flags, and counts (always a number)
         | {k for k, o in pack.observations.items() if o.value == "positive"}
     )
     fields = {k: (v | own if k in ("order", "interaction") else v) for k, v in FACT_FIELDS.items()}
+    fields["order"] = fields["order"] | schedules
     present = {
         k: (v | booleans if k in ("order", "interaction") else v) for k, v in ALWAYS_PRESENT.items()
     }

@@ -129,6 +129,39 @@ class RuleDef(_Strict):
     unless_pack: str | None = None
 
 
+class FamilyDef(_Strict):
+    """A product family (immediate release, once daily, a prodrug): the product table says
+    which products belong (extension ``product-family``), or ``valueset`` does."""
+
+    valueset: str | None = None  # codes (or words) naming the family; also names the drug
+    in_regimen: bool = True  # False: its doses never add to the drug's (a different ingredient)
+    default: bool = False  # the family of an order that names only the ingredient
+
+
+class IndicationDef(_Strict):
+    """An indication, in priority order: the order's reason first, then the problem list."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    valueset: str
+
+
+class SupplementDef(_Strict):
+    """What marks a dosage as a supplement after each dialysis session (kept apart from the
+    maintenance dose): a weekly timing with at most ``max_per_week`` administrations, or a
+    timing code, as-needed reason, additional instruction or text in ``valueset``."""
+
+    valueset: str
+    max_per_week: float = 4
+
+
+class TitrationRateDef(_Strict):
+    """A linear titration allowance: the regimen may rise ``per_interval`` for each full
+    ``interval_days`` since the current regimen began (``rate_excess`` measures the excess)."""
+
+    per_interval: float = Field(gt=0)
+    interval_days: float = Field(gt=0)
+
+
 class DrugDef(_Strict):
     """What makes an order the pack's drug, and how it is given (``pack.yaml`` ``drug:``)."""
 
@@ -137,6 +170,14 @@ class DrugDef(_Strict):
     products: str | None = None  # product table: a Bundle of Medications (pack-relative)
     routes: dict[Literal["oral", "intrathecal"], Literal["mg", "ug"]] = Field(min_length=1)
     screening_bolus: str | None = None  # ValueSet of what marks an intrathecal bolus
+    families: dict[str, FamilyDef] = Field(default_factory=dict)
+    indications: list[IndicationDef] = Field(default_factory=list)
+    indication_default: str = "other"
+    supplement: SupplementDef | None = None
+    # Dose schedules by day of therapy (day 0 = the first dose): [[from_day, max_daily], ...]
+    # ``above_<name>`` facts measure how far an order's steps run above one.
+    schedules: dict[str, list[tuple[float, float]]] = Field(default_factory=dict)
+    titration_rate: TitrationRateDef | None = None
 
 
 class ConditionDef(_Strict):
@@ -147,6 +188,8 @@ class ConditionDef(_Strict):
     recent_days: float | None = None  # onset (else recorded date) within this window
     screen: str | None = None  # an observation ValueSet whose positive result also counts
     screen_hours: float | None = None
+    procedure_days: float | None = None  # a Procedure this recent (or in progress) counts too
+    onset_field: str | None = None  # also a fact field: days since its newest onset
 
 
 class ProcedureDef(_Strict):
@@ -165,10 +208,12 @@ class InteractionClassDef(_Strict):
 
 
 class ComedicationDef(_Strict):
-    """A flag of the other drugs after signing (an anticonvulsant on the list)."""
+    """A flag of the other drugs after signing (an anticonvulsant on the list), or with
+    ``count`` the number of distinct other drugs in any of the ValueSets (CNS-active)."""
 
-    valueset: str
-    words_unless_classed: bool = True  # match words only when no class code decides
+    valueset: str | None = None
+    valuesets: list[str] = Field(default_factory=list)
+    count: bool = False
 
 
 class ObservationDef(_Strict):
