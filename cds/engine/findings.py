@@ -35,6 +35,7 @@ class Finding:
     order: int = 0  # rule position in the pack: a stable tie-break
     unless_offered: str | None = None  # see RuleDef.unless_offered
     unless_pack: str | None = None  # see RuleDef.unless_pack
+    join_worst: bool = False  # see RuleDef.join_worst
 
     @property
     def rank(self) -> int:

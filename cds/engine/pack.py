@@ -189,6 +189,7 @@ class CompiledRule:
     unless_offered: str | None
     unless_pack: str | None
     tree: Any = field(compare=False, repr=False)
+    join_worst: bool = False
 
 
 @dataclass
@@ -275,6 +276,7 @@ class CompiledPack:
             order=rule.position,
             unless_offered=rule.unless_offered,
             unless_pack=rule.unless_pack,
+            join_worst=rule.join_worst,
         )
 
     def rules_resting_on_policy_only(self) -> list[str]:
@@ -566,6 +568,14 @@ def _compile_rule(
                     )
                 raise PackError(msg, field=f"suggestion.params.{name}".rstrip(".")) from None
             params = checked.model_dump(exclude_none=True)
+            named = params.get("daily_max_field")
+            if named is not None and named not in fields:
+                hint = difflib.get_close_matches(named, sorted(fields), n=1)
+                raise PackError(
+                    f"unknown fact field {named!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else ""),
+                    field="suggestion.params.daily_max_field",
+                )
             suggestion = SuggestionSpec(rdef.suggestion.kind, params)
         for ev in rdef.evidence:
             if ev not in evidence:
@@ -599,6 +609,7 @@ def _compile_rule(
         unless_offered=rdef.unless_offered,
         unless_pack=rdef.unless_pack,
         tree=tree,
+        join_worst=rdef.join_worst,
     )
 
 

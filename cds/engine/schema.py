@@ -43,7 +43,16 @@ class OverrideReason(_Strict):
 
 
 class SuggestionDef(_Strict):
-    kind: Literal["dose_limit", "titration_step", "taper", "remove_draft", "none"]
+    kind: Literal[
+        "dose_limit",
+        "titration_step",
+        "titration_rate",
+        "schedule",
+        "labelled_start",
+        "taper",
+        "remove_draft",
+        "none",
+    ]
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -55,6 +64,38 @@ class DoseLimitParams(_Strict):
     daily_max_per_kg: float | None = None
     fraction_of_ordered: float | None = None
     single_max: float | None = None
+    daily_max_field: str | None = None  # a (derived) fact field holding the daily limit
+    admins_per_day: int | None = Field(default=None, ge=1)  # at most this many a day
+    admins_fixed: int | None = Field(default=None, ge=1)  # exactly this many a day
+    min_per_admin: float | None = None  # never suggest less a dose: fewer administrations
+
+
+class TitrationRateParams(_Strict):
+    """Too fast: the dose per administration may rise ``step_per_admin`` (when ``one_step``
+    fired), and the dose so chosen starts ``interval_days`` x ceil(rise / ``per_interval``)
+    after the current regimen began (or now, if later)."""
+
+    step_per_admin: float = Field(gt=0)
+    per_interval: float = Field(gt=0)
+    interval_days: float = Field(gt=0)
+    one_step: bool = False
+
+
+class ScheduleParams(_Strict):
+    """The same daily dose at another number of administrations (``when``: a FHIR
+    timing.repeat.when code such as CV, with the evening meal)."""
+
+    admins_per_day: int = Field(ge=1)
+    when: str | None = None
+
+
+class LabelledStartParams(_Strict):
+    """A new start as the label's schedule: one order with sequenced instructions, each
+    step [from_day, dose per administration, administrations a day], stopping at the
+    ordered daily dose; ``per_kg`` rows scale the dose by the body weight."""
+
+    steps: list[tuple[float, float, int]] = Field(min_length=1)
+    when: str | None = None
 
 
 class TitrationStepParams(_Strict):
@@ -67,9 +108,20 @@ class TitrationStepParams(_Strict):
 
 
 class TaperParams(_Strict):
-    step_per_admin: float
-    interval_days: float
-    floor_per_admin: float
+    """A linear taper (``step_per_admin`` down to ``floor_per_admin``, then one
+    administration a day fewer), or with ``rungs`` a ladder: every administration one rung
+    down, then one administration fewer, then ``low_step`` down to ``low_floor`` (then
+    every other day) while the taper is shorter than ``min_days``."""
+
+    step_per_admin: float = 0
+    interval_days: float = Field(gt=0)
+    floor_per_admin: float = 0
+    rungs: list[float] = Field(default_factory=list)
+    family_rungs: dict[str, list[float]] = Field(default_factory=dict)
+    liquid_fractions: list[float] = Field(default_factory=list)
+    low_step: float | None = None
+    low_floor: float | None = None
+    min_days: float = 0
 
 
 class NoParams(_Strict):
@@ -79,7 +131,12 @@ class NoParams(_Strict):
 class DispensingDef(_Strict):
     """A pack's dispensing policy (``tables.dispensing``): what a suggested dose may be."""
 
-    rounding: float = Field(gt=0)  # suggested amounts are multiples of this (route unit)
+    # suggested amounts are multiples of this (route unit); None: the amounts the products
+    # of the ordered family and kind can give (units x strength, liquids by the mL step)
+    rounding: float | None = Field(default=None, gt=0)
+    switch_within: Literal["form", "family"] = "form"  # which products a switch may name
+    scored_halves_only: bool = False  # a fraction of a unit only for a scored product
+    prefer: Literal["largest_strength", "fewest_units"] = "largest_strength"
     unit_fractions: list[float] = Field(min_length=1)  # [1, 0.5]: whole or half units
     liquid_step_ml: float = Field(gt=0)
     max_units: float | None = None  # units of presentation per administration
@@ -88,6 +145,9 @@ class DispensingDef(_Strict):
 SUGGESTION_PARAMS: dict[str, type[_Strict]] = {
     "dose_limit": DoseLimitParams,
     "titration_step": TitrationStepParams,
+    "titration_rate": TitrationRateParams,
+    "schedule": ScheduleParams,
+    "labelled_start": LabelledStartParams,
     "taper": TaperParams,
     "remove_draft": NoParams,
     "none": NoParams,
@@ -127,6 +187,9 @@ class RuleDef(_Strict):
     # The rule stays silent when this other pack runs in the same service: it owns the
     # card for the pair (baclofen with gabapentin: one card, the baclofen pack's).
     unless_pack: str | None = None
+    # A reason, not a card of its own, when the order already has a card of this category
+    # at least as severe: it joins the most severe one (Beers "CNS-active burden")
+    join_worst: bool = False
 
 
 class FamilyDef(_Strict):

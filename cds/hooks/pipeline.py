@@ -44,6 +44,7 @@ from cds.suggestions import (
     taper_resource,
 )
 from cds.suggestions.dose import DOSE_KINDS
+from cds.suggestions.start import describe_start, labelled_start
 
 __all__ = ["Evaluation", "apply_action", "evaluate", "run_rules"]
 
@@ -91,6 +92,9 @@ def dispenser_for(pack: CompiledPack) -> Dispenser:
             unit_fractions=tuple(d.unit_fractions),
             liquid_step_ml=d.liquid_step_ml,
             max_units=d.max_units,
+            switch_within=d.switch_within,
+            scored_halves_only=d.scored_halves_only,
+            prefer=d.prefer,
         )
         if d is not None
         else DispensingPolicy()
@@ -165,6 +169,27 @@ def _apply_offers(
     return kept
 
 
+def join_worst(findings: list[Finding]) -> list[Finding]:
+    """A ``join_worst`` finding is a reason in the order's most severe card of its category
+    when that card is at least as severe; otherwise it is a card of its own."""
+    out = []
+    for f in findings:
+        if f.join_worst:
+            peers = [
+                g
+                for g in findings
+                if not g.join_worst
+                and g.order_id == f.order_id
+                and g.category == f.category
+                and g.rank >= f.rank
+            ]
+            if peers:
+                top = max(peers, key=lambda g: (g.rank, -g.order))
+                f = replace(f, group=top.group)
+        out.append(f)
+    return out
+
+
 class _Planner:
     """Plans, re-checks and repairs the suggestions of one pack's cards for one call."""
 
@@ -196,6 +221,11 @@ class _Planner:
             for f in self.by_order.get(order.order_id, [])
             if f.category in DOSE_CATEGORIES and f.suggestion and f.suggestion.kind in DOSE_KINDS
         ]
+        start = next(
+            (f for f in fs if f.suggestion and f.suggestion.kind == "labelled_start"), None
+        )
+        if start is not None and base_daily is None:
+            return self.start(order, start, fs)
         plan = dose_plan(
             order,
             self.facts.patient,
@@ -223,6 +253,38 @@ class _Planner:
             meta={"base_daily": base_daily},
         )
 
+    def start(self, order: OrderFacts, spec: Finding, fs: list[Finding]) -> Suggestion | None:
+        """A new start as the label's schedule, within any limit another fired rule sets."""
+        others = [f for f in fs if f.suggestion and f.suggestion.kind == "dose_limit"]
+        cap = None
+        if others:
+            limit = dose_plan(
+                order,
+                self.facts.patient,
+                others,
+                dispenser=self.dispenser,
+                now=self.now,
+                limits_only=True,
+            )
+            cap = limit.daily if limit is not None else None
+        planned = labelled_start(order, spec, dispenser=self.dispenser, now=self.now, cap_daily=cap)
+        if planned is None or order.resource is None:
+            return None
+        steps, dispensed, when = planned
+        resource = taper_resource(order, steps, None, dispensed, when=when)
+        if resource is None:
+            return None
+        label = "Start as labelled: " + describe_start(steps) + product_note(dispensed)
+        return Suggestion(
+            label=label,
+            actions=({"type": "update", "description": label, "resource": resource},),
+            recommended=True,
+            kind="dose",
+            rule_ids=tuple(f.rule_id for f in fs),
+            categories=tuple(sorted({f.category for f in fs})),
+            meta={"base_daily": None},
+        )
+
     def taper(
         self, order: OrderFacts, fs: list[Finding], first: DosePlan | None = None
     ) -> Suggestion | None:
@@ -237,7 +299,11 @@ class _Planner:
         if target is not None:
             amounts.append(target.per_admin)
         dispensed = self.dispenser.choose(
-            product=order.product, strength=order.strength, route_unit="mg", amounts=amounts
+            product=order.product,
+            strength=order.strength,
+            route_unit="mg",
+            amounts=amounts,
+            family=order.family,
         )
         if dispensed is None:
             return None
@@ -448,6 +514,8 @@ def evaluate(
             findings = [f for f in findings if f.unless_pack not in loaded]
         if any(f.unless_offered for f in findings):
             findings = _apply_offers(inp, pack, now, facts, findings)
+        if any(f.join_worst for f in findings):
+            findings = join_worst(findings)
         by_pack[pack.id] = facts
         timings["engine"] = timings.get("engine", 0) + _ms(t0)
         check_budget("after the rules engine")

@@ -9,6 +9,7 @@ over the ordered administrations (fewer when that rounds to nothing), and made d
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from cds.clinical.facts import OrderFacts, PatientFacts
@@ -16,7 +17,7 @@ from cds.engine.findings import Finding
 from cds.suggestions.dispense import Dispenser
 from cds.suggestions.model import EPS, DosePlan
 
-DOSE_KINDS = ("dose_limit", "titration_step")
+DOSE_KINDS = ("dose_limit", "titration_step", "titration_rate", "schedule", "labelled_start")
 
 
 def ordered_admins(order: OrderFacts) -> int | None:
@@ -43,7 +44,13 @@ def dose_plan(
     ``limits_only`` keeps the limits and ignores the fractions (the highest dose a taper or
     "continue" may start at: it is lowering the dose anyway).
     """
-    specs = [f for f in findings if f.suggestion and f.suggestion.kind in DOSE_KINDS]
+    specs = [
+        f
+        for f in findings
+        if f.suggestion
+        and f.suggestion.kind in DOSE_KINDS
+        and f.suggestion.kind != "labelled_start"
+    ]
     if not specs or order.route != "oral" or not order.dose_computable:
         return None
     admins = ordered_admins(order)
@@ -58,13 +65,45 @@ def dose_plan(
     start: datetime | None = None
     forced_admins: int | None = None
     start_plan: tuple[float, int, float] | None = None
+    admins_cap: int | None = None
+    min_per_admin = 0.0
+    when: str | None = None
+    rate: dict | None = None
     for f in specs:
         assert f.suggestion is not None
         p = f.suggestion.params
+        if f.suggestion.kind == "schedule":
+            # the same daily dose at another number of administrations
+            forced_admins = int(p["admins_per_day"])
+            when = p.get("when") or when
+            daily_caps.append(own_daily)
+            continue
+        if f.suggestion.kind == "titration_rate":
+            if order.new_start or not order.regimen_admin_per_day:
+                continue
+            rate = p
+            if p.get("one_step"):
+                current_per_admin = (order.current_daily or 0.0) / order.regimen_admin_per_day
+                step = p["step_per_admin"]
+                daily_caps.append((current_per_admin + step) * order.regimen_admin_per_day - others)
+            else:
+                daily_caps.append(own_daily)  # the ordered dose is kept; its start moves
+            continue
         if f.suggestion.kind == "dose_limit":
+            if p.get("admins_fixed") is not None:
+                forced_admins = int(p["admins_fixed"])
+            if p.get("admins_per_day") is not None:
+                cap = int(p["admins_per_day"])
+                admins_cap = cap if admins_cap is None else min(admins_cap, cap)
+            min_per_admin = max(min_per_admin, float(p.get("min_per_admin") or 0.0))
             limit = p.get("daily_max")
             if order.new_start and p.get("daily_max_new_start") is not None:
                 limit = p["daily_max_new_start"]
+            if p.get("daily_max_field") is not None:
+                value = f.fact.get(p["daily_max_field"])
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    continue
+                limit = float(value)
             if p.get("daily_max_per_kg") is not None:
                 if patient.weight_kg is None:
                     continue
@@ -105,27 +144,63 @@ def dose_plan(
         forced_admins = start_plan[1]
         single_caps.append(start_plan[2])
     n = forced_admins or admins
-    per_admin = dispenser.round_down(target / n)
-    if single_caps:
-        per_admin = min(per_admin, dispenser.round_down(min(single_caps)))
+    if admins_cap is not None and forced_admins is None:
+        n = min(n, admins_cap)
+
+    def floor(x: float) -> float:
+        return dispenser.floor_amount(
+            x, product=order.product, strength=order.strength, family=order.family
+        )
+
+    def per_admin_for(k: int) -> float:
+        value = floor(target / k)
+        if single_caps:
+            value = min(value, floor(min(single_caps)))
+        return value
+
+    per_admin = per_admin_for(n)
+    # never below the pack's smallest sensible dose: fewer administrations a day instead
+    while min_per_admin > EPS and per_admin < min_per_admin - EPS and n > 1:
+        n -= 1
+        per_admin = per_admin_for(n)
+    if min_per_admin > EPS and per_admin < min_per_admin - EPS:
+        return None
     if per_admin <= 0:
         step = dispenser.policy.rounding
+        if step is None:
+            return None
         n = int(dispenser.round_down(target) / step + EPS)
         per_admin = step
         if n <= 0:
             return None
-    if per_admin * n >= own_daily - EPS and n == admins and start is None:
+    if rate is not None and order.current_start is not None and order.current_daily is not None:
+        rise = per_admin * n + others - order.current_daily
+        if rise > EPS:
+            days = float(rate["interval_days"]) * math.ceil(
+                rise / float(rate["per_interval"]) - EPS
+            )
+            earliest = order.current_start + timedelta(days=days)
+            if earliest > now:
+                start = earliest if start is None else max(start, earliest)
+    if per_admin * n >= own_daily - EPS and n == admins and start is None and when is None:
         return None  # nothing lower to suggest, and no later start either
     if per_admin * n > own_daily + EPS:
         return None  # a fix never raises the order it corrects
     dispensed = None
     while per_admin > EPS:
         dispensed = dispenser.choose(
-            product=order.product, strength=order.strength, route_unit="mg", amounts=[per_admin]
+            product=order.product,
+            strength=order.strength,
+            route_unit="mg",
+            amounts=[per_admin],
+            family=order.family,
         )
         if dispensed is not None:
             break
-        per_admin = dispenser.round_down(per_admin - dispenser.policy.rounding)
+        step = dispenser.policy.rounding
+        per_admin = (
+            dispenser.round_down(per_admin - step) if step is not None else floor(per_admin - 1e-6)
+        )
     if dispensed is None or per_admin <= EPS:
         return None
     return DosePlan(
@@ -134,4 +209,5 @@ def dose_plan(
         start=start,
         reasons=tuple(f.rule_id for f in specs),
         dispensed=dispensed,
+        when=when,
     )

@@ -33,6 +33,7 @@ class DosePlan:
     start: datetime | None = None  # titration: when the new dose may begin
     reasons: tuple[str, ...] = ()
     dispensed: Dispensed | None = None
+    when: str | None = None  # timing.repeat.when (CV: with the evening meal)
 
     @property
     def daily(self) -> float:
@@ -42,7 +43,7 @@ class DosePlan:
 @dataclass(frozen=True)
 class TaperStep:
     per_admin: float
-    admin_per_day: int
+    admin_per_day: float  # 0.5: every other day
     start: datetime
     end: datetime | None  # None: the open-ended target
 

@@ -31,12 +31,15 @@ def _num(x: float) -> float | int:
     return int(r) if abs(r - round(r)) < EPS else r
 
 
-def freq_words(n: int, prn: bool = False) -> str:
-    base = FREQ_WORDS.get(n, f"{n} times daily")
+def freq_words(n: float, prn: bool = False) -> str:
+    if 0 < n < 1:
+        base = "every other day" if abs(n - 0.5) < EPS else f"every {_num(1 / n)} days"
+        return f"up to {base} as needed" if prn else base
+    base = FREQ_WORDS.get(int(n), f"{_num(n)} times daily")
     return f"up to {base} as needed" if prn else base
 
 
-def dose_words(per_admin: float, n: int, prn: bool = False, unit: str = "mg") -> str:
+def dose_words(per_admin: float, n: float, prn: bool = False, unit: str = "mg") -> str:
     """ "5 mg three times daily", "15 mg up to four times daily as needed"."""
     return f"{fmt_dose(per_admin)} {unit} {freq_words(n, prn)}"
 
@@ -71,9 +74,16 @@ def quantity(order: OrderFacts, mg: float, dispensed: Dispensed | None) -> dict[
 
 
 def _timing(
-    admins: int, start: datetime | None = None, end: datetime | None = None
+    admins: float,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    when: str | None = None,
 ) -> dict[str, Any]:
-    repeat: dict[str, Any] = {"frequency": admins, "period": 1, "periodUnit": "d"}
+    repeat: dict[str, Any] = {"frequency": _num(admins), "period": 1, "periodUnit": "d"}
+    if 0 < admins < 1:  # every other day
+        repeat.update(frequency=1, period=_num(1 / admins))
+    if when:
+        repeat["when"] = [when]
     if start is not None:
         bounds = {"start": start.date().isoformat()}
         if end is not None:
@@ -129,10 +139,15 @@ def dose_resource(order: OrderFacts, plan: DosePlan) -> dict[str, Any] | None:
     inst["doseAndRate"] = [{"doseQuantity": qty}]
     raw_timing = inst.get("timing")
     timing: dict[str, Any] = raw_timing if isinstance(raw_timing, dict) else {}
-    if plan.admin_per_day != _admins(order) or plan.start is not None or "code" in timing:
+    if (
+        plan.admin_per_day != _admins(order)
+        or plan.start is not None
+        or plan.when is not None
+        or "code" in timing
+    ):
         raw_repeat = timing.get("repeat")
         repeat: dict[str, Any] = raw_repeat if isinstance(raw_repeat, dict) else {}
-        inst["timing"] = _timing(plan.admin_per_day, plan.start)
+        inst["timing"] = _timing(plan.admin_per_day, plan.start, when=plan.when)
         if plan.start is None and isinstance(repeat.get("boundsPeriod"), dict):
             inst["timing"]["repeat"]["boundsPeriod"] = copy.deepcopy(repeat["boundsPeriod"])
     if "maxDosePerPeriod" in inst:  # a PRN maximum must not outlive the corrected dose
@@ -161,6 +176,7 @@ def taper_resource(
     steps: list[TaperStep],
     target: DosePlan | None,
     dispensed: Dispensed | None,
+    when: str | None = None,
 ) -> dict[str, Any] | None:
     """One MedicationRequest with sequenced dosage instructions (the taper)."""
     if not order.resource or not steps:
@@ -184,7 +200,7 @@ def taper_resource(
                 if s.end
                 else dose_words(p, n)
             )
-            inst["timing"] = _timing(n, s.start, s.end)
+            inst["timing"] = _timing(n, s.start, s.end, when=when)
         inst["doseAndRate"] = [{"doseQuantity": quantity(order, p, dispensed)}]
         instructions.append(inst)
     new["dosageInstruction"] = instructions

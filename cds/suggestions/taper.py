@@ -64,6 +64,49 @@ def taper_steps(
     return out
 
 
+def ladder_plan(
+    *,
+    per_admin: float,
+    admins: int,
+    rungs: list[float],
+    low_step: float | None,
+    low_floor: float | None,
+    interval_days: float,
+    min_days: float,
+    extend_last: bool,
+) -> list[tuple[float, float, float]]:
+    """(dose, administrations a day, days) of a ladder taper: every administration one rung
+    down (a dose between rungs to the rung below), then one administration a day fewer,
+    then, while the taper is shorter than ``min_days``, ``low_step`` lower down to
+    ``low_floor`` and then every other day (``extend_last``: the last step lasts instead)."""
+    plan: list[tuple[float, float, float]] = []
+    p, n = per_admin, float(admins)
+    ladder = sorted(rungs, reverse=True)
+    while ladder and p > ladder[-1] + EPS:
+        p = next(r for r in ladder if r < p - EPS)
+        plan.append((p, n, interval_days))
+    while n > 1:
+        n -= 1
+        plan.append((p, n, interval_days))
+    run = sum(d for _, _, d in plan)
+    if run >= min_days - EPS:
+        return plan
+    if extend_last or low_step is None or low_floor is None:
+        if plan:
+            q, k, d = plan[-1]
+            plan[-1] = (q, k, d + (min_days - run))
+        else:
+            plan.append((p, n, min_days))
+        return plan
+    while run < min_days - EPS and p - low_step >= low_floor - EPS:
+        p -= low_step
+        plan.append((p, 1.0, interval_days))
+        run += interval_days
+    if run < min_days - EPS:
+        plan.append((p, 0.5, min_days - run))
+    return plan
+
+
 def taper_for(
     order: OrderFacts,
     finding: Finding,
@@ -82,7 +125,9 @@ def taper_for(
     if daily is not None and per_admin * admins > daily + EPS:
         # doses that differ between administrations (20 mg mornings, 10 mg nights): the
         # taper starts from the even split of what is taken, never from the largest dose
-        per_admin = rounding_down(daily / admins, float(p["step_per_admin"]))
+        per_admin = rounding_down(
+            daily / admins, float(p["step_per_admin"] or p.get("low_step") or 1.0)
+        )
         if per_admin <= EPS:
             return None
     target: DosePlan | None = None
@@ -95,19 +140,68 @@ def taper_for(
         target = DosePlan(per_admin=step0.single_max, admin_per_day=t_admins)
         target_daily = target.daily
     start = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo)
-    steps = taper_steps(
-        per_admin=float(per_admin),
-        admins=int(round(admins)),
-        target_daily=target_daily,
-        step=float(p["step_per_admin"]),
-        floor=float(p["floor_per_admin"]),
-        interval_days=float(p["interval_days"]),
-        start=start,
-        first=(first.per_admin, first.admin_per_day) if first is not None else None,
-    )
+    if p.get("rungs") or p.get("family_rungs") or p.get("liquid_fractions"):
+        steps = _ladder(order, p, per_admin, admins, target, target_daily, start, first)
+    else:
+        steps = taper_steps(
+            per_admin=float(per_admin),
+            admins=int(round(admins)),
+            target_daily=target_daily,
+            step=float(p["step_per_admin"]),
+            floor=float(p["floor_per_admin"]),
+            interval_days=float(p["interval_days"]),
+            start=start,
+            first=(first.per_admin, first.admin_per_day) if first is not None else None,
+        )
     if not [s for s in steps if s.end is not None]:
         return None  # nothing between now and the target: no taper to offer
     return steps, target
+
+
+def _ladder(
+    order: OrderFacts,
+    p: dict,
+    per_admin: float,
+    admins: float,
+    target: DosePlan | None,
+    target_daily: float,
+    start: datetime,
+    first: DosePlan | None,
+) -> list[TaperStep]:
+    rungs = list(p.get("family_rungs", {}).get(order.family or "", p.get("rungs") or []))
+    liquid = order.strength is not None and getattr(order.strength, "per", None) == "mL"
+    extend = bool(order.family in p.get("family_rungs", {}))
+    if liquid and p.get("liquid_fractions") and order.strength_per_ml:
+        step_mg = 0.5 * order.strength_per_ml  # 0.5 mL
+        rungs = [rounding_down(f * per_admin, step_mg) for f in p["liquid_fractions"]]
+        rungs = [r for r in rungs if r > EPS]
+        extend = True
+    p0, n0 = (first.per_admin, first.admin_per_day) if first is not None else (per_admin, admins)
+    plan = ladder_plan(
+        per_admin=float(p0),
+        admins=int(round(n0)),
+        rungs=rungs,
+        low_step=p.get("low_step"),
+        low_floor=p.get("low_floor"),
+        interval_days=float(p["interval_days"]),
+        min_days=float(p.get("min_days") or 0),
+        extend_last=extend,
+    )
+    if first is not None:
+        plan.insert(
+            0, (float(first.per_admin), float(first.admin_per_day), float(p["interval_days"]))
+        )
+    out: list[TaperStep] = []
+    day = start
+    for dose, n, days in plan:
+        if target_daily > EPS and dose * n <= target_daily + EPS:
+            break
+        span = timedelta(days=days)
+        out.append(TaperStep(dose, n, day, day + span - timedelta(days=1)))
+        day += span
+    if target_daily > EPS:
+        out.append(TaperStep(-1.0, -1, day, None))
+    return out
 
 
 def describe_taper(steps: list[TaperStep], target: DosePlan | None, unit: str = "mg") -> str:
