@@ -452,6 +452,9 @@ def parse_dosage(
         out.supplement_single_max = max(singles) if singles else None
         per_day = sum(i.admins or 0.0 for i in supplements)
         out.supplement_per_week = per_day * 7 if per_day else None
+    if not instructions and supplements:
+        # only doses after dialysis sessions: no maintenance dose (0 mg/day between them)
+        instructions.append(_Instruction(sequence=None, prn=False, daily=0.0, admins=0.0))
     if not instructions:
         out.problem = "no dosage instruction"
         return out

@@ -46,6 +46,7 @@ class Comedication:
     name: str
     valuesets: tuple[str, ...]
     count: bool = False
+    drafts_only: bool = False
 
 
 @dataclass(frozen=True)

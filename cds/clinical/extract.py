@@ -286,7 +286,11 @@ def extract_facts(
         [r for r in before if not in_regimen(r)], [d for d in drafts if not in_regimen(d)]
     )
     for comed in drug.comedications:
-        members = [r for r in others if comed.name in r.comedications]
+        members = [
+            r
+            for r in others
+            if comed.name in r.comedications and (r.is_draft or not comed.drafts_only)
+        ]
         if comed.count:
             patient.flags[comed.name] = float(len({r.name.strip().lower() for r in members}))
         else:

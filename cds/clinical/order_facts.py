@@ -185,7 +185,9 @@ def build_order_facts(
         current, cur_complete = daily_at(current_records, now)
         complete = complete and cur_complete
         o.current_daily = current
-        starts = [r.start or r.authored for r in current_records]
+        # T0: when the dose now taken began (a titration schedule written as one order
+        # began its current step on that step's date)
+        starts = [_step_at(r, now).start or r.start or r.authored for r in current_records]
         o.current_start = max((s for s in starts if s is not None), default=None)
     o.regimen_complete = complete
 

@@ -96,7 +96,12 @@ def build_drug(pack: PackDef, folder: Path) -> tuple[DrugSpec, str]:
         if not sets:
             raise PackError("give valueset or valuesets", file=main, field=f"comedications.{name}")
         comeds.append(
-            Comedication(name, tuple(vs(v, f"comedications.{name}") for v in sets), count=c.count)
+            Comedication(
+                name,
+                tuple(vs(v, f"comedications.{name}") for v in sets),
+                count=c.count,
+                drafts_only=c.drafts_only,
+            )
         )
     procedures = tuple(
         ProcedureFlag(name, vs(p.valueset, f"procedures.{name}.valueset"), p.lookback_days)

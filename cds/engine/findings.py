@@ -36,6 +36,7 @@ class Finding:
     unless_offered: str | None = None  # see RuleDef.unless_offered
     unless_pack: str | None = None  # see RuleDef.unless_pack
     join_worst: bool = False  # see RuleDef.join_worst
+    never_alone: bool = False  # see RuleDef.never_alone
 
     @property
     def rank(self) -> int:

@@ -190,6 +190,7 @@ class CompiledRule:
     unless_pack: str | None
     tree: Any = field(compare=False, repr=False)
     join_worst: bool = False
+    never_alone: bool = False
 
 
 @dataclass
@@ -277,6 +278,7 @@ class CompiledPack:
             unless_offered=rule.unless_offered,
             unless_pack=rule.unless_pack,
             join_worst=rule.join_worst,
+            never_alone=rule.never_alone,
         )
 
     def rules_resting_on_policy_only(self) -> list[str]:
@@ -610,6 +612,7 @@ def _compile_rule(
         unless_pack=rdef.unless_pack,
         tree=tree,
         join_worst=rdef.join_worst,
+        never_alone=rdef.never_alone,
     )
 
 

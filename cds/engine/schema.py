@@ -190,6 +190,7 @@ class RuleDef(_Strict):
     # A reason, not a card of its own, when the order already has a card of this category
     # at least as severe: it joins the most severe one (Beers "CNS-active burden")
     join_worst: bool = False
+    never_alone: bool = False  # with join_worst: dropped when there is no card to join
 
 
 class FamilyDef(_Strict):
@@ -277,6 +278,7 @@ class ComedicationDef(_Strict):
     valueset: str | None = None
     valuesets: list[str] = Field(default_factory=list)
     count: bool = False
+    drafts_only: bool = False  # only the drafts of this request count
 
 
 class ObservationDef(_Strict):

@@ -103,14 +103,39 @@ def dispenser_for(pack: CompiledPack) -> Dispenser:
 
 
 def run_rules(
-    inp: HookInput, pack: CompiledPack, now: datetime, *, offers: bool = True
+    inp: HookInput,
+    pack: CompiledPack,
+    now: datetime,
+    *,
+    offers: bool = True,
+    loaded: frozenset[str] = frozenset(),
 ) -> tuple[ClinicalFacts, list[Finding]]:
-    """Facts and findings of one pack, with the rules' "as offered" exceptions applied."""
+    """Facts and findings of one pack as the cards see them: the rules' "as offered"
+    exceptions, the pairs another loaded pack owns and the joined reasons applied."""
     facts = extract_facts(inp, now=now, params=pack.clinical, drug=pack.drug)
     findings = pack.evaluate(facts)
+    return facts, settle(inp, pack, now, facts, findings, offers=offers, loaded=loaded)
+
+
+def settle(
+    inp: HookInput,
+    pack: CompiledPack,
+    now: datetime,
+    facts: ClinicalFacts,
+    findings: list[Finding],
+    *,
+    offers: bool = True,
+    loaded: frozenset[str] = frozenset(),
+) -> list[Finding]:
+    """What the engine's findings become before the cards: one place, so the re-check of a
+    suggestion sees exactly what a call would show."""
+    if any(f.unless_pack in loaded for f in findings):
+        findings = [f for f in findings if f.unless_pack not in loaded]
     if offers and any(f.unless_offered for f in findings):
         findings = _apply_offers(inp, pack, now, facts, findings)
-    return facts, findings
+    if any(f.join_worst for f in findings):
+        findings = join_worst(findings)
+    return findings
 
 
 def _prior_trial(inp: HookInput, order: OrderFacts) -> HookInput | None:
@@ -186,6 +211,8 @@ def join_worst(findings: list[Finding]) -> list[Finding]:
             if peers:
                 top = max(peers, key=lambda g: (g.rank, -g.order))
                 f = replace(f, group=top.group)
+            elif f.never_alone:
+                continue
         out.append(f)
     return out
 
@@ -201,8 +228,10 @@ class _Planner:
         facts: ClinicalFacts,
         findings: list[Finding],
         recheck: bool,
+        loaded: frozenset[str] = frozenset(),
     ) -> None:
         self.inp, self.pack, self.now, self.facts = inp, pack, now, facts
+        self.loaded = loaded
         self.findings, self.recheck = findings, recheck
         self.orders = {o.order_id: o for o in facts.orders}
         self.by_order: dict[str, list[Finding]] = {}
@@ -221,8 +250,15 @@ class _Planner:
             for f in self.by_order.get(order.order_id, [])
             if f.category in DOSE_CATEGORIES and f.suggestion and f.suggestion.kind in DOSE_KINDS
         ]
-        start = next(
-            (f for f in fs if f.suggestion and f.suggestion.kind == "labelled_start"), None
+        starts = [f for f in fs if f.suggestion and f.suggestion.kind == "labelled_start"]
+        # the lowest first day any fired rule allows (a Fleet start beats the epilepsy one)
+        start = min(
+            starts,
+            key=lambda f: (
+                float(f.suggestion.params["steps"][0][1])  # type: ignore[union-attr]
+                * float(f.suggestion.params["steps"][0][2])
+            ),  # type: ignore[union-attr]
+            default=None,
         )
         if start is not None and base_daily is None:
             return self.start(order, start, fs)
@@ -384,7 +420,7 @@ class _Planner:
 
     def _trial(self, s: Suggestion) -> tuple[ClinicalFacts, list[Finding]]:
         check_budget("before a suggestion re-check")
-        return run_rules(accepted(self.inp, s), self.pack, self.now)
+        return run_rules(accepted(self.inp, s), self.pack, self.now, loaded=self.loaded)
 
     def checked(self, s: Suggestion, order: OrderFacts) -> tuple[Suggestion | None, str | None]:
         """``s``, a repaired replacement, or None and why (cached per suggestion object: a
@@ -502,25 +538,19 @@ def evaluate(
     dropped: list[str] = []
     facts: ClinicalFacts | None = None
     by_pack: dict[str, ClinicalFacts] = {}
-    loaded = {p.id for p in packs}
+    loaded = frozenset(p.id for p in packs)
     for pack in packs:
         t0 = time.perf_counter()
         facts = extract_facts(inp, now=now, params=pack.clinical, drug=pack.drug)
         timings["facts"] = timings.get("facts", 0) + _ms(t0)
         check_budget("after the clinical facts")
         t0 = time.perf_counter()
-        findings = pack.evaluate(facts)
-        if any(f.unless_pack in loaded for f in findings):
-            findings = [f for f in findings if f.unless_pack not in loaded]
-        if any(f.unless_offered for f in findings):
-            findings = _apply_offers(inp, pack, now, facts, findings)
-        if any(f.join_worst for f in findings):
-            findings = join_worst(findings)
+        findings = settle(inp, pack, now, facts, pack.evaluate(facts), loaded=loaded)
         by_pack[pack.id] = facts
         timings["engine"] = timings.get("engine", 0) + _ms(t0)
         check_budget("after the rules engine")
         t0 = time.perf_counter()
-        planner = _Planner(inp, pack, now, facts, findings, recheck)
+        planner = _Planner(inp, pack, now, facts, findings, recheck, loaded)
         for (order_id, category, _group), fs in group_findings(findings).items():
             order = planner.orders.get(order_id)
             suggestions, notes = planner.offered(order, category, fs)

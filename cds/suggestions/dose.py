@@ -109,6 +109,11 @@ def dose_plan(
                     continue
                 limit = p["daily_max_per_kg"] * patient.weight_kg
             if limit is None:
+                if p.get("single_max") is None:
+                    continue
+                # a single-dose cap alone: the same schedule, each dose at most the cap
+                single_caps.append(float(p["single_max"]))
+                daily_caps.append(own_daily)
                 continue
             allowed = float(limit)
             if p.get("fraction_of_ordered") is not None and not limits_only:

@@ -301,4 +301,6 @@ def test_current_step_of_an_active_taper() -> None:
     )
     o = facts_for([med_request("d", dosage(10, freq=4))], [taper]).orders[0]
     assert o.current_daily == 40  # step 2 is in effect now
-    assert o.current_start is not None and o.current_start.day == 14
+    # T0 is when the dose now taken began: step 2's start, not the order's first day (a
+    # titration written as one order reached its current dose on that step's date)
+    assert o.current_start is not None and o.current_start.day == 17
