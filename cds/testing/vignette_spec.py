@@ -147,6 +147,7 @@ class SuggestionExpect(_Strict):
 class CardExpect(_Strict):
     category: str
     indicator: Literal["info", "warning", "critical"]
+    pack: str | None = None  # the pack that produced the card (several packs running)
     order: str | None = None  # the order (or statement) id the card is about
     rules_include: list[str] = Field(default_factory=list)
     rules_exclude: list[str] = Field(default_factory=list)
@@ -173,6 +174,7 @@ class VignetteSpec(_Strict):
     hook: Literal["order-select", "order-sign", "patient-view"] = "order-sign"
     now: datetime | None = None
     profile: str = "US"
+    packs: list[str] | None = None  # the packs the service runs (default: the vignette's own)
     xfail: str | None = None
     request_file: str | None = None
     patient: PatientSpec = Field(default_factory=PatientSpec)

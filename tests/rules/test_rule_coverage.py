@@ -1,4 +1,4 @@
-"""Every rule of the baclofen pack is pinned down by vignettes from both sides.
+"""Every rule of every pack is pinned down by vignettes from both sides.
 
 For every rule id the pack compiles to (``for_each`` rules expanded to ``<id>.<row id>``;
 profile-specific rules in their own profile: a vignette sets ``profile: UK`` for the UK
@@ -26,10 +26,9 @@ from cds.cards import card_extension
 from cds.engine.pack import compile_pack
 from cds.testing.vignettes import Vignette
 from tests.conftest import REPO
-from tests.rules.test_vignettes import VIGNETTES, result_of
+from tests.rules.test_vignettes import BY_PACK, PACKS, result_of
 
 PROFILES = ("US", "UK")
-PACK = REPO / "rules" / "baclofen"
 
 
 @dataclass(frozen=True)
@@ -39,20 +38,30 @@ class Run:
     fired: frozenset[str]
 
 
+@pytest.fixture(scope="module", params=PACKS)
+def pack(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def categories() -> dict[str, dict[str, str]]:
+def categories(pack) -> dict[str, dict[str, str]]:
     """profile -> rule id -> category, as compiled."""
     out = {}
     for profile in PROFILES:
-        pack = compile_pack(PACK, profile)
-        out[profile] = {rid: rule.category for rid, rule in pack.rules.items()}
+        compiled = compile_pack(REPO / "rules" / pack, profile)
+        out[profile] = {rid: rule.category for rid, rule in compiled.rules.items()}
     return out
 
 
 @pytest.fixture(scope="module")
-def runs() -> list[Run]:
+def vignettes(pack) -> list[Vignette]:
+    return BY_PACK[pack]
+
+
+@pytest.fixture(scope="module")
+def runs(vignettes) -> list[Run]:
     out = []
-    for v in VIGNETTES:
+    for v in vignettes:
         result = result_of(v)
         fired: set[str] = set()
         if result.status == 200 and isinstance(result.response, dict):
@@ -123,16 +132,16 @@ def test_every_rule_is_silent_in_a_close_vignette(categories, runs) -> None:
     )
 
 
-def test_covers_name_rules_of_the_vignettes_profile(categories) -> None:
+def test_covers_name_rules_of_the_vignettes_profile(categories, vignettes) -> None:
     bad = [
         f"{v.id}: {rid} is not a {v.profile} rule"
-        for v in VIGNETTES
+        for v in vignettes
         for rid in v.covers
         if rid not in categories[v.profile]
     ]
     bad += [
         f"{v.id}: rules_include/rules_exclude {rid} is not a {v.profile} rule"
-        for v in VIGNETTES
+        for v in vignettes
         for c in _expected_cards(v)
         for rid in [*c.get("rules_include", []), *c.get("rules_exclude", [])]
         if rid not in categories[v.profile]
@@ -140,10 +149,10 @@ def test_covers_name_rules_of_the_vignettes_profile(categories) -> None:
     assert not bad, "\n".join(bad)
 
 
-def test_covered_rules_have_an_expectation(categories) -> None:
+def test_covered_rules_have_an_expectation(categories, vignettes) -> None:
     """A rule a vignette ``covers`` is either expected to fire or expected to stay silent."""
     vague = []
-    for v in VIGNETTES:
+    for v in vignettes:
         for rid in v.covers:
             category = categories[v.profile].get(rid)
             if category is None:
@@ -153,9 +162,9 @@ def test_covered_rules_have_an_expectation(categories) -> None:
     assert not vague, "covered but neither expected nor excluded:\n  " + "\n  ".join(vague)
 
 
-def test_new_vignettes_say_what_they_cover() -> None:
+def test_new_vignettes_say_what_they_cover(vignettes) -> None:
     """Vignettes beyond part D and the shared examples name the rules they exercise."""
     missing = [
-        v.id for v in VIGNETTES if v.part_d is None and not v.id.startswith("ex-") and not v.covers
+        v.id for v in vignettes if v.part_d is None and not v.id.startswith("ex-") and not v.covers
     ]
     assert not missing, "vignettes without covers: " + ", ".join(missing)

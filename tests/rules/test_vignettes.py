@@ -13,20 +13,28 @@ import pytest
 from cds.testing.vignettes import Vignette, VignetteResult, load_vignettes, run_vignette
 from tests.conftest import REPO
 
-VIGNETTES = load_vignettes(REPO / "rules" / "baclofen" / "vignettes")
-_RESULTS: dict[str, VignetteResult] = {}
+# every pack shipped in rules/ (a pack added to the folder is tested without editing this)
+PACKS = sorted(p.parent.name for p in (REPO / "rules").glob("*/pack.yaml"))
+BY_PACK = {pack: load_vignettes(REPO / "rules" / pack / "vignettes") for pack in PACKS}
+VIGNETTES = [v for pack in PACKS for v in BY_PACK[pack]]
+PACK_OF = {id(v): pack for pack in PACKS for v in BY_PACK[pack]}
+# the worked examples of each policy's part D (shared/clinical/<drug>.md)
+PART_D = {"baclofen": 15, "gabapentin": 21}
+_RESULTS: dict[tuple[str, str], VignetteResult] = {}
 
 
 def result_of(vignette: Vignette) -> VignetteResult:
     """The vignette's run, once per session (tests/rules/test_rule_coverage.py reuses it)."""
-    if vignette.id not in _RESULTS:
-        _RESULTS[vignette.id] = run_vignette(vignette, REPO / "rules", "baclofen")
-    return _RESULTS[vignette.id]
+    pack = PACK_OF[id(vignette)]
+    key = (pack, vignette.id)
+    if key not in _RESULTS:
+        _RESULTS[key] = run_vignette(vignette, REPO / "rules", pack)
+    return _RESULTS[key]
 
 
 def _param(v: Vignette) -> object:
     marks = [pytest.mark.xfail(strict=True, reason=v.xfail)] if v.xfail else []
-    return pytest.param(v, id=v.id, marks=marks)
+    return pytest.param(v, id=f"{PACK_OF[id(v)]}/{v.id}", marks=marks)
 
 
 @pytest.mark.parametrize("vignette", [_param(v) for v in VIGNETTES])
@@ -36,14 +44,16 @@ def test_vignette(vignette) -> None:
 
 
 def test_vignette_ids_are_file_names() -> None:
-    for v in VIGNETTES:
-        assert v.id == v.path.stem, v.path.name
-    assert len({v.id for v in VIGNETTES}) == len(VIGNETTES)
+    for pack in PACKS:
+        for v in BY_PACK[pack]:
+            assert v.id == v.path.stem, v.path.name
+        assert len({v.id for v in BY_PACK[pack]}) == len(BY_PACK[pack])
 
 
-def test_part_d_is_covered() -> None:
-    covered = {v.part_d for v in VIGNETTES if v.part_d}
-    assert covered == set(range(1, 16))
+@pytest.mark.parametrize("pack", PACKS)
+def test_part_d_is_covered(pack) -> None:
+    covered = {v.part_d for v in BY_PACK[pack] if v.part_d}
+    assert covered == set(range(1, PART_D[pack] + 1))
 
 
 def test_every_shared_example_has_a_vignette() -> None:
