@@ -389,9 +389,10 @@ class ClinicalFacts:
         drafts = [o.order_id for o in self.orders if o.is_draft]
         for d in self.issues:
             fact = {"kind": "data_issue", **base, **engine_fields(d)}
-            if d.issue in PATIENT_LEVEL_ISSUES and not d.order_id and drafts:
+            if d.issue in PATIENT_LEVEL_ISSUES and not d.order_id:
                 # a patient's measure concerns every order being checked: one card per order
-                # and category (Conventions), merged with that order's other data problems
+                # and category (Conventions), merged with that order's other data problems;
+                # with no draft of the pack's drug it concerns none of this pack's checks
                 out.extend({**fact, "order_id": oid} for oid in drafts)
             else:
                 out.append(fact)
