@@ -187,7 +187,12 @@ def build_order_facts(
         o.current_daily = current
         # T0: when the dose now taken began (a titration schedule written as one order
         # began its current step on that step's date)
-        starts = [_step_at(r, now).start or r.start or r.authored for r in current_records]
+        starts = [
+            (_step_at(r, now).start if r.dose is not None and r.dose.steps else None)
+            or r.start
+            or r.authored
+            for r in current_records
+        ]
         o.current_start = max((s for s in starts if s is not None), default=None)
     o.regimen_complete = complete
 

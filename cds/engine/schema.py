@@ -179,7 +179,9 @@ class RuleDef(_Strict):
     suggestion: SuggestionDef | None = None
     override_reasons: list[str] = Field(default_factory=list)
     group: str | None = None  # a fact field that splits cards (interactions: drug_class)
-    when_then: str | None = None  # plain-words When/Then for reviewers
+    # plain-words "When ..., then <severity>." for reviewers, as each CQL file of the HL7
+    # opioid content opens with one: required, so no rule ships unexplained
+    when_then: str = Field(min_length=10)
     # Drop this finding when the order's new dose is not below the dose suggestion that the
     # named category would offer for the dose before the change (A6: a step-down to the
     # renal suggestion as offered is not abrupt). Decided after the engine, by the pipeline.
