@@ -244,6 +244,19 @@ def rules_check(
         policy = first.rules_resting_on_policy_only()
         console.print(f"rules resting on local policy alone ({len(policy)}): {', '.join(policy)}")
         console.print(f"[green]OK[/green] {pid} {first.version}")
+    if len(pack_ids) > 1 and not failed:
+        from cds.engine.pairs import pair_problems
+
+        folders = [pack_folder(_rules_dir(settings), pid) for pid in pack_ids]
+        packs = [
+            compile_pack(f, profile.upper() if profile else _profiles(f)[0]) for f in folders
+        ]
+        problems, owners = pair_problems(packs)
+        for owner in owners:
+            console.print(f"pair {owner} owns the card")
+        for p in problems:
+            err.print(f"[red]FAIL[/red] {p}")
+        failed = failed or bool(problems)
     raise typer.Exit(1 if failed else 0)
 
 
