@@ -83,8 +83,14 @@ def _regimen_parts(facts: ClinicalFacts, order: OrderFacts) -> list[str]:
     for rid in order.regimen_ids:
         other = by_id.get(rid)
         if other is not None and other.daily is not None:
+            if len(parts) == _PARTS_SHOWN:
+                parts.append(f"and {len(order.regimen_ids) - _PARTS_SHOWN} more")
+                break
             parts.append(f"{md_text(rid)} {_num(other.daily)} mg/day")
     return parts
+
+
+_PARTS_SHOWN = 8  # a card names the orders that add up, not a list of thousands
 
 
 def facts_used(

@@ -248,9 +248,7 @@ def rules_check(
         from cds.engine.pairs import pair_problems
 
         folders = [pack_folder(_rules_dir(settings), pid) for pid in pack_ids]
-        packs = [
-            compile_pack(f, profile.upper() if profile else _profiles(f)[0]) for f in folders
-        ]
+        packs = [compile_pack(f, profile.upper() if profile else _profiles(f)[0]) for f in folders]
         problems, owners = pair_problems(packs)
         for owner in owners:
             console.print(f"pair {owner} owns the card")

@@ -30,7 +30,7 @@ from cds.clinical.context import Context
 from cds.clinical.facts import DosageStep, OrderFacts, PatientFacts
 from cds.clinical.history import calendar_days, continuous_start, overlaps, span
 from cds.clinical.orders import STOP_STATUSES, MedRecord
-from cds.clinical.regimen import Regimen, compare, daily_at, totals
+from cds.clinical.regimen import Regimen, RouteTotals, compare, daily_at, totals
 
 
 @dataclass
@@ -91,6 +91,63 @@ def _bolus_time(rec: MedRecord, now: datetime) -> datetime:
     return rec.authored or now
 
 
+_DUPLICATES_SHOWN = 10  # display only: the rules read the count (scheduled_orders)
+
+
+@dataclass
+class _RouteView:
+    """One route's regimen sums, computed once per request (not once per order: a list of
+    thousands of active orders must cost linear time, hardening #4)."""
+
+    after: RouteTotals
+    current_records: list[MedRecord]
+    position: dict[str, int]  # request id -> its first index in current_records
+    scheduled: list[MedRecord]
+    regimen_ids: list[str]
+    current_daily: float | None = None
+    current_complete: bool = True
+    current_start: datetime | None = None
+
+
+def _view(reg: Regimen, route: str, now: datetime) -> _RouteView:
+    cached = reg.views.get(route)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    after = totals(reg.after, route)
+    current_records = [
+        r for r in reg.current if r.route == route and not r.is_bolus and r.dose is not None
+    ]
+    position: dict[str, int] = {}
+    for i, r in enumerate(current_records):
+        if r.kind == "request" and r.id and r.id not in position:
+            position[r.id] = i
+    scheduled = [
+        r
+        for r in after.records
+        if r.dose is not None and not r.dose.prn_only and not r.dose.tapering
+    ]
+    view = _RouteView(
+        after=after,
+        current_records=current_records,
+        position=position,
+        scheduled=scheduled,
+        regimen_ids=[r.id or r.ref for r in after.records],
+    )
+    if current_records:
+        view.current_daily, view.current_complete = daily_at(current_records, now)
+        # T0: when the dose now taken began (a titration schedule written as one order
+        # began its current step on that step's date)
+        starts = [
+            (_step_at(r, now).start if r.dose is not None and r.dose.steps else None)
+            or r.start
+            or r.authored
+            for r in current_records
+        ]
+        view.current_start = max((s for s in starts if s is not None), default=None)
+    reg.views[route] = view
+    return view
+
+
 def _step_at(rec: MedRecord, when: datetime) -> DosageStep:
     """The dosage step of ``rec`` in effect at ``when`` (the first if none is dated)."""
     assert rec.dose is not None and rec.dose.steps
@@ -145,31 +202,26 @@ def build_order_facts(
         dose_unit_written=dose.unit_written,
     )
     route = rec.route
-    after = totals(reg.after, route)
-    current_records = [
-        r for r in reg.current if r.route == route and not r.is_bolus and r.dose is not None
-    ]
+    view = _view(reg, route, now)
+    after = view.after
+    current_records = view.current_records
     o.regimen_daily = after.daily
     o.regimen_first_daily = after.first_daily
     o.regimen_admin_per_day = after.admin_per_day
     # Duplicate therapy counts scheduled orders; a taper winding one order down beside
     # another is not a second regimen (else accepting a taper would raise a duplicate card)
-    scheduled = [
-        r
-        for r in after.records
-        if r.dose is not None and not r.dose.prn_only and not r.dose.tapering
-    ]
-    o.scheduled_orders = len(scheduled)
-    o.duplicate_ids = [r.id or r.ref for r in scheduled if r is not rec and r.id != rec.id]
-    replaced = [
-        r
-        for r in current_records
-        if r.kind == "request" and r.id and r.id in {rec.id, rec.prior_id}
-    ]
+    o.scheduled_orders = len(view.scheduled)
+    o.duplicate_ids = [
+        r.id or r.ref
+        for r in view.scheduled[: _DUPLICATES_SHOWN + 1]
+        if r is not rec and r.id != rec.id
+    ][:_DUPLICATES_SHOWN]
+    hits = [view.position[i] for i in (rec.id, rec.prior_id) if i and i in view.position]
+    replaced = [current_records[min(hits)]] if hits else []
     o.replaces = replaced[0].id if replaced and rec.is_draft else None
     o.current_resource = replaced[0].resource if replaced and rec.is_draft else None
     o.product, o.strength = rec.product, rec.strength
-    o.regimen_ids = [r.id or r.ref for r in after.records]
+    o.regimen_ids = view.regimen_ids
     # The dose this order changes, per administration, as taken now: a taper starts from it
     # (A6). A draft that stops an order missing from the data stands in for it.
     source = replaced[0] if replaced and rec.is_draft else None
@@ -182,18 +234,9 @@ def build_order_facts(
 
     complete = after.complete
     if current_records:
-        current, cur_complete = daily_at(current_records, now)
-        complete = complete and cur_complete
-        o.current_daily = current
-        # T0: when the dose now taken began (a titration schedule written as one order
-        # began its current step on that step's date)
-        starts = [
-            (_step_at(r, now).start if r.dose is not None and r.dose.steps else None)
-            or r.start
-            or r.authored
-            for r in current_records
-        ]
-        o.current_start = max((s for s in starts if s is not None), default=None)
+        complete = complete and view.current_complete
+        o.current_daily = view.current_daily
+        o.current_start = view.current_start
     o.regimen_complete = complete
 
     if (
@@ -267,7 +310,8 @@ def _product_and_steps(o: OrderFacts, rec: MedRecord, reg: Regimen, ctx: Context
         o.supplement_single_max = dose.supplement_single_max
         o.supplement_per_week = dose.supplement_per_week
     if rec.is_draft and rec.contributes and rec.family is not None:
-        removed = [r for r in reg.current if r not in reg.after]
+        kept = {id(r) for r in reg.after}
+        removed = [r for r in reg.current if id(r) not in kept]
         o.family_switch = (
             bool(removed)
             and all(r.family != rec.family for r in removed)

@@ -37,6 +37,8 @@ class Regimen:
     after: list[MedRecord] = field(default_factory=list)
     stand_ins: list[MedRecord] = field(default_factory=list)
     replaced: set[str] = field(default_factory=set)
+    # per-route sums, computed once per request by the order facts (cds.clinical.order_facts)
+    views: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def history(self) -> list[MedRecord]:
