@@ -274,7 +274,7 @@ def build_card(
             card["overrideReasons"] = reasons_out
     card["extension"] = {
         EXTENSION_KEY: {
-            "ruleIds": [f.rule_id for f in findings],
+            "ruleIds": list(dict.fromkeys(f.rule_id for f in findings)),
             "severityRule": top.rule_id,
             "packId": top.pack_id,
             "packVersion": top.pack_version,

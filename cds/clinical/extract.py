@@ -79,6 +79,7 @@ class HookInput:
     draft_orders: list[dict[str, Any]]  # resources of context.draftOrders
     selections: list[str] | None  # order-select: ["MedicationRequest/id", ...]
     resources: list[dict[str, Any]] = field(default_factory=list)  # prefetch/fetched, flat
+    unavailable: list[str] = field(default_factory=list)  # prefetch keys not obtained
 
 
 def _subject_ok(res: JSON, ctx: Context, own: str) -> bool:
@@ -215,6 +216,12 @@ def extract_facts(
         raise ValueError("now must be timezone-aware")
     ctx = Context(now=now, params=params, drug=drug, patient_id=inp.patient_id)
     idx = index_resources(inp.resources, ctx)
+    for key in inp.unavailable:
+        ctx.issue(
+            "data-unavailable",
+            f"the {key} data could not be obtained from the EHR (not prefetched, not fetchable)",
+            measure=key,
+        )
     ctx.medications = {rid: m for m in idx["Medication"] if (rid := as_str(m.get("id")))}
 
     draft_resources = [

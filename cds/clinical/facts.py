@@ -50,7 +50,7 @@ DERIVED_ORDER_FIELDS = frozenset(
 # Derived fields every fact carries (so a card can always name the renal situation).
 ALWAYS_DERIVED = frozenset({"renal_text", "renal_detail"})
 # Data issues about the patient (not one order): a card per draft order being checked.
-PATIENT_LEVEL_ISSUES = frozenset({"measure-implausible", "measure-unreadable"})
+PATIENT_LEVEL_ISSUES = frozenset({"measure-implausible", "measure-unreadable", "data-unavailable"})
 # Statuses after which an order no longer runs (signing it stops, holds or voids it).
 NOT_CONTINUING = frozenset({"stopped", "cancelled", "on-hold", "entered-in-error", "completed"})
 

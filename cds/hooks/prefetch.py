@@ -163,6 +163,9 @@ class ResolvedData:
     fetched: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
     by_key: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # optional keys neither prefetched nor fetchable, and why: the clinical layer reports
+    # them as data issues (a rule can say so), never as "no result on record"
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 def _usable(value: Any) -> TypeGuard[Mapping[str, Any]]:
@@ -230,6 +233,7 @@ async def resolve_prefetch(
     data = ResolvedData()
     per_key: dict[str, list[dict[str, Any]]] = {}
     unobtainable: dict[str, str] = {}
+    missing_context: set[str] = set()
     to_fetch: dict[str, str] = {}
 
     for key, spec in keys.items():
@@ -253,6 +257,7 @@ async def resolve_prefetch(
             query = _render(spec.template, context, now=now)
         except _Missing as missing:
             unobtainable[key] = f"{why_missing} and the call has no {missing}"
+            missing_context.add(key)
             continue
         if not fhir_server:
             unobtainable[key] = f"{why_missing} and the request has no fhirServer"
@@ -294,6 +299,8 @@ async def resolve_prefetch(
         if key in unobtainable:
             data.no_data.add(key)
             data.problems.append(f"{key}: {unobtainable[key]}")
+            if key not in missing_context:  # no encounter in the call is no data problem
+                data.unavailable[key] = unobtainable[key]
             continue
         if key not in per_key:
             continue

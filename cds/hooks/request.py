@@ -46,9 +46,13 @@ class HookCall:
         e = self.context.get("encounterId")
         return str(e) if isinstance(e, str) and e else None
 
-    def pipeline_input(self, resources: list[dict[str, Any]]) -> HookInput:
-        """What the clinical layer needs: this call plus the resolved prefetch resources."""
+    def pipeline_input(
+        self, resources: list[dict[str, Any]], unavailable: list[str] | None = None
+    ) -> HookInput:
+        """What the clinical layer needs: this call plus the resolved prefetch resources
+        (and the prefetch keys that could not be obtained)."""
         return HookInput(
+            unavailable=list(unavailable or []),
             hook=self.hook,
             patient_id=self.patient_id,
             encounter_id=self.encounter_id,

@@ -289,7 +289,7 @@ async def call_service(
             with time_budget(deadline, budget):
                 check_budget("before the evaluation")
                 require_patient(resolved.resources, call.patient_id)
-                inp = call.pipeline_input(resolved.resources)
+                inp = call.pipeline_input(resolved.resources, sorted(resolved.unavailable))
                 result = evaluate(inp, packs, now=received)
                 timings = {"prefetch": t_prefetch, **result.timings}
                 issued = issued_cards(result)
