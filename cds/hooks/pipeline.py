@@ -43,7 +43,7 @@ from cds.suggestions import (
     taper_for,
     taper_resource,
 )
-from cds.suggestions.dose import DOSE_KINDS
+from cds.suggestions.dose import DOSE_KINDS, daily_limit
 from cds.suggestions.start import describe_start, labelled_start
 
 __all__ = ["Evaluation", "apply_action", "evaluate", "run_rules"]
@@ -291,18 +291,7 @@ class _Planner:
 
     def start(self, order: OrderFacts, spec: Finding, fs: list[Finding]) -> Suggestion | None:
         """A new start as the label's schedule, within any limit another fired rule sets."""
-        others = [f for f in fs if f.suggestion and f.suggestion.kind == "dose_limit"]
-        cap = None
-        if others:
-            limit = dose_plan(
-                order,
-                self.facts.patient,
-                others,
-                dispenser=self.dispenser,
-                now=self.now,
-                limits_only=True,
-            )
-            cap = limit.daily if limit is not None else None
+        cap = daily_limit(order, self.facts.patient, fs)
         planned = labelled_start(order, spec, dispenser=self.dispenser, now=self.now, cap_daily=cap)
         if planned is None or order.resource is None:
             return None

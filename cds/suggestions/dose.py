@@ -27,6 +27,32 @@ def ordered_admins(order: OrderFacts) -> int | None:
     return int(round(n))
 
 
+def daily_limit(order: OrderFacts, patient: PatientFacts, findings: list[Finding]) -> float | None:
+    """The lowest daily dose of this order (its share of the regimen) that the fired
+    ``dose_limit`` rules allow, whatever the order's shape (a sequenced start too); None
+    when none sets one."""
+    ordered = order.regimen_daily if order.regimen_daily is not None else order.daily
+    others = max(0.0, (ordered or 0.0) - (order.daily or 0.0))
+    limits = []
+    for f in findings:
+        if not f.suggestion or f.suggestion.kind != "dose_limit":
+            continue
+        p = f.suggestion.params
+        limit = p.get("daily_max")
+        if order.new_start and p.get("daily_max_new_start") is not None:
+            limit = p["daily_max_new_start"]
+        if p.get("daily_max_field") is not None:
+            value = f.fact.get(p["daily_max_field"])
+            limit = (
+                value if isinstance(value, int | float) and not isinstance(value, bool) else None
+            )
+        if p.get("daily_max_per_kg") is not None:
+            limit = p["daily_max_per_kg"] * patient.weight_kg if patient.weight_kg else None
+        if limit is not None:
+            limits.append(float(limit) - others)
+    return min(limits) if limits else None
+
+
 def dose_plan(
     order: OrderFacts,
     patient: PatientFacts,
