@@ -136,8 +136,8 @@ def count_requests(*, session: Session, since: datetime | None, until: datetime 
     return int(session.scalar(_window(select(func.count()).select_from(HookRequest), since, until)))
 
 
-#: (invocation id, received at, service id, hook, compressed body)
-StoredRow = tuple[str, datetime, str, str, bytes]
+#: (invocation id, received at, service id, hook, compressed body, live pack versions)
+StoredRow = tuple[str, datetime, str, str, bytes, str | None]
 
 
 def iter_requests(
@@ -158,6 +158,7 @@ def iter_requests(
                 HookRequest.service_id,
                 HookRequest.hook,
                 HookRequest.body,
+                HookRequest.pack_version,
             ),
             since,
             until,
@@ -168,7 +169,9 @@ def iter_requests(
             )
         stmt = stmt.order_by(HookRequest.received_at, HookRequest.invocation_id).limit(page)
         with maker() as s:
-            rows: list[StoredRow] = [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in s.execute(stmt)]
+            rows: list[StoredRow] = [
+                (r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in s.execute(stmt)
+            ]
         if not rows:
             return
         yield rows
