@@ -394,6 +394,14 @@ class SidecarWorker:
                 continue
             self.shadow[pid] = pack
             log.info("shadow pack %s %s loaded from %s", pid, pack.version, folder)
+            live = next((p for p in self.live.packs() if p.id == pid), None)
+            if live is not None and live.version == pack.version and live.digest != pack.digest:
+                log.warning(
+                    "shadow pack %s has the live version %s but other content: give the "
+                    "shadow copy its own version, or the rules page cannot tell them apart",
+                    pid,
+                    pack.version,
+                )
 
     def _sync_live(self, live_packs: list[tuple[str, str, str]]) -> None:
         """Reload when the service reloaded its packs (their digests differ from ours)."""
