@@ -595,7 +595,11 @@ def process_main(config: SidecarConfig, q: Any, parent_pid: int) -> None:
     """The sidecar process: lower CPU priority, its own database engine, the loop."""
     with contextlib.suppress(OSError):
         os.nice(10)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (or dies)
+    # The parent stops us (a STOP message after the queue, then SIGKILL past a timeout), or
+    # dies (noticed within a second): Ctrl-C or a SIGTERM to the process group must not
+    # kill the sidecar before the service has stopped sending it calls.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from cds.store.db import make_engine, make_sessionmaker

@@ -515,3 +515,46 @@ def test_views_of_the_replay_match_the_stored_cards(
     [card] = stored["100"]["cards"]
     assert view.order_id == card_extension(card)["orderId"]
     assert list(view.rule_ids) == card_extension(card)["ruleIds"]
+
+
+def test_the_console_shows_the_stored_reports(
+    stored: dict[str, dict[str, Any]],
+    export_dir: Path,
+    maker: sessionmaker[Session],
+    tmp_path: Path,
+) -> None:
+    from tests.console.conftest import login, make_user
+
+    copy = changed_pack(tmp_path, [(US_CEILING_80, US_CEILING_60)])
+    first = run_replay(_opts(copy), maker=maker)
+    severe = changed_pack(
+        tmp_path,
+        [
+            (
+                '      limit_established: {mul: [0.5, "@profile.oral_daily_ceiling_mg"]}\n'
+                "      above_severity: warning",
+                '      limit_established: {mul: [0.5, "@profile.oral_daily_ceiling_mg"]}\n'
+                "      above_severity: critical",
+            )
+        ],
+    )
+    bulk = run_replay(
+        _opts(severe, bulk=export_dir, as_of=FIXED_NOW, work_dir=tmp_path / "w"), maker=maker
+    )
+    account = make_user(maker, "committee.pharm")
+    settings = Settings(
+        database_url=_url(maker), auth="off", secure_cookies=False, session_secret="s" * 32
+    )
+    with TestClient(create_app(settings, maker=maker), follow_redirects=False) as client:
+        assert login(client, account).status_code == 303  # type: ignore[attr-defined]
+        newest = client.get("/review/rule-changes")  # the newest report is shown: the bulk one
+        assert newest.status_code == 200
+        assert "renal-drift-above-limit.moderate" in newest.text
+        example = bulk.rules["renal-drift-above-limit.moderate"].examples["severity_up"][0]
+        assert f"/review/alerts?patient={example.replace('/', '%2F')}" in newest.text
+        page = client.get(f"/review/rule-changes?report={first.id}")
+        assert "oral-daily-above-ceiling-us" in page.text
+        assert stored["80"]["invocation_id"] in page.text
+        assert "1.1.0 → 1.2.0" in page.text
+        missing = client.get("/review/rule-changes?report=not-a-report")
+        assert missing.status_code == 200 and "does not exist" in missing.text

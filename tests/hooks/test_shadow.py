@@ -354,3 +354,25 @@ def test_kept_requests_hold_what_was_fetched(
     )
     assert row.received_at.replace(tzinfo=UTC) == FIXED_NOW
     assert datetime.fromisoformat(doc["receivedAt"]) == FIXED_NOW
+
+
+@pytest.mark.postgres
+def test_shadow_on_postgresql(pg_url: str, shadow_dir: Path) -> None:
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    pg = make_sessionmaker(engine)
+    try:
+        app = _app(pg, shadow_packs=f"baclofen={shadow_dir}", keep_requests_days=1)
+        with TestClient(app) as client:
+            for freq in (4, 5, 4):
+                assert client.post(SIGN, json=renewal(20, freq)).status_code == 200
+            assert app.state.sidecar.wait_idle()
+        with pg() as s:
+            [summary] = shadow_summary(session=s, since=FIXED_NOW - timedelta(days=1))
+            assert shadow_summary(session=s, until=FIXED_NOW - timedelta(days=1)) == []
+        assert summary.evaluations == 3 and summary.changed_calls == 2
+        [rule] = summary.rules
+        assert (rule.appear, rule.same, rule.live_cards) == (2, 1, 1)
+        assert len(_rows(pg, HookRequest)) == 3
+    finally:
+        engine.dispose()
