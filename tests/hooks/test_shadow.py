@@ -230,20 +230,27 @@ def test_a_full_queue_drops_and_never_waits(maker: sessionmaker[Session]) -> Non
         budget_seconds=5,
     )
     sidecar = Sidecar(config, queue_size=2, maker=maker).start()
-    release = threading.Event()
+    release, stuck = threading.Event(), threading.Event()
     assert sidecar.worker is not None
     handle = sidecar.worker.handle
-    sidecar.worker.handle = lambda batch: (release.wait(10), handle(batch))  # type: ignore[method-assign]
+
+    def stuck_handle(batch: list[dict[str, Any]]) -> None:
+        stuck.set()
+        release.wait(10)
+        handle(batch)
+
+    sidecar.worker.handle = stuck_handle  # type: ignore[method-assign]
     try:
-        msg = {"invocation_id": "x"}
-        took = []
-        results = []
-        for _ in range(6):
+        assert sidecar.submit({"invocation_id": "first"})
+        assert stuck.wait(5)  # the worker holds that one and waits
+        took, results = [], []
+        for i in range(6):
             t0 = time.perf_counter()
-            results.append(sidecar.submit(dict(msg)))
+            results.append(sidecar.submit({"invocation_id": f"m{i}"}))
             took.append(time.perf_counter() - t0)
-        assert results.count(False) >= 3 and sidecar.dropped == results.count(False)
-        assert max(took) < 0.05  # never waits for the stuck worker
+        assert results == [True, True, False, False, False, False]  # a queue of two
+        assert sidecar.dropped == 4 and sidecar.submitted == 3
+        assert max(took) < 1.0  # never waits for the stuck worker (it would wait 10 s)
     finally:
         release.set()
         sidecar.stop()
