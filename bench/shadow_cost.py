@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import re
 import shutil
 import tempfile
 import time
@@ -148,11 +149,8 @@ def http_cost(calls: int, rounds: int, database: str, configs: list[str]) -> dic
     shadow = folder / "baclofen-shadow"
     shutil.copytree(REPO / "rules" / "baclofen", shadow)
     yaml_path = shadow / "pack.yaml"
-    yaml_path.write_text(
-        yaml_path.read_text()
-        .replace("oral_daily_ceiling_mg: 80 ", "oral_daily_ceiling_mg: 60 ")
-        .replace("version: 1.1.0", "version: 1.2.0")
-    )
+    text = yaml_path.read_text().replace("oral_daily_ceiling_mg: 80 ", "oral_daily_ceiling_mg: 60 ")
+    yaml_path.write_text(re.sub(r"(?m)^version: .*$", "version: 99.0.0", text, count=1))
     lat: dict[str, list[float]] = {k: [] for k in configs}
     cpu: dict[str, dict[str, float]] = {k: {"api": 0.0, "all": 0.0} for k in configs}
     try:

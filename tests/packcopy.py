@@ -16,6 +16,8 @@ from cds.testing.vignette_spec import parse_vignette_spec
 from cds.testing.vignettes import build_request
 from tests.conftest import FIXED_NOW, REPO
 
+#: The version a changed copy gets (never the shipped one: the pages group by version).
+CANDIDATE_VERSION = "99.0.0"
 #: The US oral ceiling line of rules/baclofen/pack.yaml, and the same at 60 mg/day.
 US_CEILING_80 = "oral_daily_ceiling_mg: 80        # US labels: maximum 80 mg/day"
 US_CEILING_60 = "oral_daily_ceiling_mg: 60        # US labels: maximum 80 mg/day"
@@ -26,7 +28,7 @@ def changed_pack(
     edits: list[tuple[str, str]],
     *,
     file: str = "pack.yaml",
-    version: str | None = "1.2.0",
+    version: str | None = CANDIDATE_VERSION,
     pack: str = "baclofen",
 ) -> Path:
     """A copy of ``rules/<pack>`` under ``base`` with ``edits`` applied to ``file``."""

@@ -32,8 +32,14 @@ from cds.store.requests import decode_body
 from cds.testing.population import SyntheticPatient
 from cds.web.app import create_app
 from tests.batch.conftest import make_maker
-from tests.conftest import FIXED_NOW, REPO
-from tests.packcopy import US_CEILING_60, US_CEILING_80, changed_pack, renewal
+from tests.conftest import FIXED_NOW, PACK_VERSION, REPO
+from tests.packcopy import (
+    CANDIDATE_VERSION,
+    US_CEILING_60,
+    US_CEILING_80,
+    changed_pack,
+    renewal,
+)
 
 SIGN = "/cds-services/medication-safety-order-sign"
 VIEW = "/cds-services/medication-safety-patient-view"
@@ -114,7 +120,7 @@ def test_a_lower_ceiling_adds_the_cards_of_the_doses_between(
     report = run_replay(_opts(copy, since=FIXED_NOW - timedelta(days=1)), maker=maker)
 
     assert report.calls == 4 and report.errors == 0  # the child's call is older: not included
-    assert report.baseline_version != report.candidate_version == "1.2.0"
+    assert (report.baseline_version, report.candidate_version) == (PACK_VERSION, CANDIDATE_VERSION)
     appearing = {r.rule_id: r.appear for r in report.rules.values() if r.appear}
     assert appearing == {"oral-daily-above-ceiling-us": 1}  # 80 mg/day only; 60 is not > 60
     rule = report.rules["oral-daily-above-ceiling-us"]
@@ -555,6 +561,6 @@ def test_the_console_shows_the_stored_reports(
         page = client.get(f"/review/rule-changes?report={first.id}")
         assert "oral-daily-above-ceiling-us" in page.text
         assert stored["80"]["invocation_id"] in page.text
-        assert "1.1.0 → 1.2.0" in page.text
+        assert f"{PACK_VERSION} → {CANDIDATE_VERSION}" in page.text
         missing = client.get("/review/rule-changes?report=not-a-report")
         assert missing.status_code == 200 and "does not exist" in missing.text

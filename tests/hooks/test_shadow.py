@@ -28,8 +28,14 @@ from cds.store.models import Card
 from cds.store.models_replay import HookRequest, ShadowCard, ShadowEvaluation
 from cds.store.shadow import shadow_summary
 from cds.web.app import create_app
-from tests.conftest import FIXED_NOW, REPO
-from tests.packcopy import US_CEILING_60, US_CEILING_80, changed_pack, renewal
+from tests.conftest import FIXED_NOW, PACK_VERSION, REPO
+from tests.packcopy import (
+    CANDIDATE_VERSION,
+    US_CEILING_60,
+    US_CEILING_80,
+    changed_pack,
+    renewal,
+)
 
 SIGN = "/cds-services/medication-safety-order-sign"
 
@@ -124,7 +130,9 @@ def test_shadow_cards_are_stored_apart_and_never_answered(
 
         evaluations = _rows(maker, ShadowEvaluation)
         assert len(evaluations) == 2 and {e.status for e in evaluations} == {"ok"}
-        assert {(e.pack_version, e.live_version) for e in evaluations} == {("1.2.0", "1.1.0")}
+        assert {(e.pack_version, e.live_version) for e in evaluations} == {
+            (CANDIDATE_VERSION, PACK_VERSION)
+        }
         rows = {r.change: r for r in _rows(maker, ShadowCard)}
         assert set(rows) == {"appear", "same"}
         appear, same = rows["appear"], rows["same"]
@@ -156,7 +164,7 @@ def test_shadow_cards_are_stored_apart_and_never_answered(
         assert feedback.status_code == 200, feedback.text
     with maker() as s:
         [summary] = shadow_summary(session=s)
-    assert (summary.pack_id, summary.pack_version) == ("baclofen", "1.2.0")
+    assert (summary.pack_id, summary.pack_version) == ("baclofen", CANDIDATE_VERSION)
     assert summary.evaluations == 2 and summary.changed_calls == 1 and summary.errors == 0
     [rule] = summary.rules
     assert (rule.rule_id, rule.would_be, rule.appear, rule.same) == (
@@ -176,7 +184,7 @@ def test_shadow_cards_are_stored_apart_and_never_answered(
         since = (FIXED_NOW - timedelta(days=2)).date().isoformat()
         page = client.get(f"/review/rule-changes?since={since}&until={since[:8]}30")
         assert page.status_code == 200
-        assert "baclofen 1.2.0 in shadow (live: 1.1.0)" in page.text
+        assert f"baclofen {CANDIDATE_VERSION} in shadow (live: {PACK_VERSION})" in page.text
         assert "oral-daily-above-ceiling-us" in page.text
         assert 'aria-current="page">Rule changes' in page.text
         assert str(escape("No replay yet")) in page.text

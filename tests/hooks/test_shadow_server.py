@@ -23,7 +23,13 @@ from cds.store.db import make_engine, make_sessionmaker, upgrade
 from cds.store.models import Invocation
 from cds.store.models_replay import HookRequest, ShadowCard, ShadowEvaluation
 from cds.store.shadow import shadow_summary
-from tests.packcopy import US_CEILING_60, US_CEILING_80, changed_pack, renewal
+from tests.packcopy import (
+    CANDIDATE_VERSION,
+    US_CEILING_60,
+    US_CEILING_80,
+    changed_pack,
+    renewal,
+)
 from tests.server import ServeProcess
 
 SIGN = "/cds-services/medication-safety-order-sign"
@@ -124,7 +130,7 @@ def test_shadow_pack_over_real_uvicorn(tmp_path: Path) -> None:
             assert appear.rule_id == "oral-daily-above-ceiling-us"
             assert "exceeds the 60 mg/day" in (appear.summary or "")
             [summary] = shadow_summary(session=s)
-        assert summary.pack_version == "1.2.0" and summary.errors == 0
+        assert summary.pack_version == CANDIDATE_VERSION and summary.errors == 0
         [rule] = summary.rules
         assert (rule.appear, rule.same, rule.live_overridden) == (1, 1, 1)
         assert "shadow pack gabapentin" in server.output() and "not loaded" in server.output()
