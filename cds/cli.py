@@ -20,8 +20,13 @@ app = typer.Typer(
 )
 rules_app = typer.Typer(help="Check and test rule packs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+requests_app = typer.Typer(
+    help="Kept hook requests (CDS_KEEP_REQUESTS_DAYS): patient data, purged on schedule.",
+    no_args_is_help=True,
+)
 app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
+app.add_typer(requests_app, name="requests")
 try:
     from cds.users_cli import users_app
 
@@ -344,6 +349,82 @@ def sweeps_list(
     from cds.batch.cli import list_runs
 
     list_runs(settings=Settings(), console=console, limit=limit)
+
+
+@rules_app.command("replay")
+def rules_replay(
+    pack_dir: Annotated[
+        Path, typer.Option("--pack-dir", help="The working copy of a pack (its folder)")
+    ],
+    since: Annotated[
+        str | None,
+        typer.Option(help="Stored calls received from this date (UTC) or ISO 8601 instant"),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="... up to this date (included) or instant (excluded)")
+    ] = None,
+    bulk: Annotated[
+        Path | None,
+        typer.Option("--bulk", help="Replay over a Bulk Data export folder instead"),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="With --bulk: evaluation instant; default now")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the report (.json or .csv)")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Evaluation processes (default: the cores; 0: here)")
+    ] = None,
+    examples: Annotated[int, typer.Option(help="Example ids kept per rule and change")] = 5,
+    profile: Annotated[str | None, typer.Option(help="US or UK (default CDS_PROFILE)")] = None,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Keep the report for the console")
+    ] = True,
+) -> None:
+    """What a changed pack would change: cards appearing, disappearing, changing severity,
+    per rule, over the stored hook calls (or a Bulk export), against the served packs."""
+    from cds.batch.replay_cli import run_replay_command
+
+    settings = Settings()
+    code = run_replay_command(
+        settings=settings,
+        rules_dir=_rules_dir(settings),
+        pack_dir=pack_dir,
+        since=since,
+        until=until,
+        bulk=bulk,
+        as_of=as_of,
+        out=out,
+        workers=workers,
+        examples=examples,
+        profile=profile,
+        store=store,
+        console=console,
+        err=err,
+    )
+    raise typer.Exit(code)
+
+
+@requests_app.command("purge")
+def requests_purge(
+    days: Annotated[
+        int | None,
+        typer.Option(help="Keep this many days (default CDS_KEEP_REQUESTS_DAYS; 0: delete all)"),
+    ] = None,
+) -> None:
+    """Delete kept hook requests past their retention (the service also does, hourly)."""
+    from cds.batch.replay_cli import purge_command
+
+    raise typer.Exit(purge_command(settings=Settings(), days=days, console=console, err=err))
+
+
+@requests_app.command("status")
+def requests_status() -> None:
+    """How many hook requests are kept, from when, and how much space they take."""
+    from cds.batch.replay_cli import status_command
+
+    raise typer.Exit(status_command(settings=Settings(), console=console))
 
 
 @rules_app.command("reload")

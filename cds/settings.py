@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     rejection_retention_days: int = Field(default=90, ge=1)
     rejection_aggregate_seconds: float = Field(default=60.0, ge=0)  # 401 rows per window
 
+    # --- replay and shadow packs (see the README's "Rule changes" section) ---
+    # Days the input of each hook call is kept for ``cds rules replay``; 0 keeps none (and
+    # purges any kept before). Patient data: purged at start-up, hourly and by
+    # ``cds requests purge``.
+    keep_requests_days: int = Field(default=0, ge=0, le=3650)
+    # "pack=folder,...": a pack version evaluated on live calls, audited apart, never answered
+    shadow_packs: str = ""
+    sidecar_queue: int = Field(default=1000, ge=1, le=100_000)  # calls awaiting the sidecar
+
     @field_validator("session_secret", mode="before")
     @classmethod
     def _empty_secret(cls, v: object) -> object:
@@ -77,6 +86,37 @@ class Settings(BaseSettings):
     def session_secret_value(self) -> str | None:
         return self.session_secret.get_secret_value() if self.session_secret else None
 
+    @field_validator("shadow_packs")
+    @classmethod
+    def _shadow_format(cls, v: str) -> str:
+        parse_shadow_packs(v)
+        return v
+
+    @property
+    def shadow_pack_dirs(self) -> dict[str, Path]:
+        """``CDS_SHADOW_PACKS`` as pack id -> folder of the shadow version."""
+        return parse_shadow_packs(self.shadow_packs)
+
     @property
     def pack_ids(self) -> list[str]:
         return [p.strip() for p in self.packs.split(",") if p.strip()]
+
+
+def parse_shadow_packs(text: str) -> dict[str, Path]:
+    """``"baclofen=/path/to/pack,gabapentin=/other"`` -> {pack id: folder}; ValueError on a
+    malformed entry (the message names it; ``cds serve`` prints it as a configuration error).
+    """
+    out: dict[str, Path] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        pack_id, sep, folder = (p.strip() for p in entry.partition("="))
+        if not sep or not pack_id or not folder:
+            raise ValueError(
+                f"CDS_SHADOW_PACKS entry {entry[:200]!r} is not pack=folder "
+                "(e.g. baclofen=/srv/packs/baclofen-1.2.0)"
+            )
+        if pack_id in out:
+            raise ValueError(f"CDS_SHADOW_PACKS names pack {pack_id!r} twice")
+        out[pack_id] = Path(folder)
+    return out

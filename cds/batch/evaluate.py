@@ -115,17 +115,18 @@ def _issued(evaluation: Any) -> list[dict[str, Any]]:
     ]
 
 
-def evaluate_patient(
+def patient_input(
     key: str,
     rows: Iterable[Row],
     *,
-    packs: Sequence[CompiledPack],
+    window: float,
     now: datetime,
     latin1: bool,
-) -> PatientResult:
-    """Cards for one patient at ``now``; never raises (a failure is the result's error)."""
+) -> tuple[PatientResult, Any, tuple[int, int]]:
+    """A patient's lines -> (result so far, the ``patient-view`` input or None, the
+    Patient's line): what a sweep and a replay evaluate. Bad lines and a missing or
+    invalid Patient are recorded in the result (``error``), never raised."""
     from cds.errors import RequestError
-    from cds.hooks.pipeline import evaluate
     from cds.hooks.request import require_patient
 
     result = PatientResult(key=key)
@@ -144,12 +145,31 @@ def evaluate_patient(
     first = (ordered[0][0], ordered[0][1]) if ordered else (-1, 0)
     if patient_at is None:
         result.error = (*first, "no-patient-resource")
-        return result
+        return result, None, first
     try:
-        inp = patient_view_input(key, resources, now=now, window=window_days(packs))
+        inp = patient_view_input(key, resources, now=now, window=window)
         require_patient(inp.resources, key)
     except RequestError:
         result.error = (*patient_at, "invalid-patient")
+        return result, None, patient_at
+    return result, inp, patient_at
+
+
+def evaluate_patient(
+    key: str,
+    rows: Iterable[Row],
+    *,
+    packs: Sequence[CompiledPack],
+    now: datetime,
+    latin1: bool,
+) -> PatientResult:
+    """Cards for one patient at ``now``; never raises (a failure is the result's error)."""
+    from cds.hooks.pipeline import evaluate
+
+    result, inp, patient_at = patient_input(
+        key, rows, window=window_days(packs), now=now, latin1=latin1
+    )
+    if inp is None:
         return result
     try:
         result.cards = _issued(evaluate(inp, packs, now=now))

@@ -335,3 +335,8 @@ class SweepItem(Base):
             "run_id", "patient_ref", "order_id", "rule_id", name="uq_sweep_items_problem"
         ),
     )
+
+
+# Migration 0007 (replay and shadow packs): its tables live in their own module, imported
+# here so that Base.metadata always holds them.
+import cds.store.models_replay  # noqa: E402, F401

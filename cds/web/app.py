@@ -23,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from cds import __version__
 from cds.engine.registry import PackRegistry
 from cds.errors import ConfigError
+from cds.hooks.shadow import start_sidecar
 from cds.paths import data_dir
 from cds.settings import Settings
 from cds.store.audit import RejectionLog
@@ -140,9 +141,15 @@ def create_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS_PER_WORKER
         app.state.http = httpx.AsyncClient(follow_redirects=False)
         reloader = start_reload(app.state.registry, settings.redis_url)
+        # kept requests purged past retention; the sidecar (kept requests, shadow packs)
+        app.state.sidecar = await anyio.to_thread.run_sync(
+            lambda: start_sidecar(settings, maker, in_process=engine is None, registry=registry)
+        )
         try:
             yield
         finally:
+            if app.state.sidecar is not None:
+                await anyio.to_thread.run_sync(app.state.sidecar.stop)
             reloader.stop()
             await app.state.http.aclose()
             app.state.hash_executor.shutdown()
@@ -170,6 +177,7 @@ def create_app(
     app.state.verifier = verifier
     app.state.clock = clock
     app.state.http = None
+    app.state.sidecar = None  # started with the app (lifespan); see cds.hooks.shadow
     app.state.session_secret = settings.session_secret_value() or secrets.token_urlsafe(32)
     app.state.rejections = RejectionLog(
         maker,

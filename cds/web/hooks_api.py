@@ -41,6 +41,7 @@ from cds.hooks.pipeline import Evaluation, evaluate
 from cds.hooks.prefetch import resolve_prefetch
 from cds.hooks.request import parse_hook_call, require_patient
 from cds.hooks.services import ServiceDef, catalog, discovery_document
+from cds.hooks.shadow import hand_off
 from cds.store.audit import (
     InvocationRecord,
     IssuedCard,
@@ -283,6 +284,7 @@ async def call_service(
         maker = request.app.state.maker
 
         phase = _Phase()
+        invocation_id = str(uuid.uuid4())
 
         def work() -> tuple[Evaluation, list[IssuedCard], dict[str, float]]:
             """Evaluate and audit in ONE worker-thread hop (both block: C engine, DB)."""
@@ -298,7 +300,7 @@ async def call_service(
                     raise timeout_error(budget, "before the audit write")  # has its own
             t0 = time.perf_counter()
             record = InvocationRecord(
-                id=str(uuid.uuid4()),
+                id=invocation_id,
                 hook_instance=call.hook_instance,
                 service_id=svc.id,
                 hook=call.hook,
@@ -336,6 +338,17 @@ async def call_service(
             return result, issued, timings
 
         result, issued, timings = await _within_budget(work, deadline, budget, phase)
+        # kept request and shadow packs: queued for the sidecar, never waited for
+        hand_off(
+            getattr(request.app.state, "sidecar", None),
+            invocation_id=invocation_id,
+            service_id=svc.id,
+            call=call,
+            resources=resolved.resources,
+            received=received,
+            packs=packs,
+            cards=result.cards,
+        )
         log.info(
             "hook %s service=%s hookInstance=%s cards=%d rules=%s ms=%.1f",
             call.hook,

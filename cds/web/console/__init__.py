@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from cds.web.console import admin, alert, login, queue, rules
+from cds.web.console import admin, alert, login, queue, rule_changes, rules
 from cds.web.console.routing import ConsoleRoute
 
 STATIC_DIR: Path = Path(__file__).resolve().parent / "static"
@@ -23,6 +23,6 @@ def console_router() -> APIRouter:
     """A fresh router with every console page under ``/review`` (kept out of OpenAPI)."""
     router = APIRouter(prefix="/review", route_class=ConsoleRoute, include_in_schema=False)
     router.add_api_route("", queue.home, methods=["GET"], name="console_home")
-    for module in (login, queue, alert, rules, admin):
+    for module in (login, queue, alert, rules, rule_changes, admin):
         router.include_router(module.router)
     return router
