@@ -10,25 +10,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from cds.hooks.context_capture import capture, order_words
 from cds.hooks.pipeline import Evaluation
 from cds.store.audit import IssuedCard
 
 
+def call_context(
+    resources: list[Any], *, patient_id: str | None, user_id: str | None, encounter_id: str | None
+) -> dict[str, str] | None:
+    """Patient name and MRN, ward and prescriber as the call's own resources gave them
+    (kept with the invocation; never fetched later, never logged)."""
+    return capture(resources, patient_id=patient_id, user_id=user_id, encounter_id=encounter_id)
+
+
 def issued_cards(result: Evaluation) -> list[IssuedCard]:
     """What the audit store keeps of each card of an evaluation (benchmarks time it too)."""
-    return [
-        IssuedCard(
-            card=c.card,
-            order_id=c.order_id,
-            category=c.category,
-            primary_rule=c.primary.rule_id,
-            rules=[(f.rule_id, f.severity) for f in c.findings],
-            pack_id=c.primary.pack_id,
-            pack_version=c.primary.pack_version,
-            facts=_facts_for_audit(c.facts, result, c.primary.pack_id),
+    out = []
+    for c in result.cards:
+        facts = _facts_for_audit(c.facts, result, c.primary.pack_id)
+        out.append(
+            IssuedCard(
+                card=c.card,
+                order_id=c.order_id,
+                category=c.category,
+                primary_rule=c.primary.rule_id,
+                rules=[(f.rule_id, f.severity) for f in c.findings],
+                pack_id=c.primary.pack_id,
+                pack_version=c.primary.pack_version,
+                facts=facts,
+                order_text=facts.get("order_text"),
+            )
         )
-        for c in result.cards
-    ]
+    return out
 
 
 def _facts_for_audit(fact: dict[str, Any], result: Evaluation, pack_id: str) -> dict[str, Any]:
@@ -51,4 +64,6 @@ def _facts_for_audit(fact: dict[str, Any], result: Evaluation, pack_id: str) -> 
     order = next((o for o in clinical.orders if o.order_id == fact.get("order_id")), None)
     if order is not None and order.medication_text:
         out["medication_text"] = order.medication_text
+    if order is not None and (text := order_words(order.resource)):
+        out["order_text"] = text  # the order as received, in words
     return out

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -80,6 +81,7 @@ class IssuedCard:
     pack_id: str
     pack_version: str
     facts: dict[str, Any]
+    order_text: str | None = None  # the order as received, in words (migration 0006)
 
 
 @dataclass
@@ -103,6 +105,9 @@ class InvocationRecord:
     data_issues: list[dict[str, Any]] = field(default_factory=list)
     source: str = "hook"  # "hook" | "sweep"
     run_id: str | None = None  # the sweep run (source "sweep")
+    # patient_name, patient_mrn, location, prescriber_name as the call's data gave them
+    # (``cds.hooks.context_capture``; migration 0006)
+    context: dict[str, str] | None = None
 
 
 def record_invocation(
@@ -138,11 +143,16 @@ def record_invocation(
                 "data_issues": invocation.data_issues or None,
                 "source": invocation.source,
                 "run_id": invocation.run_id,
+                "context": invocation.context or None,
             }
         ],
     )
     if not cards:
         return
+    patient_ref = bounded_ref(invocation.patient_ref)
+    ctx = invocation.context or {}
+    name = ctx.get("patient_name")
+    problems = _problems(session, patient_ref, cards)
     card_rows = []
     rule_rows = []
     for c in cards:
@@ -169,8 +179,21 @@ def record_invocation(
                 "feedback_outcome": None,
                 "source": invocation.source,
                 "run_id": invocation.run_id,
+                "patient_name": name,
+                "patient_name_key": search_key(name),
+                "patient_mrn": ctx.get("patient_mrn"),
+                "location": ctx.get("location"),
+                "prescriber_ref": bounded_ref(invocation.user_ref),
+                "prescriber_name": ctx.get("prescriber_name"),
+                "order_text": _order_text(c),
+                "problem_id": problems.get((bounded_ref(c.order_id), c.primary_rule))
+                or c.card["uuid"],
+                "accepted_n": 0,
+                "overridden_n": 0,
+                "feedback_state": "none",
             }
         )
+        problems.setdefault((bounded_ref(c.order_id), c.primary_rule), c.card["uuid"])
         marked = False
         for rule_id, severity in c.rules:
             sets = not marked and SEVERITY_RANK[severity] == top and rule_id == c.primary_rule
@@ -186,6 +209,41 @@ def record_invocation(
     session.execute(insert(Card), card_rows)
     if rule_rows:
         session.execute(insert(CardRule), rule_rows)
+
+
+def search_key(name: str | None) -> str | None:
+    """A patient name as the console searches it: casefolded, accents and spacing kept out."""
+    if not name:
+        return None
+    flat = unicodedata.normalize("NFKD", name)
+    flat = "".join(ch for ch in flat if not unicodedata.combining(ch))
+    return " ".join(flat.casefold().split())[:256] or None
+
+
+def _order_text(c: IssuedCard) -> str | None:
+    text = c.order_text or (c.facts or {}).get("order_text")
+    return clean_text(text, 512) if isinstance(text, str) and text else None
+
+
+def _problems(
+    session: Session, patient_ref: str | None, cards: list[IssuedCard]
+) -> dict[tuple[str | None, str], str]:
+    """(order, rule) -> the first card of that problem for this patient, if one was issued
+    before (one indexed read: ``ix_cards_patient_order_rule`` covers it)."""
+    if patient_ref is None:
+        return {}
+    orders = sorted({bounded_ref(c.order_id) for c in cards} - {None})
+    rules = {c.primary_rule for c in cards}
+    found: dict[tuple[str | None, str], str] = {}
+    rows = session.execute(
+        select(Card.order_id, Card.primary_rule, Card.problem_id, Card.id)
+        .where(Card.patient_ref == patient_ref, Card.order_id.in_(orders))
+        .order_by(Card.created_at, Card.id)
+    )
+    for order_id, rule, problem_id, card_id in rows:
+        if rule in rules:
+            found.setdefault((order_id, rule), problem_id or card_id)
+    return found
 
 
 def record_rejection(
@@ -519,14 +577,49 @@ def store_feedback(
                 except IntegrityError:  # a concurrent duplicate won the race
                     created.append(False)
             for card_id in touched:
-                latest = s.execute(
-                    select(Feedback.outcome)
-                    .where(Feedback.card_id == card_id)
-                    .order_by(Feedback.outcome_timestamp.desc(), Feedback.id.desc())
-                    .limit(1)
-                ).scalar()
-                s.execute(update(Card).where(Card.id == card_id).values(feedback_outcome=latest))
+                s.execute(
+                    update(Card).where(Card.id == card_id).values(**feedback_summary(s, card_id))
+                )
     return created
+
+
+def override_words(card_json: dict[str, Any] | None, code: str | None, display: str | None) -> str:
+    """An override reason in the words the card offered the prescriber (its
+    ``overrideReasons`` displays, from the pack), else the words the EHR sent, else the
+    code."""
+    for r in (card_json or {}).get("overrideReasons") or []:
+        if isinstance(r, dict) and code is not None and r.get("code") == code and r.get("display"):
+            return str(r["display"])[:256]
+    return (display or code or "(no reason given)")[:256]
+
+
+def feedback_summary(s: Session, card_id: str) -> dict[str, Any]:
+    """What a card's row keeps of its feedback (migration 0006), so the queue and the
+    dashboard never read the feedback table: every event counted, the state they add up
+    to, the latest outcome (by ``outcomeTimestamp``, ties: the later arrival) and the
+    latest override reason in the words offered."""
+    rows = s.execute(
+        select(Feedback.outcome, Feedback.override_code, Feedback.override_display)
+        .where(Feedback.card_id == card_id)
+        .order_by(Feedback.outcome_timestamp, Feedback.id)
+    ).all()
+    accepted = sum(1 for r in rows if r.outcome == "accepted")
+    overridden = len(rows) - accepted
+    state = {(False, False): "none", (True, False): "accepted", (False, True): "overridden"}
+    reason = None
+    overrides = [r for r in rows if r.outcome == "overridden"]
+    if overrides:
+        card_json = s.execute(select(Card.card_json).where(Card.id == card_id)).scalar()
+        reason = override_words(
+            card_json, overrides[-1].override_code, overrides[-1].override_display
+        )
+    return {
+        "feedback_outcome": rows[-1].outcome if rows else None,
+        "accepted_n": accepted,
+        "overridden_n": overridden,
+        "feedback_state": state.get((accepted > 0, overridden > 0), "both"),
+        "override_reason": reason,
+    }
 
 
 def save_invocation(

@@ -57,6 +57,10 @@ class Invocation(Base):
     # the run, a ``sweep_runs`` row).
     source: Mapped[str] = mapped_column(String(8), default="hook", server_default="hook")
     run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # Migration 0006: who and where the call was about, as its prefetch showed them at the
+    # time (patient name and MRN, ward, prescriber; ``cds.hooks.context_capture``). The
+    # audit of what the service saw: never fetched or refreshed afterwards.
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     cards: Mapped[list[Card]] = relationship(back_populates="invocation")
 
@@ -88,6 +92,29 @@ class Card(Base):
     # console can filter on them without a join.
     source: Mapped[str] = mapped_column(String(8), default="hook", server_default="hook")
     run_id: Mapped[str | None] = mapped_column(String(36))
+    # Migration 0006, for the review console (copied or derived at write time so the
+    # queue, its search and the dashboard read narrow index entries, never the JSON):
+    # - what the call's prefetch said about the patient, ward and prescriber;
+    patient_name: Mapped[str | None] = mapped_column(String(256))
+    patient_name_key: Mapped[str | None] = mapped_column(String(256))  # casefolded, search
+    patient_mrn: Mapped[str | None] = mapped_column(String(128))
+    location: Mapped[str | None] = mapped_column(String(256))
+    prescriber_ref: Mapped[str | None] = mapped_column(String(512))  # context.userId
+    prescriber_name: Mapped[str | None] = mapped_column(String(256))
+    order_text: Mapped[str | None] = mapped_column(String(512))  # the order as received
+    # - the problem: the first card of the same (patient, order, rule); itself when first;
+    problem_id: Mapped[str | None] = mapped_column(String(36))
+    # - every feedback event counted, the latest override reason in the words offered;
+    accepted_n: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    overridden_n: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    feedback_state: Mapped[str] = mapped_column(  # none | accepted | overridden | both
+        String(12), default="none", server_default="none"
+    )
+    override_reason: Mapped[str | None] = mapped_column(String(256))
+    # - seconds from issue to the first pharmacist review; who an escalation went to.
+    review_seconds: Mapped[int | None] = mapped_column(Integer)
+    escalated_to_user_id: Mapped[int | None] = mapped_column(Integer)
+    escalated_to_role: Mapped[str | None] = mapped_column(String(16))
 
     invocation: Mapped[Invocation] = relationship(back_populates="cards")
     rules: Mapped[list[CardRule]] = relationship(back_populates="card")
@@ -100,21 +127,39 @@ class Card(Base):
         Index("ix_cards_review_created", "review_status", "created_at"),
         Index("ix_cards_patient_created", "patient_ref", "created_at"),
         Index("ix_cards_pack_created", "pack_version", "created_at"),
-        # Sweep deduplication (migration 0004): a patient's open cards by order and rule.
-        Index("ix_cards_patient_order_rule", "patient_ref", "order_id", "primary_rule"),
-        # Review console (migration 0002): covering indexes so the counts and the rules
-        # dashboard read narrow index entries, never the card JSON in the table rows;
-        # "stats" groups without a sort, "period" serves a bounded date range.
+        # A patient's problems (migration 0006 extends the 0004 sweep deduplication
+        # index): the sweep's open alerts, the problem of a new card, open problem counts.
+        Index(
+            "ix_cards_patient_order_rule",
+            "patient_ref",
+            "order_id",
+            "primary_rule",
+            "problem_id",
+            "review_status",
+            "created_at",
+            "id",
+        ),
+        # Review console (migrations 0002, 0006): covering indexes so the counts, the
+        # grouped queue and the dashboard read narrow index entries, never the card JSON
+        # in the table rows; "stats" groups without a sort, "period" serves a bounded
+        # date range and the queue's keyset walk.
         Index(
             "ix_cards_stats",
             "primary_rule",
             "category",
             "indicator",
+            "pack_id",
             "pack_version",
             "review_status",
-            "feedback_outcome",
+            "source",
+            "feedback_state",
             "created_at",
+            "accepted_n",
+            "overridden_n",
+            "problem_id",
             "id",
+            "review_seconds",
+            "override_reason",
         ),
         Index(
             "ix_cards_period",
@@ -122,11 +167,17 @@ class Card(Base):
             "indicator",
             "primary_rule",
             "category",
+            "pack_id",
             "pack_version",
             "review_status",
-            "feedback_outcome",
+            "source",
+            "feedback_state",
+            "patient_ref",
             "id",
         ),
+        # Search by MRN (exact) and by name (a scan of this narrow index, not the rows).
+        Index("ix_cards_mrn", "patient_mrn", "patient_ref"),
+        Index("ix_cards_name", "patient_name_key", "patient_ref"),
     )
 
 
@@ -201,6 +252,11 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text)
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Migration 0006: an escalation goes to a named user or to a role; one action taken on
+    # a group of cards (a patient, an order, a problem's repeats) shares a ``batch_id``.
+    escalated_to_user_id: Mapped[int | None] = mapped_column(Integer)
+    escalated_to_role: Mapped[str | None] = mapped_column(String(16))
+    batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class User(Base):

@@ -33,7 +33,7 @@ from cds.errors import (
     StoreUnavailable,
     UnknownService,
 )
-from cds.hooks.audit import issued_cards
+from cds.hooks.audit import call_context, issued_cards
 from cds.hooks.bounds import MAX_DEPTH, JsonLimitError, check_document, check_raw
 from cds.hooks.feedback import parse_feedback
 from cds.hooks.fetch import FetchLimits
@@ -322,6 +322,12 @@ async def call_service(
                     for d in result.issues[:50]
                 ]
                 + [{"issue": "prefetch", "detail": p[:500]} for p in resolved.problems[:20]],
+                context=call_context(
+                    resolved.resources,
+                    patient_id=call.patient_id,
+                    user_id=call.user_id,
+                    encounter_id=call.encounter_id,
+                ),
             )
             try:
                 save_invocation(maker=maker, invocation=record, cards=issued)
