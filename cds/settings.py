@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     # console cookie signing; generated if unset. SecretStr: never shown by repr or logs.
     session_secret: SecretStr | None = None
     secure_cookies: bool = True
+    # The review console shows times and counts days in this IANA zone (stored: UTC).
+    site_timezone: str = "UTC"
 
     # --- hardening (see the README's configuration table) ---
     # "on": hook API and console on one listener; "off": hook API only; "only": console only
@@ -69,6 +72,26 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_secret(cls, v: object) -> object:
         return None if v == "" else v
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"CDS_SITE_TIMEZONE: {v[:64]!r} is not an IANA time zone "
+                "(e.g. Europe/London, America/New_York, UTC)"
+            ) from None
+        return v
+
+    @property
+    def site_zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.site_timezone)
 
     @field_validator("profile", mode="before")
     @classmethod

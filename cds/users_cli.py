@@ -1,9 +1,10 @@
-"""``cds users``: console accounts from the command line (add, list, disable, enable).
+"""``cds users``: console accounts from the command line (add, list, disable, enable,
+set-password, unlock).
 
 Accounts are made here, not on a web page, so the password is typed by its owner
-(twice, hidden) or piped in (``--password-stdin``, for provisioning scripts) and never
-appears in shell history or a process list. Every command first brings the database
-schema up to date, so it works on a fresh machine.
+(twice, hidden) or piped in (``--password-stdin``, for provisioning scripts and any run
+without a terminal) and never appears in shell history or a process list. Every command
+first brings the database schema up to date, so it works on a fresh machine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,25 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
+NO_TERMINAL = (
+    "no terminal to type the password in: pipe it on standard input with "
+    "--password-stdin, e.g.  printf '%s\\n' \"$PASSWORD\" | cds users {cmd} NAME --password-stdin"
+)
+
+
+def _read_password(from_stdin: bool, cmd: str = "add") -> str:
+    """The password from standard input (one line), or typed twice at a terminal."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        _fail(NO_TERMINAL.format(cmd=cmd))
+    try:
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    except typer.Abort:
+        _fail("no password typed")
+        raise
+
+
 @users_app.command("add")
 def add(
     username: Annotated[str, typer.Argument(help="Login name")],
@@ -43,10 +63,7 @@ def add(
     """Create an account (password at least 12 characters, argon2-hashed)."""
     if role not in store_users.ROLES:
         _fail(f"role must be one of {', '.join(store_users.ROLES)}")
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
     try:
         store_users.check_password_policy(password)
         with _maker().begin() as s:
@@ -98,6 +115,36 @@ def _set_disabled(username: str, disabled: bool) -> None:
 def disable(username: Annotated[str, typer.Argument(help="Login name")]) -> None:
     """Disable an account and end its sessions at once (nothing is deleted)."""
     _set_disabled(username, True)
+
+
+@users_app.command("set-password")
+def set_password(
+    username: Annotated[str, typer.Argument(help="Login name")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Give an account a new password; unlocks it and ends its sessions."""
+    password = _read_password(password_stdin, "set-password")
+    try:
+        with _maker().begin() as s:
+            info = store_users.set_password(session=s, username=username, password=password)
+    except store_users.UserError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"password set for {info.username}; its sessions ended")
+
+
+@users_app.command("unlock")
+def unlock(username: Annotated[str, typer.Argument(help="Login name")]) -> None:
+    """Clear an account's lock after too many failed sign-ins."""
+    try:
+        with _maker().begin() as s:
+            info = store_users.unlock(session=s, username=username)
+    except store_users.UserError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"unlocked {info.username}")
 
 
 @users_app.command("enable")

@@ -1,13 +1,21 @@
-"""Queries behind the review console: the alert queue, one alert, reviews, rule statistics.
+"""Queries behind the review console: the queue (grouped by patient, order and problem, or
+every card), one alert, reviews (one card or a group), measures, the CSV export.
 
 Everything here must stay fast with hundreds of thousands of cards, so:
 
-* the queue is paged by keyset on ``(created_at, id)`` (no OFFSET: page 2,000 costs what
-  page 1 costs) and selects only the columns the list shows, never the card JSON;
-* the per-filter counts come from ONE grouped query over the narrow ``ix_cards_console``
+* every list is paged by keyset on ``(created_at, id)`` (no OFFSET: page 2,000 costs what
+  page 1 costs) and selects only the columns it shows, never the card JSON;
+* the per-filter counts come from ONE grouped query over the narrow ``ix_cards_stats``
   covering index, then are split per facet in Python (each facet counted with every
   *other* filter applied, so the pharmacist sees what choosing another value would give);
-* the dashboard aggregates in SQL over the same covering index.
+* the dashboard aggregates in SQL over the same index: what it needs of the feedback (every
+  event counted, the latest override reason in words) and of the reviews (seconds to the
+  first one) is kept on the card row when they arrive (migration 0006), so it never reads
+  the feedback or review tables.
+
+A *problem* is one rule on one order of one patient: the same rule firing again on every
+order-select of that order is the same problem (``cards.problem_id`` names its first
+card), shown once with how many times it fired.
 
 Functions are keyword-only and take a ``Session``; the caller owns the transaction.
 """
@@ -16,15 +24,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
+from cds.store.audit import search_key
 from cds.store.models import Card, CardRule, Feedback, Invocation, Review, User
 
 #: Review actions and the status each one leaves the card in (``None``: unchanged).
@@ -34,11 +44,33 @@ REVIEW_ACTIONS: dict[str, str | None] = {
     "resolve": "resolved",
     "annotate": None,
 }
+#: The statuses an action moves a card from (a group action skips the others: acknowledging
+#: a patient's alerts must not turn an escalation back into "seen").
+ACTS_ON: dict[str, frozenset[str]] = {
+    "acknowledge": frozenset({"unreviewed"}),
+    "escalate": frozenset({"unreviewed", "acknowledged", "escalated"}),
+    "resolve": frozenset({"unreviewed", "acknowledged", "escalated"}),
+    "annotate": frozenset({"unreviewed", "acknowledged", "escalated", "resolved"}),
+}
 #: Actions that make no sense without words.
 NOTE_REQUIRED = frozenset({"escalate", "annotate"})
 REVIEW_STATUSES = ("unreviewed", "acknowledged", "escalated", "resolved")
+OPEN_STATUSES = ("unreviewed", "acknowledged", "escalated")
 INDICATORS = ("critical", "warning", "info")
+SOURCES = ("hook", "sweep")
+#: feedback filter value -> the ``feedback_state`` values it matches ("overridden": at
+#: least once, whatever else happened).
+FEEDBACK_FILTERS: dict[str, frozenset[str]] = {
+    "overridden": frozenset({"overridden", "both"}),
+    "accepted": frozenset({"accepted", "both"}),
+    "both": frozenset({"both"}),
+    "none": frozenset({"none"}),
+}
+ESCALATION_ROLES = ("pharmacist", "admin")
+DATA_QUALITY = "data-quality"
 MAX_NOTE_CHARS = 4000
+MAX_GROUP_ACTION = 2000  # cards one group action may change (a bigger one: narrow it)
+SEVERITY = {"critical": 3, "warning": 2, "info": 1}
 
 # Filter attribute -> card column; also the facets the queue counts.
 # In the column order of ``ix_cards_stats`` so grouping by them streams from the index.
@@ -46,14 +78,31 @@ _FACETS: dict[str, Any] = {
     "rule": Card.primary_rule,
     "category": Card.category,
     "indicator": Card.indicator,
+    "pack": Card.pack_id,
     "pack_version": Card.pack_version,
     "review_status": Card.review_status,
+    "source": Card.source,
+    "feedback": Card.feedback_state,
 }
+
+
+def _facet_matches(name: str, chosen: str, stored: Any) -> bool:
+    if name == "feedback":
+        return stored in FEEDBACK_FILTERS.get(chosen, frozenset())
+    return bool(stored == chosen)
 
 
 def as_utc(value: datetime) -> datetime:
     """SQLite returns naive datetimes; every timestamp the service stores is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Who an escalation goes to: a named user (``user_id``) or everybody in ``role``."""
+
+    user_id: int | None = None
+    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +112,17 @@ class QueueFilter:
     indicator: str | None = None
     category: str | None = None
     rule: str | None = None
+    pack: str | None = None
     pack_version: str | None = None
     review_status: str | None = None
+    source: str | None = None
+    feedback: str | None = None  # a FEEDBACK_FILTERS key
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
-    patient: str | None = None
+    patient: str | None = None  # a patient id, an MRN or (part of) a name
+    run_id: str | None = None  # one sweep run
+    hide_data_quality: bool | None = None
+    escalated_to: Escalation | None = None  # "escalated to me": the user and their role
 
     def facet_value(self, name: str) -> str | None:
         value: str | None = getattr(self, name)
@@ -77,7 +132,7 @@ class QueueFilter:
         return all(getattr(self, f.name) is None for f in fields(self))
 
 
-def _patient_refs(patient: str) -> list[str]:
+def _literal_refs(patient: str) -> list[str]:
     """``123`` matches ``Patient/123`` as well as a bare ``123`` (stored as the audit
     stores them: long ones bounded with a hash)."""
     from cds.store.audit import bounded_ref
@@ -87,19 +142,83 @@ def _patient_refs(patient: str) -> list[str]:
     return [bounded_ref(r) or r for r in refs]
 
 
-def _base_conditions(f: QueueFilter) -> list[ColumnElement[bool]]:
+def _like(term: str) -> str:
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+MAX_PATIENT_MATCHES = 200
+
+
+def patient_refs(*, session: Session, text: str) -> list[str]:
+    """The patients a search names: their id (``123`` or ``Patient/123``), their MRN
+    (exactly), or every word of their name (in any order, ignoring case and accents).
+    Names and MRNs are the ones the calls' data gave (cards keep them)."""
+    refs = _literal_refs(text)
+    found = set(
+        session.scalars(
+            select(Card.patient_ref)
+            .where(Card.patient_mrn == text.strip())
+            .distinct()
+            .limit(MAX_PATIENT_MATCHES)
+        )
+    )
+    words = (search_key(text) or "").replace(",", " ").split()
+    if words and max(len(w) for w in words) >= 2:
+        found |= set(
+            session.scalars(
+                select(Card.patient_ref)
+                .where(*(Card.patient_name_key.like(_like(w), escape="\\") for w in words))
+                .distinct()
+                .limit(MAX_PATIENT_MATCHES)
+            )
+        )
+    return refs + sorted(r for r in found if r and r not in refs)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """A filter made SQL: the patients its search names, resolved once per request."""
+
+    filter: QueueFilter
+    refs: tuple[str, ...] | None
+
+
+def _scope(session: Session, f: QueueFilter) -> _Scope:
+    refs = tuple(patient_refs(session=session, text=f.patient)) if f.patient else None
+    return _Scope(f, refs)
+
+
+def _base_conditions(scope: _Scope) -> list[ColumnElement[bool]]:
+    """Conditions that are not facets (a period, a patient, a run, an escalation)."""
+    f = scope.filter
     conds: list[ColumnElement[bool]] = []
     if f.since is not None:
         conds.append(Card.created_at >= f.since)
     if f.until is not None:
         conds.append(Card.created_at < f.until)
-    if f.patient:
-        conds.append(Card.patient_ref.in_(_patient_refs(f.patient)))
+    if scope.refs is not None:
+        conds.append(Card.patient_ref.in_(scope.refs) if scope.refs else false())
+    if f.run_id:
+        conds.append(Card.run_id == f.run_id)
+    if f.hide_data_quality:
+        conds.append(Card.category != DATA_QUALITY)
+    if f.escalated_to is not None:
+        who = []
+        if f.escalated_to.user_id is not None:
+            who.append(Card.escalated_to_user_id == f.escalated_to.user_id)
+        if f.escalated_to.role is not None:
+            who.append(
+                and_(
+                    Card.escalated_to_role == f.escalated_to.role,
+                    Card.escalated_to_user_id.is_(None),
+                )
+            )
+        conds += [Card.review_status == "escalated", or_(*who) if who else false()]
     return conds
 
 
-def _conditions(f: QueueFilter, *, steer: bool = False) -> list[ColumnElement[bool]]:
-    """SQL conditions for ``f``.
+def _conditions(scope: _Scope, *, steer: bool = False) -> list[ColumnElement[bool]]:
+    """SQL conditions for the scope's filter.
 
     ``steer``: with two or more menu filters, or a patient and a menu filter, compare
     ``column || ''`` so no menu-column index qualifies. Otherwise SQLite seeks one
@@ -108,14 +227,20 @@ def _conditions(f: QueueFilter, *, steer: bool = False) -> list[ColumnElement[bo
     combination. Steered, it walks the covering ``ix_cards_period`` in date order
     (about 20 ms at worst), or the patient's own index. PostgreSQL plans either form.
     """
+    f = scope.filter
     chosen = [
-        (column, f.facet_value(name))
+        (name, column, f.facet_value(name))
         for name, column in _FACETS.items()
         if f.facet_value(name) is not None
     ]
-    steer = steer and (len(chosen) >= 2 or (bool(f.patient) and bool(chosen)))
-    conds = _base_conditions(f)
-    conds += [(column.concat("") if steer else column) == value for column, value in chosen]
+    steer = steer and (len(chosen) >= 2 or (scope.refs is not None and bool(chosen)))
+    conds = _base_conditions(scope)
+    for name, column, value in chosen:
+        target = column.concat("") if steer else column
+        if name == "feedback":
+            conds.append(target.in_(sorted(FEEDBACK_FILTERS.get(value, frozenset()))))
+        else:
+            conds.append(target == value)
     return conds
 
 
@@ -163,6 +288,25 @@ class QueueRow:
     patient_ref: str | None
     order_id: str
     hook: str
+    source: str
+    run_id: str | None
+    patient_name: str | None
+    patient_mrn: str | None
+    location: str | None
+    prescriber_ref: str | None
+    prescriber_name: str | None
+    order_text: str | None
+    problem_id: str | None
+    accepted_n: int
+    overridden_n: int
+    feedback_state: str
+    override_reason: str | None
+    escalated_to_user_id: int | None
+    escalated_to_role: str | None
+
+    @property
+    def is_repeat(self) -> bool:
+        return self.problem_id is not None and self.problem_id != self.id
 
 
 @dataclass(frozen=True)
@@ -186,29 +330,43 @@ _ROW_COLUMNS = (
     Card.patient_ref,
     Card.order_id,
     Card.hook,
+    Card.source,
+    Card.run_id,
+    Card.patient_name,
+    Card.patient_mrn,
+    Card.location,
+    Card.prescriber_ref,
+    Card.prescriber_name,
+    Card.order_text,
+    Card.problem_id,
+    Card.accepted_n,
+    Card.overridden_n,
+    Card.feedback_state,
+    Card.override_reason,
+    Card.escalated_to_user_id,
+    Card.escalated_to_role,
 )
 
 
 def _row(r: Any) -> QueueRow:
     return QueueRow(
-        id=r[0],
-        created_at=as_utc(r[1]),
-        indicator=r[2],
-        category=r[3],
-        summary=r[4],
-        rule=r[5],
-        pack_id=r[6],
-        pack_version=r[7],
-        review_status=r[8],
-        feedback_outcome=r[9],
-        patient_ref=r[10],
-        order_id=r[11],
-        hook=r[12],
+        *r[:1],
+        as_utc(r[1]),
+        *r[2:22],
+        int(r[22] or 0),
+        int(r[23] or 0),
+        *r[24:],
     )
 
 
 def _key() -> Any:
     return tuple_(Card.created_at, Card.id)
+
+
+def _rows_by_id(conn: Any, keys: Sequence[str]) -> dict[str, QueueRow]:
+    if not keys:
+        return {}
+    return {r[0]: _row(r) for r in conn.execute(select(*_ROW_COLUMNS).where(Card.id.in_(keys)))}
 
 
 def queue_page(
@@ -219,12 +377,12 @@ def queue_page(
     before: Cursor | None = None,
     after: Cursor | None = None,
 ) -> QueuePage:
-    """One page of the queue, newest first, starting after a cursor (keyset paging).
+    """One page of every card (the audit view), newest first, after a cursor (keyset).
 
     Two steps: the page's keys from the narrowest index that can answer (see
     ``_conditions``), then the listed columns of just those cards by primary key.
     """
-    conds = _conditions(filter, steer=True)
+    conds = _conditions(_scope(session, filter), steer=True)
     if after is not None:  # walking back towards the newest cards
         conds.append(_key() > (after.created_at, after.id))
         order = (Card.created_at.asc(), Card.id.asc())
@@ -241,11 +399,7 @@ def queue_page(
     ]
     more = len(keys) > limit
     keys = keys[:limit]
-    by_id = (
-        {r[0]: _row(r) for r in conn.execute(select(*_ROW_COLUMNS).where(Card.id.in_(keys))).all()}
-        if keys
-        else {}
-    )
+    by_id = _rows_by_id(conn, keys)
     rows = [by_id[k] for k in keys if k in by_id]
     if after is not None:
         rows.reverse()
@@ -265,6 +419,297 @@ def _cursor(row: QueueRow) -> Cursor:
     return Cursor(row.created_at, row.id)
 
 
+# --- the grouped queue: patient -> order -> problem ------------------------------------
+
+
+def _status_of(statuses: Sequence[str]) -> str:
+    """A problem's status from its firings': escalated beats unreviewed beats
+    acknowledged; resolved only when every firing is."""
+    for s in ("escalated", "unreviewed", "acknowledged"):
+        if s in statuses:
+            return s
+    return "resolved"
+
+
+@dataclass
+class Problem:
+    """One rule on one order: every firing that matches the filter, newest first."""
+
+    rule: str
+    category: str
+    cards: list[QueueRow]
+
+    @property
+    def latest(self) -> QueueRow:
+        return self.cards[0]
+
+    @property
+    def fired(self) -> int:
+        return len(self.cards)
+
+    @property
+    def first_at(self) -> datetime:
+        return self.cards[-1].created_at
+
+    @property
+    def indicator(self) -> str:
+        return max((c.indicator for c in self.cards), key=lambda i: SEVERITY.get(i, 0))
+
+    @property
+    def status(self) -> str:
+        return _status_of([c.review_status for c in self.cards])
+
+    @property
+    def unreviewed(self) -> int:
+        return sum(1 for c in self.cards if c.review_status == "unreviewed")
+
+    @property
+    def open_cards(self) -> int:
+        return sum(1 for c in self.cards if c.review_status != "resolved")
+
+    @property
+    def accepted(self) -> int:
+        return sum(c.accepted_n for c in self.cards)
+
+    @property
+    def overridden(self) -> int:
+        return sum(c.overridden_n for c in self.cards)
+
+    @property
+    def override_reason(self) -> str | None:
+        return next((c.override_reason for c in self.cards if c.override_reason), None)
+
+    @property
+    def sort_key(self) -> tuple[int, int, int, float]:
+        """Open before resolved, clinical before data quality, severe first, newest first."""
+        return (
+            self.status == "resolved",
+            self.category == DATA_QUALITY,
+            -SEVERITY.get(self.indicator, 0),
+            -self.latest.created_at.timestamp(),
+        )
+
+
+@dataclass
+class OrderGroup:
+    order_id: str
+    problems: list[Problem]
+
+    @property
+    def latest(self) -> QueueRow:
+        return max((p.latest for p in self.problems), key=lambda r: (r.created_at, r.id))
+
+    @property
+    def order_text(self) -> str | None:
+        return next((p.latest.order_text for p in self.problems if p.latest.order_text), None)
+
+    @property
+    def prescribers(self) -> list[tuple[str | None, str | None]]:
+        """(name, userId) of who ordered it, newest first, each once."""
+        seen: list[tuple[str | None, str | None]] = []
+        for p in self.problems:
+            for c in p.cards:
+                who = (c.prescriber_name, c.prescriber_ref)
+                if (who[0] or who[1]) and who not in seen:
+                    seen.append(who)
+        return seen[:3]
+
+    @property
+    def cards(self) -> int:
+        return sum(p.fired for p in self.problems)
+
+
+@dataclass
+class PatientGroup:
+    patient_ref: str | None
+    orders: list[OrderGroup]
+    open_problems: int = 0  # every problem of the patient not resolved, whatever the filter
+    new_problems: int = 0  # of which with a firing nobody has reviewed
+
+    def _latest_with(self, attr: str) -> str | None:
+        rows = sorted(
+            (p.latest for o in self.orders for p in o.problems),
+            key=lambda r: (r.created_at, r.id),
+            reverse=True,
+        )
+        return next((getattr(r, attr) for r in rows if getattr(r, attr)), None)
+
+    @property
+    def name(self) -> str | None:
+        return self._latest_with("patient_name")
+
+    @property
+    def mrn(self) -> str | None:
+        return self._latest_with("patient_mrn")
+
+    @property
+    def location(self) -> str | None:
+        return self._latest_with("location")
+
+    @property
+    def problems(self) -> int:
+        return sum(len(o.problems) for o in self.orders)
+
+    @property
+    def cards(self) -> int:
+        return sum(o.cards for o in self.orders)
+
+    @property
+    def latest(self) -> QueueRow:
+        return max((o.latest for o in self.orders), key=lambda r: (r.created_at, r.id))
+
+
+@dataclass
+class GroupedPage:
+    patients: list[PatientGroup]
+    older: Cursor | None  # pass as ``start`` for the next page (inclusive)
+    truncated: bool = False  # a patient had more firings than one page shows
+
+
+SCAN_CHUNK = 500
+SCAN_CAP = 50_000  # cards walked looking for one page of patients
+CARDS_PER_PAGE_CAP = 3000
+
+
+def _page_patients(
+    conn: Any, conds: list[ColumnElement[bool]], start: Cursor | None, want: int
+) -> list[tuple[str | None, Cursor]]:
+    """The first ``want`` patients, in order of their newest matching card at or before
+    ``start``; a patient with a matching card after ``start`` was on an earlier page."""
+    found: dict[str | None, Cursor] = {}
+    excluded: set[str | None] = set()
+    position = start
+    inclusive = True
+    scanned = 0
+    while len(found) < want and scanned < SCAN_CAP:
+        where = list(conds)
+        if position is not None:
+            pos = (position.created_at, position.id)
+            where.append(_key() <= pos if inclusive else _key() < pos)
+        rows = conn.execute(
+            select(Card.patient_ref, Card.created_at, Card.id)
+            .where(*where)
+            .order_by(Card.created_at.desc(), Card.id.desc())
+            .limit(SCAN_CHUNK)
+        ).all()
+        if not rows:
+            break
+        scanned += len(rows)
+        fresh = []
+        for ref, at, card_id in rows:
+            if ref not in found and ref not in excluded:
+                found[ref] = Cursor(as_utc(at), card_id)
+                fresh.append(ref)
+        if start is not None and fresh:
+            later = _key() > (start.created_at, start.id)
+            named = [r for r in fresh if r is not None]
+            seen_before = set(
+                conn.execute(
+                    select(Card.patient_ref)
+                    .where(*conds, later, Card.patient_ref.in_(named))
+                    .distinct()
+                ).scalars()
+            )
+            if (
+                None in fresh
+                and conn.execute(
+                    select(Card.id).where(*conds, later, Card.patient_ref.is_(None)).limit(1)
+                ).first()
+            ):
+                seen_before.add(None)
+            for ref in seen_before:
+                excluded.add(ref)
+                found.pop(ref, None)
+        last = rows[-1]
+        position, inclusive = Cursor(as_utc(last[1]), last[2]), False
+        if len(rows) < SCAN_CHUNK:
+            break
+    return list(found.items())[:want]
+
+
+def grouped_page(
+    *, session: Session, filter: QueueFilter, patients: int = 20, start: Cursor | None = None
+) -> GroupedPage:
+    """A page of the queue as a pharmacist works it: ``patients`` patients, newest
+    activity first, each with their orders and each order's problems (repeats collapsed).
+
+    Three reads: walk the matching cards' keys in date order to find the page's patients
+    (narrow index entries), fetch those patients' matching cards (their own index), and
+    count their open problems whatever the filter (``ix_cards_patient_order_rule``).
+    """
+    scope = _scope(session, filter)
+    conds = _conditions(scope, steer=True)
+    conn = session.connection()
+    picked = _page_patients(conn, conds, start, patients + 1)
+    older = picked[patients][1] if len(picked) > patients else None
+    refs = [ref for ref, _ in picked[:patients]]
+    if not refs:
+        return GroupedPage(patients=[], older=None)
+    named = [r for r in refs if r is not None]
+    who = [Card.patient_ref.in_(named)] if named else []
+    if None in refs:
+        who.append(Card.patient_ref.is_(None))
+    keys = [
+        k
+        for (k,) in conn.execute(
+            select(Card.id)
+            .where(*_conditions(scope), or_(*who))
+            .order_by(Card.created_at.desc(), Card.id.desc())
+            .limit(CARDS_PER_PAGE_CAP + 1)
+        )
+    ]
+    truncated = len(keys) > CARDS_PER_PAGE_CAP
+    by_id = _rows_by_id(conn, keys[:CARDS_PER_PAGE_CAP])
+    rows = sorted(by_id.values(), key=lambda r: (r.created_at, r.id), reverse=True)
+    # patient -> order -> rule -> firings (newest first)
+    tree: dict[str | None, dict[str, dict[str, list[QueueRow]]]] = {r: {} for r in refs}
+    for row in rows:
+        orders = tree.setdefault(row.patient_ref, {})
+        orders.setdefault(row.order_id, {}).setdefault(row.rule, []).append(row)
+    counts = _open_problem_counts(conn, named)
+    groups = []
+    for ref in refs:
+        orders = [
+            OrderGroup(
+                order_id=order_id,
+                problems=sorted(
+                    (Problem(rule, cards[0].category, cards) for rule, cards in rules.items()),
+                    key=lambda p: p.sort_key,
+                ),
+            )
+            for order_id, rules in tree.get(ref, {}).items()
+        ]
+        if not orders:
+            continue
+        orders.sort(key=lambda o: (o.latest.created_at, o.latest.id), reverse=True)
+        open_n, new_n = counts.get(ref, (0, 0))
+        groups.append(PatientGroup(ref, orders, open_problems=open_n, new_problems=new_n))
+    return GroupedPage(patients=groups, older=older, truncated=truncated)
+
+
+def _open_problem_counts(conn: Any, refs: list[str]) -> dict[str | None, tuple[int, int]]:
+    """patient -> (open problems, problems with an unreviewed firing), every card counted."""
+    if not refs:
+        return {}
+    statuses: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for ref, order_id, rule, status in conn.execute(
+        select(Card.patient_ref, Card.order_id, Card.primary_rule, Card.review_status)
+        .where(Card.patient_ref.in_(refs))
+        .distinct()
+    ):
+        statuses[(ref, order_id, rule)].add(status)
+    out: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
+    for (ref, _, _), seen in statuses.items():
+        if seen - {"resolved"}:
+            out[ref][0] += 1
+        if "unreviewed" in seen:
+            out[ref][1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+# --- counts for the filter bar ---------------------------------------------------------
+
+
 @dataclass
 class Facets:
     """How many cards match, and per facet value how many would match if chosen."""
@@ -279,7 +724,7 @@ def facet_counts(*, session: Session, filter: QueueFilter) -> Facets:
     names = list(_FACETS)
     stmt = (
         select(*_FACETS.values(), func.count())
-        .where(*_base_conditions(filter))
+        .where(*_base_conditions(_scope(session, filter)))
         .group_by(*_FACETS.values())
     )
     combos = [(tuple(r[:-1]), int(r[-1])) for r in session.execute(stmt)]
@@ -288,17 +733,37 @@ def facet_counts(*, session: Session, filter: QueueFilter) -> Facets:
     total = 0
     critical_unreviewed = 0
     i_ind, i_status = names.index("indicator"), names.index("review_status")
+    i_feedback = names.index("feedback")
     for values, count in combos:
-        misses = [i for i, want in enumerate(chosen) if want is not None and values[i] != want]
+        misses = [
+            i
+            for i, want in enumerate(chosen)
+            if want is not None and not _facet_matches(names[i], want, values[i])
+        ]
         if not misses:
             total += count
         for i, name in enumerate(names):
-            if not misses or misses == [i]:
+            if misses and misses != [i]:
+                continue
+            if i == i_feedback:
+                for value, states in FEEDBACK_FILTERS.items():
+                    if values[i] in states:
+                        per[name][value] += count
+            else:
                 per[name][values[i]] += count
         if values[i_ind] == "critical" and values[i_status] == "unreviewed":
             critical_unreviewed += count
     ordered = {n: sorted(per[n].items(), key=lambda kv: (-kv[1], kv[0])) for n in names}
     return Facets(total=total, counts=ordered, critical_unreviewed=critical_unreviewed)
+
+
+def escalated_count(*, session: Session, to: Escalation) -> int:
+    """Cards escalated to this user, or to their role without a named user."""
+    f = QueueFilter(escalated_to=to)
+    return int(session.scalar(select(func.count()).where(*_base_conditions(_Scope(f, None)))) or 0)
+
+
+# --- one alert -------------------------------------------------------------------------
 
 
 @dataclass
@@ -310,6 +775,15 @@ class CardDetail:
     rules: list[CardRule]
     feedback: list[Feedback]
     reviews: list[tuple[Review, str]]  # (review, reviewer username)
+    firings: list[QueueRow] = field(default_factory=list)  # the problem's, newest first
+    users: dict[int, str] = field(default_factory=dict)  # id -> username (escalations)
+
+    @property
+    def open_firings(self) -> int:
+        return sum(1 for r in self.firings if r.review_status != "resolved")
+
+
+MAX_FIRINGS_SHOWN = 200
 
 
 def card_detail(*, session: Session, card_id: str) -> CardDetail | None:
@@ -340,13 +814,123 @@ def card_detail(*, session: Session, card_id: str) -> CardDetail | None:
             .order_by(Review.created_at, Review.id)
         )
     ]
+    conn = session.connection()
+    keys = [
+        k
+        for (k,) in conn.execute(
+            select(Card.id)
+            .where(*_problem_of(card))
+            .order_by(Card.created_at.desc(), Card.id.desc())
+            .limit(MAX_FIRINGS_SHOWN)
+        )
+    ]
+    by_id = _rows_by_id(conn, keys)
     return CardDetail(
-        card=card, invocation=invocation, rules=rules, feedback=feedback, reviews=reviews
+        card=card,
+        invocation=invocation,
+        rules=rules,
+        feedback=feedback,
+        reviews=reviews,
+        firings=[by_id[k] for k in keys if k in by_id],
+        users=user_names(session=session),
     )
+
+
+def _problem_of(card: Card) -> list[ColumnElement[bool]]:
+    same_patient = (
+        Card.patient_ref == card.patient_ref
+        if card.patient_ref is not None
+        else Card.patient_ref.is_(None)
+    )
+    return [same_patient, Card.order_id == card.order_id, Card.primary_rule == card.primary_rule]
+
+
+def user_names(*, session: Session) -> dict[int, str]:
+    return {i: n for i, n in session.execute(select(User.id, User.username))}
+
+
+@dataclass(frozen=True)
+class Assignee:
+    """Someone an escalation can go to (the alert page's choices)."""
+
+    value: str  # "user:7" or "role:pharmacist"
+    label: str
+
+
+def escalation_choices(*, session: Session) -> list[Assignee]:
+    roles = [Assignee("role:pharmacist", "Any pharmacist on the console")]
+    roles.append(Assignee("role:admin", "The console administrators"))
+    users = [
+        Assignee(f"user:{uid}", f"{name} ({role})")
+        for uid, name, role in session.execute(
+            select(User.id, User.username, User.role)
+            .where(User.disabled.is_(False))
+            .order_by(User.username)
+        )
+    ]
+    return roles + users
 
 
 class ReviewError(ValueError):
     """A review action that cannot be recorded as asked (unknown action, missing note)."""
+
+
+def parse_escalation(*, session: Session, value: str | None) -> Escalation:
+    """``user:7`` (an enabled account) or ``role:pharmacist``; ``ReviewError`` otherwise."""
+    kind, _, ident = (value or "").partition(":")
+    if kind == "role" and ident in ESCALATION_ROLES:
+        return Escalation(role=ident)
+    if kind == "user" and ident.isdigit() and len(ident) < 10:
+        user = session.get(User, int(ident))
+        if user is not None and not user.disabled:
+            return Escalation(user_id=user.id)
+    raise ReviewError("choose who to escalate to: a named colleague or a role")
+
+
+def _check(action: str, note: str | None) -> str | None:
+    if action not in REVIEW_ACTIONS:
+        raise ReviewError(f"unknown action {action!r}")
+    note = (note or "").strip() or None
+    if action in NOTE_REQUIRED and note is None:
+        raise ReviewError(f"{action} needs a note")
+    if note is not None and len(note) > MAX_NOTE_CHARS:
+        raise ReviewError(f"a note is at most {MAX_NOTE_CHARS} characters")
+    return note
+
+
+def _apply(
+    session: Session,
+    cards: Sequence[Card],
+    *,
+    action: str,
+    note: str | None,
+    reviewer_id: int,
+    now: datetime,
+    escalate_to: Escalation | None,
+    batch_id: str | None,
+) -> None:
+    status = REVIEW_ACTIONS[action]
+    target = escalate_to or Escalation()
+    for card in cards:
+        session.add(
+            Review(
+                card_id=card.id,
+                action=action,
+                note=note,
+                reviewer_id=reviewer_id,
+                created_at=now,
+                escalated_to_user_id=target.user_id if action == "escalate" else None,
+                escalated_to_role=target.role if action == "escalate" else None,
+                batch_id=batch_id,
+            )
+        )
+        if card.review_seconds is None:
+            card.review_seconds = max(0, int((now - as_utc(card.created_at)).total_seconds()))
+        if status is not None:
+            card.review_status = status
+            card.escalated_to_user_id = target.user_id if action == "escalate" else None
+            card.escalated_to_role = target.role if action == "escalate" else None
+    session.flush()
 
 
 def add_review(
@@ -357,47 +941,132 @@ def add_review(
     note: str | None,
     reviewer_id: int,
     now: datetime,
+    escalate_to: Escalation | None = None,
+    with_repeats: bool = False,
 ) -> bool:
     """Append a review and move the card's status; ``False`` if the card does not exist.
 
-    Append-only: earlier reviews are never changed, so the history is the audit trail.
+    ``with_repeats``: the action covers the problem, every firing of the same rule on the
+    same order that it applies to (each its own review row, one ``batch_id``). Append-only:
+    earlier reviews are never changed, so the history is the audit trail.
     """
-    if action not in REVIEW_ACTIONS:
-        raise ReviewError(f"unknown action {action!r}")
-    note = (note or "").strip() or None
-    if action in NOTE_REQUIRED and note is None:
-        raise ReviewError(f"{action} needs a note")
-    if note is not None and len(note) > MAX_NOTE_CHARS:
-        raise ReviewError(f"a note is at most {MAX_NOTE_CHARS} characters")
+    note = _check(action, note)
+    if action == "escalate" and escalate_to is None:
+        raise ReviewError("choose who to escalate to: a named colleague or a role")
     card = session.get(Card, card_id)
     if card is None:
         return False
-    session.add(
-        Review(card_id=card_id, action=action, note=note, reviewer_id=reviewer_id, created_at=now)
+    cards = [card]
+    batch_id = None
+    if with_repeats and action != "annotate":
+        others = session.scalars(
+            select(Card).where(
+                *_problem_of(card),
+                Card.id != card.id,
+                Card.review_status.in_(sorted(ACTS_ON[action])),
+            )
+        ).all()
+        if others:
+            cards += list(others)
+            batch_id = str(uuid.uuid4())
+    _apply(
+        session,
+        cards,
+        action=action,
+        note=note,
+        reviewer_id=reviewer_id,
+        now=now,
+        escalate_to=escalate_to,
+        batch_id=batch_id,
     )
-    status = REVIEW_ACTIONS[action]
-    if status is not None:
-        card.review_status = status
-    session.flush()
     return True
 
 
-# --- rules dashboard -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Group:
+    """A group of the grouped queue: a patient, one of their orders, or one problem."""
+
+    patient_ref: str
+    order_id: str | None = None
+    rule: str | None = None
+
+
+def group_review(
+    *,
+    session: Session,
+    group: Group,
+    filter: QueueFilter,
+    upto: datetime | None,
+    action: str,
+    note: str | None,
+    reviewer_id: int,
+    now: datetime,
+    escalate_to: Escalation | None = None,
+) -> int:
+    """One action on every card of a group that the filter shows and the action applies
+    to (acknowledge: the unreviewed ones; resolve and escalate: the open ones), issued no
+    later than ``upto`` (when the page was drawn: a card that arrived since was not seen).
+    Each card gets its own review row; they share one ``batch_id``. Returns how many.
+    """
+    note = _check(action, note)
+    if action == "escalate" and escalate_to is None:
+        raise ReviewError("choose who to escalate to: a named colleague or a role")
+    conds = _conditions(_scope(session, filter))
+    conds += [Card.patient_ref == group.patient_ref]
+    if group.order_id is not None:
+        conds.append(Card.order_id == group.order_id)
+    if group.rule is not None:
+        conds.append(Card.primary_rule == group.rule)
+    if upto is not None:
+        conds.append(Card.created_at <= upto)
+    conds.append(Card.review_status.in_(sorted(ACTS_ON[action])))
+    cards = session.scalars(select(Card).where(*conds).limit(MAX_GROUP_ACTION + 1)).all()
+    if len(cards) > MAX_GROUP_ACTION:
+        raise ReviewError(
+            f"more than {MAX_GROUP_ACTION} alerts in this group: narrow the filter first"
+        )
+    if cards:
+        _apply(
+            session,
+            cards,
+            action=action,
+            note=note,
+            reviewer_id=reviewer_id,
+            now=now,
+            escalate_to=escalate_to,
+            batch_id=str(uuid.uuid4()),
+        )
+    return len(cards)
+
+
+# --- measures --------------------------------------------------------------------------
 
 
 @dataclass
 class RuleStat:
-    """Cards issued by one rule (or category) in a period and what prescribers did."""
+    """Cards issued by one rule (or category, or pack version) in a period, every
+    feedback event on them, how often they repeated, and how fast they were reviewed."""
 
     key: str
     category: str
     issued: int = 0
-    accepted: int = 0
-    overridden: int = 0
-    reasons: list[tuple[str, int]] = field(default_factory=list)
+    accepted: int = 0  # acceptance events
+    overridden: int = 0  # override events
+    with_feedback: int = 0  # cards with at least one event
+    both: int = 0  # cards both accepted and overridden
+    repeats: int = 0  # cards that were a repeat firing of an earlier card's problem
+    reviewed: int = 0
+    review_minutes: list[tuple[int, int]] = field(default_factory=list)  # (minutes, cards)
+    reasons: list[tuple[str, int]] = field(default_factory=list)  # overridden cards per reason
+
+    def add(self, other: RuleStat) -> None:
+        for name in ("issued", "accepted", "overridden", "with_feedback", "both", "repeats"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.reviewed += other.reviewed
+        self.review_minutes += other.review_minutes
 
     @property
-    def with_feedback(self) -> int:
+    def events(self) -> int:
         return self.accepted + self.overridden
 
     @property
@@ -406,101 +1075,252 @@ class RuleStat:
 
     @property
     def override_rate(self) -> float | None:
-        """Overridden among the cards that got feedback (``None`` without any)."""
-        return self.overridden / self.with_feedback if self.with_feedback else None
+        """Override events among all feedback events (``None`` without any)."""
+        return self.overridden / self.events if self.events else None
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.accepted / self.events if self.events else None
+
+    @property
+    def repeat_rate(self) -> float | None:
+        return self.repeats / self.issued if self.issued else None
+
+    @property
+    def median_review_minutes(self) -> float | None:
+        """Median minutes from issue to the first review (cards reviewed so far)."""
+        n = sum(count for _, count in self.review_minutes)
+        if not n:
+            return None
+        ordered = sorted(self.review_minutes)
+
+        def nth(k: int) -> int:
+            seen = 0
+            for minutes, count in ordered:
+                seen += count
+                if k < seen:
+                    return minutes
+            return ordered[-1][0]
+
+        return (nth((n - 1) // 2) + nth(n // 2)) / 2
+
+
+@dataclass
+class Period:
+    """One bucket of the time series (a site-local day, or a week over long periods)."""
+
+    day: date
+    by_indicator: dict[str, int] = field(default_factory=dict)
+    issued: int = 0
+    accepted: int = 0
+    overridden: int = 0
+    repeats: int = 0
+
+    @property
+    def override_rate(self) -> float | None:
+        events = self.accepted + self.overridden
+        return self.overridden / events if events else None
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        events = self.accepted + self.overridden
+        return self.accepted / events if events else None
+
+    @property
+    def repeat_rate(self) -> float | None:
+        return self.repeats / self.issued if self.issued else None
 
 
 @dataclass
 class Dashboard:
     rules: list[RuleStat]
     categories: list[RuleStat]
-    daily: list[tuple[str, str, int]]  # (YYYY-MM-DD, indicator, cards)
+    packs: list[RuleStat]
+    total: RuleStat
+    days: list[Period]  # site-local days with cards, oldest first
+
+    @property
+    def daily(self) -> list[tuple[str, str, int]]:
+        """(YYYY-MM-DD, indicator, cards): the severity chart's input."""
+        return [(p.day.isoformat(), ind, n) for p in self.days for ind, n in p.by_indicator.items()]
 
 
-def _period(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+def _period(
+    since: datetime | None,
+    until: datetime | None,
+    rule: str | None = None,
+    pack: str | None = None,
+) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if since is not None:
         conds.append(Card.created_at >= since)
     if until is not None:
         conds.append(Card.created_at < until)
+    if rule is not None:
+        conds.append(Card.primary_rule == rule)
+    if pack is not None:
+        conds.append(Card.pack_id == pack)
     return conds
 
 
-def _override_reasons(
-    *, session: Session, period: list[ColumnElement[bool]]
-) -> dict[str, dict[str, int]]:
-    """rule -> override reason -> feedback items, for overridden cards in the period.
-
-    A LEFT JOIN on purpose: it makes the cards side the outer loop (SQLite does not
-    reorder it), read from the covering ``ix_cards_stats`` index, with one probe of the
-    covering ``ix_feedback_card_outcome`` per overridden card. An inner join lets SQLite (without
-    ANALYZE statistics) start from feedback and read each card's fat row instead, about
-    three times slower. Every override item counts: a card overridden twice with two
-    reasons shows both.
-    """
-    reason = func.coalesce(Feedback.override_display, Feedback.override_code, "(no reason given)")
-    stmt = (
-        select(Card.primary_rule, reason, func.count(Feedback.id))
-        .select_from(Card)
-        .outerjoin(Feedback, and_(Feedback.card_id == Card.id, Feedback.outcome == "overridden"))
-        .where(*period, Card.feedback_outcome == "overridden")
-        .group_by(Card.primary_rule, reason)
-    )
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for rule, text, count in session.execute(stmt):
-        if count:  # cards whose override item was replaced by a later one have none
-            out[rule][text] = int(count)
-    return out
+def _is_repeat() -> Any:
+    return case((and_(Card.problem_id.is_not(None), Card.problem_id != Card.id), 1), else_=0)
 
 
-def dashboard(*, session: Session, since: datetime | None, until: datetime | None) -> Dashboard:
-    """Per-rule and per-category outcomes, override reasons and cards per day by severity.
+def _hour_bucket(session: Session) -> Any:
+    """The UTC hour of a card (folded into site-local days in Python: SQLite has no time
+    zones, and an hour is the finest offset most zones need)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", Card.created_at), "YYYY-MM-DD HH24")
+    return func.strftime("%Y-%m-%d %H", Card.created_at)
+
+
+def dashboard(
+    *,
+    session: Session,
+    since: datetime | None,
+    until: datetime | None,
+    tz: tzinfo = UTC,
+    rule: str | None = None,
+    pack: str | None = None,
+) -> Dashboard:
+    """Per rule, category and pack version: cards, every feedback event, acceptance and
+    override rates, repeat firings, time to first review and the override reasons given;
+    and the same per site-local day.
 
     A rule is counted by the cards it set the severity of (``cards.primary_rule``): that
     is the rule the prescriber saw the card for, so its override rate is the one to read.
+    Four grouped reads of ``ix_cards_stats``, none of the feedback or review tables.
     """
-    period = _period(since, until)
+    period = _period(since, until, rule, pack)
     by_rule: dict[str, RuleStat] = {}
+    by_pack: dict[str, RuleStat] = {}
     # Grouped by a prefix of ``ix_cards_stats`` (covering, no sort), folded in Python.
-    group = (*_FACETS.values(), Card.feedback_outcome)
-    stmt = select(*group, func.count()).where(*period).group_by(*group)
-    for rule, category, *_, outcome, count in session.execute(stmt):
-        stat = by_rule.setdefault(rule, RuleStat(key=rule, category=category))
-        stat.issued += count
-        if outcome == "accepted":
-            stat.accepted += count
-        elif outcome == "overridden":
-            stat.overridden += count
+    group = (Card.primary_rule, Card.category, Card.indicator, Card.pack_id, Card.pack_version)
+    stmt = (
+        select(
+            *group,
+            func.count(),
+            func.sum(Card.accepted_n),
+            func.sum(Card.overridden_n),
+            func.sum(case((Card.feedback_state != "none", 1), else_=0)),
+            func.sum(case((Card.feedback_state == "both", 1), else_=0)),
+            func.sum(_is_repeat()),
+            func.count(Card.review_seconds),
+        )
+        .where(*period)
+        .group_by(*group)
+    )
+    for rule_id, category, _ind, pack_id, version, *nums in session.execute(stmt):
+        issued, acc, over, with_fb, both, rep, reviewed = (int(n or 0) for n in nums)
+        part = RuleStat(
+            key="",
+            category=category,
+            issued=issued,
+            accepted=acc,
+            overridden=over,
+            with_feedback=with_fb,
+            both=both,
+            repeats=rep,
+            reviewed=reviewed,
+        )
+        by_rule.setdefault(rule_id, RuleStat(key=rule_id, category=category)).add(part)
+        label = f"{pack_id} {version}"
+        by_pack.setdefault(label, RuleStat(key=label, category=pack_id)).add(part)
 
-    reasons = _override_reasons(session=session, period=period)
+    # Override reasons: the latest one of each overridden card, kept on its row.
+    reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    pack_reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    reason = func.coalesce(Card.override_reason, "(no reason given)")
+    for rule_id, pack_id, version, text, count in session.execute(
+        select(Card.primary_rule, Card.pack_id, Card.pack_version, reason, func.count())
+        .where(*period, Card.overridden_n > 0)
+        .group_by(Card.primary_rule, Card.pack_id, Card.pack_version, reason)
+    ):
+        reasons[rule_id][text] += int(count)
+        pack_reasons[f"{pack_id} {version}"][text] += int(count)
+
+    # Minutes to the first review, per rule and pack version (medians in Python).
+    minutes = Card.review_seconds / 60
+    for rule_id, pack_id, version, mins, count in session.execute(
+        select(Card.primary_rule, Card.pack_id, Card.pack_version, minutes, func.count())
+        .where(*period, Card.review_seconds.is_not(None))
+        .group_by(Card.primary_rule, Card.pack_id, Card.pack_version, minutes)
+    ):
+        entry = (int(mins), int(count))
+        if rule_id in by_rule:
+            by_rule[rule_id].review_minutes.append(entry)
+        label = f"{pack_id} {version}"
+        if label in by_pack:
+            by_pack[label].review_minutes.append(entry)
+
     by_category: dict[str, RuleStat] = {}
     cat_reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    total = RuleStat(key="all", category="")
     for stat in by_rule.values():
-        stat.reasons = sorted(reasons.get(stat.key, {}).items(), key=lambda kv: (-kv[1], kv[0]))
-        cat = by_category.setdefault(
+        stat.reasons = _top(reasons.get(stat.key, {}))
+        by_category.setdefault(
             stat.category, RuleStat(key=stat.category, category=stat.category)
-        )
-        cat.issued += stat.issued
-        cat.accepted += stat.accepted
-        cat.overridden += stat.overridden
+        ).add(stat)
+        total.add(stat)
         for text, count in stat.reasons:
             cat_reasons[stat.category][text] += count
     for cat in by_category.values():
-        cat.reasons = sorted(cat_reasons[cat.key].items(), key=lambda kv: (-kv[1], kv[0]))
+        cat.reasons = _top(cat_reasons[cat.key])
+    for label, stat in by_pack.items():
+        stat.reasons = _top(pack_reasons.get(label, {}))
+    every: Counter[str] = Counter()
+    for per_rule in reasons.values():
+        every.update(per_rule)
+    total.reasons = _top(dict(every))
 
-    day = func.date(Card.created_at)
-    daily_stmt = (
-        select(day, Card.indicator, func.count())
-        .where(*period)
-        .group_by(day, Card.indicator)
-        .order_by(day)
-    )
-    daily = [(str(d), ind, int(n)) for d, ind, n in session.execute(daily_stmt)]
+    days = _days(session, period, tz)
 
     def order(stats: dict[str, RuleStat]) -> list[RuleStat]:
         return sorted(stats.values(), key=lambda s: (-s.issued, s.key))
 
-    return Dashboard(rules=order(by_rule), categories=order(by_category), daily=daily)
+    return Dashboard(
+        rules=order(by_rule),
+        categories=order(by_category),
+        packs=sorted(by_pack.values(), key=lambda s: s.key),
+        total=total,
+        days=days,
+    )
+
+
+def _top(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _days(session: Session, period: list[ColumnElement[bool]], tz: tzinfo) -> list[Period]:
+    """Cards, feedback events and repeats per site-local day."""
+    hour = _hour_bucket(session)
+    out: dict[date, Period] = {}
+    stmt = (
+        select(
+            hour,
+            Card.indicator,
+            func.count(),
+            func.sum(Card.accepted_n),
+            func.sum(Card.overridden_n),
+            func.sum(_is_repeat()),
+        )
+        .where(*period)
+        .group_by(hour, Card.indicator)
+    )
+    for bucket, indicator, n, acc, over, rep in session.execute(stmt):
+        try:
+            at = datetime.strptime(str(bucket), "%Y-%m-%d %H").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        day = at.astimezone(tz).date()
+        p = out.setdefault(day, Period(day))
+        p.by_indicator[indicator] = p.by_indicator.get(indicator, 0) + int(n)
+        p.issued += int(n)
+        p.accepted += int(acc or 0)
+        p.overridden += int(over or 0)
+        p.repeats += int(rep or 0)
+    return [out[d] for d in sorted(out)]
 
 
 # --- export ----------------------------------------------------------------------------
@@ -508,44 +1328,96 @@ def dashboard(*, session: Session, since: datetime | None, until: datetime | Non
 EXPORT_COLUMNS = (
     "card_id",
     "created_at",
+    "created_at_local",
     "indicator",
     "category",
     "rule",
     "pack_id",
     "pack_version",
-    "review_status",
-    "feedback_outcome",
+    "source",
+    "run_id",
     "patient",
+    "patient_name",
+    "patient_mrn",
+    "location",
     "order_id",
+    "drug_and_dose",
+    "prescriber",
+    "prescriber_id",
     "hook",
     "summary",
+    "repeat_of",
+    "feedback_outcome",
+    "accepted_count",
+    "overridden_count",
+    "override_reason",
+    "review_status",
+    "escalated_to",
+    "reviewer",
+    "reviewed_at",
+    "review_note",
 )
+
+
+@dataclass(frozen=True)
+class LastReview:
+    reviewer: str
+    at: datetime
+    note: str | None  # the latest note on the card (from any action)
+
+
+@dataclass
+class ExportBatch:
+    rows: list[QueueRow]
+    reviews: dict[str, LastReview]
+    users: dict[int, str]
+
+
+def _last_reviews(conn: Any, ids: Sequence[str]) -> dict[str, LastReview]:
+    out: dict[str, LastReview] = {}
+    notes: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        for card_id, note, name, at in conn.execute(
+            select(Review.card_id, Review.note, User.username, Review.created_at)
+            .join(User, User.id == Review.reviewer_id)
+            .where(Review.card_id.in_(ids[i : i + 500]))
+            .order_by(Review.card_id, Review.created_at, Review.id)
+        ):
+            if note:
+                notes[card_id] = note
+            out[card_id] = LastReview(name, as_utc(at), None)
+    return {k: replace(v, note=notes.get(k)) for k, v in out.items()}
 
 
 def iter_export(
     *, maker: sessionmaker[Session], filter: QueueFilter, batch: int = 5000
-) -> Iterator[list[QueueRow]]:
-    """Every card the filter matches, newest first, in batches (one short read each).
+) -> Iterator[ExportBatch]:
+    """Every card the filter matches, newest first, in batches (one short read each),
+    with each card's latest reviewer and note.
 
     Short transactions on purpose: a slow download must not hold a read transaction (and
     with SQLite, the WAL) open for minutes; keyset paging keeps each batch as cheap as
     the first.
     """
     cursor: Cursor | None = None
+    with maker() as s:
+        users = user_names(session=s)
     while True:
         with maker() as s:
             page = queue_page(session=s, filter=filter, limit=batch, before=cursor)
+            reviewed = [r.id for r in page.rows]
+            reviews = _last_reviews(s.connection(), reviewed) if reviewed else {}
         if page.rows:
-            yield page.rows
+            yield ExportBatch(page.rows, reviews, users)
         if page.older is None:
             return
         cursor = page.older
 
 
 def known_values(*, session: Session) -> dict[str, list[str]]:
-    """Distinct categories, rules and pack versions (filter choices with nothing chosen)."""
+    """Distinct categories, rules, packs and versions (filter choices with nothing chosen)."""
     out: dict[str, list[str]] = {}
-    for name in ("category", "rule", "pack_version"):
+    for name in ("category", "rule", "pack", "pack_version"):
         col = _FACETS[name]
         out[name] = [v for (v,) in session.execute(select(col).distinct().order_by(col))]
     return out
@@ -563,14 +1435,28 @@ def period_bounds(*, session: Session) -> tuple[datetime, datetime] | None:
 
 
 __all__ = [
+    "ACTS_ON",
+    "EXPORT_COLUMNS",
+    "FEEDBACK_FILTERS",
     "INDICATORS",
     "NOTE_REQUIRED",
+    "OPEN_STATUSES",
     "REVIEW_ACTIONS",
     "REVIEW_STATUSES",
+    "SOURCES",
+    "Assignee",
     "CardDetail",
     "Cursor",
     "Dashboard",
+    "Escalation",
+    "ExportBatch",
     "Facets",
+    "Group",
+    "GroupedPage",
+    "OrderGroup",
+    "PatientGroup",
+    "Period",
+    "Problem",
     "QueueFilter",
     "QueuePage",
     "QueueRow",
@@ -579,7 +1465,14 @@ __all__ = [
     "add_review",
     "card_detail",
     "dashboard",
+    "escalated_count",
+    "escalation_choices",
     "facet_counts",
+    "group_review",
+    "grouped_page",
     "iter_export",
+    "parse_escalation",
+    "patient_refs",
     "queue_page",
+    "user_names",
 ]

@@ -191,6 +191,61 @@ def set_disabled_by_id(
     return set_disabled(session=session, username=user.username, disabled=disabled, now=now)
 
 
+def set_password(
+    *,
+    session: Session,
+    username: str | None = None,
+    user_id: int | None = None,
+    password: str,
+    now: datetime | None = None,
+    keep_session: str | None = None,
+) -> UserInfo:
+    """A new password for an account (policy checked, argon2-hashed); clears its lock and
+    failure count and ends its sessions (whoever knew the old one is signed out) but
+    ``keep_session`` (the owner changing their own password stays signed in)."""
+    check_password_policy(password)
+    if user_id is not None:
+        user = session.get(User, user_id)
+    else:
+        user = session.scalar(select(User).where(_by_name(username or "")))
+    if user is None:
+        raise UserError(f"no user {username!r}" if user_id is None else f"no user {user_id}")
+    user.password_hash = hash_password(password)
+    user.failed_attempts, user.locked_until = 0, None
+    session.execute(
+        update(ConsoleSession)
+        .where(
+            ConsoleSession.user_id == user.id,
+            ConsoleSession.revoked_at.is_(None),
+            ConsoleSession.id != (keep_session or ""),
+        )
+        .values(revoked_at=now or utcnow())
+    )
+    session.flush()
+    return _info(user)
+
+
+def unlock(
+    *, session: Session, username: str | None = None, user_id: int | None = None
+) -> UserInfo:
+    """Clear an account's sign-in lock and failure count (nothing else changes)."""
+    if user_id is not None:
+        user = session.get(User, user_id)
+    else:
+        user = session.scalar(select(User).where(_by_name(username or "")))
+    if user is None:
+        raise UserError(f"no user {username!r}" if user_id is None else f"no user {user_id}")
+    user.failed_attempts, user.locked_until = 0, None
+    session.flush()
+    return _info(user)
+
+
+def verify_password(*, session: Session, user_id: int, password: str) -> bool:
+    """Whether ``password`` is this account's (no counting: the caller is signed in)."""
+    current = session.scalar(select(User.password_hash).where(User.id == user_id))
+    return current is not None and _hasher.verify(password, current)
+
+
 def authenticate(
     *,
     maker: sessionmaker[Session],

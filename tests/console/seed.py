@@ -21,7 +21,13 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from cds.store.audit import SEVERITY_RANK, InvocationRecord, IssuedCard, record_invocation
+from cds.store.audit import (
+    SEVERITY_RANK,
+    InvocationRecord,
+    IssuedCard,
+    record_invocation,
+    search_key,
+)
 from cds.store.models import Card, CardRule, Feedback, Invocation
 
 PACK_ID = "baclofen"
@@ -59,6 +65,21 @@ OVERRIDE_REASONS = (
     ("data-outdated", "Lab result outdated or wrong"),
     ("will-monitor", "Will monitor closely"),
 )
+FAMILY = ("Okafor", "Nguyen", "Smith", "García", "Kowalski", "Haddad", "Brown", "Singh")
+GIVEN = ("Ada", "Ben", "Chloé", "Dev", "Ewa", "Farid", "Grace", "Hiro", "Ines", "Jon")
+WARDS = ("Ward 7B, Bed 12", "Ward 3A, Bed 4", "Neuro rehab, Bed 2", "AMU, Bay 5")
+PRESCRIBERS = ("Dr Amara Osei", "Dr Tom Fischer", "Dr Leila Karimi")
+
+
+def patient_context(number: int) -> dict[str, str]:
+    """What a call's prefetch would have given about patient ``number`` (stable)."""
+    return {
+        "patient_name": f"{FAMILY[number % len(FAMILY)]}, {GIVEN[number // 8 % len(GIVEN)]}",
+        "patient_mrn": f"MRN{number:07d}",
+        "location": WARDS[number % len(WARDS)],
+    }
+
+
 CATEGORY_SYSTEM = "https://cds.example.org/fhir/CodeSystem/alert-category"
 OVERRIDE_SYSTEM = "https://cds.example.org/override"
 
@@ -244,6 +265,11 @@ def seed_cards(
 ) -> SeedSummary:
     """Bulk-insert ``n_cards`` cards spread over ``days`` days ending at ``end``."""
     rng = random.Random(seed)
+    # Draws for what migration 0006 added (repeats, second answers, review times) come
+    # from their own generator, so the base data is the same as before it.
+    extra = random.Random(seed + 1000)
+    recent: list[tuple[str, datetime, list[tuple[str, str]]]] = []  # patient, when, problems
+    first_of: dict[tuple[str, str, str], str] = {}
     end = end or datetime.now(UTC).replace(microsecond=0)
     span = days * 86400
     weights = [r.weight for r in RULES]
@@ -254,9 +280,18 @@ def seed_cards(
     while len(cards) < n_cards:
         inv_id = str(uuid.UUID(int=rng.getrandbits(128)))
         when = end - timedelta(seconds=rng.randrange(span))
-        patient = f"Patient/p{rng.randrange(patients):05d}"
+        number = rng.randrange(patients)
+        patient = f"Patient/p{number:05d}"
+        # One call in five is an order-select firing again on an order already alerted.
+        repeat = recent[extra.randrange(len(recent))] if recent and extra.random() < 0.2 else None
+        if repeat is not None:
+            patient, number = repeat[0], int(repeat[0].rsplit("p", 1)[1])
+            when = min(end, repeat[1] + timedelta(minutes=extra.randrange(1, 240)))
         version = PACK_VERSIONS[min(2, int((1 - (end - when).total_seconds() / span) * 3))]
         count = min(n_cards - len(cards), rng.choice((1, 1, 1, 2, 2, 3)))
+        ctx = patient_context(number)
+        prescriber = extra.randrange(len(PRESCRIBERS))
+        fired: list[tuple[str, str]] = []
         invocations.append(
             {
                 "id": inv_id,
@@ -277,12 +312,17 @@ def seed_cards(
                 "pack_version": version,
                 "card_count": count,
                 "fetched_keys": [],
+                "context": {**ctx, "prescriber_name": PRESCRIBERS[prescriber]},
             }
         )
         for k in range(count):
             rule = rng.choices(RULES, weights)[0]
             card_id = str(uuid.UUID(int=rng.getrandbits(128)))
             order_id = f"mr-{inv_id[:8]}-{k}"
+            if repeat is not None and k < len(repeat[2]):
+                order_id, rule_id = repeat[2][k]
+                rule = next(r for r in RULES if r.id == rule_id)
+            fired.append((order_id, rule.id))
             card, facts = build_card(
                 rule=rule,
                 card_id=card_id,
@@ -299,6 +339,13 @@ def seed_cards(
             outcome = None
             if rng.random() < feedback_share:
                 outcome = "overridden" if rng.random() < rule.override_p else "accepted"
+            # a second answer on one card in twenty with feedback (re-sent, or changed)
+            second = None
+            if outcome is not None and extra.random() < 0.05:
+                second = "accepted" if extra.random() < 0.5 else "overridden"
+            outcomes = [o for o in (outcome, second) if o is not None]
+            status = rng.choice(("unreviewed",) * 6 + ("acknowledged", "resolved"))
+            problem = first_of.setdefault((patient, order_id, rule.id), card_id)
             cards.append(
                 {
                     "id": card_id,
@@ -317,8 +364,23 @@ def seed_cards(
                     "pack_version": version,
                     "facts": facts,
                     "card_json": card,
-                    "review_status": rng.choice(("unreviewed",) * 6 + ("acknowledged", "resolved")),
-                    "feedback_outcome": outcome,
+                    "review_status": status,
+                    "feedback_outcome": outcomes[-1] if outcomes else None,
+                    "patient_name": ctx["patient_name"],
+                    "patient_name_key": search_key(ctx["patient_name"]),
+                    "patient_mrn": ctx["patient_mrn"],
+                    "location": ctx["location"],
+                    "prescriber_ref": f"Practitioner/dr{prescriber:03d}",
+                    "prescriber_name": PRESCRIBERS[prescriber],
+                    "order_text": "Baclofen 10 mg tablet: 20 mg 3 times a day",
+                    "problem_id": problem,
+                    "accepted_n": outcomes.count("accepted"),
+                    "overridden_n": outcomes.count("overridden"),
+                    "feedback_state": _state(outcomes),
+                    "override_reason": None,
+                    "review_seconds": None
+                    if status == "unreviewed"
+                    else int(extra.expovariate(1 / 5400)),
                 }
             )
             card_rules.append(
@@ -333,6 +395,26 @@ def seed_cards(
                 code, display = rng.choice(OVERRIDE_REASONS)
                 over = outcome == "overridden"
                 suggestions = card.get("suggestions", [])
+                if "overridden" in outcomes:
+                    cards[-1]["override_reason"] = display
+                if second is not None:
+                    feedback.append(
+                        {
+                            "dedupe_key": uuid.UUID(int=extra.getrandbits(128)).hex + "1" * 32,
+                            "card_id": card_id,
+                            "service_id": "baclofen-order-sign",
+                            "outcome": second,
+                            "accepted_suggestions": [suggestions[0]["uuid"]]
+                            if second == "accepted" and suggestions
+                            else [],
+                            "override_code": code if second == "overridden" else None,
+                            "override_system": OVERRIDE_SYSTEM if second == "overridden" else None,
+                            "override_display": display if second == "overridden" else None,
+                            "override_comment": None,
+                            "outcome_timestamp": when + timedelta(minutes=2),
+                            "received_at": when + timedelta(minutes=2),
+                        }
+                    )
                 feedback.append(
                     {
                         "dedupe_key": uuid.UUID(int=rng.getrandbits(128)).hex + "0" * 32,
@@ -350,6 +432,9 @@ def seed_cards(
                         "received_at": when + timedelta(minutes=1),
                     }
                 )
+        if repeat is None:
+            recent.append((patient, when, fired))
+            del recent[:-200]
     with maker.begin() as s:
         if s.get_bind().dialect.name == "sqlite":
             # Random uuid keys land all over the indexes: a bigger page cache for this
@@ -374,6 +459,11 @@ def seed_cards(
         newest=max(times),
         oldest=min(times),
     )
+
+
+def _state(outcomes: list[str]) -> str:
+    acc, over = "accepted" in outcomes, "overridden" in outcomes
+    return "both" if acc and over else "accepted" if acc else "overridden" if over else "none"
 
 
 def add_card(

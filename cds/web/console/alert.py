@@ -1,4 +1,5 @@
-"""One alert: the card as the prescriber saw it, why it fired, what happened next.
+"""One alert: what the rule used, the card as the prescriber saw it, what they did, the
+problem's other firings, and the pharmacist's review.
 
 Review actions are append-only (``reviews`` rows) and answered with Post/Redirect/Get,
 so reloading the page never records an action twice.
@@ -14,9 +15,10 @@ from fastapi.responses import RedirectResponse
 
 from cds.store import console as store
 from cds.store.console import CardDetail
+from cds.web.console.evidence import rule_uses
 from cds.web.console.present import card_view, fact_sections
 from cds.web.console.routing import ConsoleError, ConsoleRoute, CurrentUser, Maker
-from cds.web.console.templates import render
+from cds.web.console.templates import render, site_zone
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -26,19 +28,58 @@ ACTION_LABELS = {
     "resolve": "Resolved",
     "annotate": "Note added",
 }
+#: What each action means, said on the page next to its button.
+ACTION_MEANINGS = {
+    "acknowledge": "Seen: you have read it and are following it up. It stays on the "
+    "patient's open problems until resolved.",
+    "resolve": "Dealt with: the order was changed, the prescriber agreed with a reason, or "
+    "it no longer applies. It leaves the open list.",
+    "escalate": "Needs someone else's decision: it goes to the colleague or role you choose "
+    "and shows in their “Escalated to me” queue, with your note.",
+    "annotate": "Adds your note to the history without changing the status.",
+}
 
 
-def _feedback_rows(detail: CardDetail, labels: dict[str, str]) -> list[dict[str, Any]]:
+def loaded_pack(request: Request, pack_id: str) -> Any | None:
+    """The pack as loaded now (``None`` if it is not, or the app has no registry)."""
+    registry = getattr(request.app.state, "registry", None)
+    try:
+        return next((p for p in registry.packs() if p.id == pack_id), None) if registry else None
+    except Exception:  # noqa: BLE001 - the page never depends on the registry
+        return None
+
+
+def reason_words(
+    card_json: dict[str, Any], pack: Any | None, code: str | None, display: str | None
+) -> str | None:
+    """An override reason in the words offered to the prescriber: the card's own
+    ``overrideReasons``, else the pack's, else what the EHR sent, else the code."""
+    if code is None and display is None:
+        return None
+    for r in card_json.get("overrideReasons") or []:
+        if isinstance(r, dict) and code is not None and r.get("code") == code and r.get("display"):
+            return str(r["display"])
+    for r in (getattr(pack, "override_reasons", None) or {}).values():
+        if isinstance(r, dict) and code is not None and r.get("code") == code and r.get("display"):
+            return str(r["display"])
+    return display or code
+
+
+def _feedback_rows(
+    detail: CardDetail, labels: dict[str, str], pack: Any | None
+) -> list[dict[str, Any]]:
+    card_json = detail.card.card_json or {}
     rows = []
     for f in detail.feedback:
         accepted = [labels.get(u, u) for u in f.accepted_suggestions or []]
+        words = reason_words(card_json, pack, f.override_code, f.override_display)
         rows.append(
             {
                 "outcome": f.outcome,
                 "when": f.outcome_timestamp,
                 "accepted": accepted,
-                "reason": f.override_display or f.override_code,
-                "reason_code": f.override_code,
+                "reason": words,
+                "reason_code": f.override_code if f.override_code != words else None,
                 "comment": f.override_comment,
             }
         )
@@ -53,21 +94,44 @@ def _page(
     error: str | None = None,
     done: str | None = None,
     note: str = "",
+    maker: Maker | None = None,
 ) -> Response:
-    view = card_view(detail.card.card_json or {})
+    card = detail.card
+    tz = site_zone(request)
+    view = card_view(card.card_json or {})
     labels = {s.uuid: s.label for s in view.suggestions}
+    pack = loaded_pack(request, card.pack_id)
+    uses = rule_uses(
+        facts=card.facts,
+        category=card.category,
+        fired=[(r.rule_id, r.severity, r.sets_severity) for r in detail.rules]
+        or [(card.primary_rule, card.indicator, True)],
+        pack=pack,
+        tz=tz,
+    )
+    choices: list[store.Assignee] = []
+    if maker is not None:
+        with maker() as s:
+            choices = store.escalation_choices(session=s)
     return render(
         request,
         "alert.html",
         status=status,
-        card=detail.card,
+        card=card,
         view=view,
         invocation=detail.invocation,
         rules=detail.rules,
-        facts=fact_sections(detail.card.facts),
-        feedback=_feedback_rows(detail, labels),
+        uses=uses,
+        pack_loaded=pack.version if pack is not None else None,
+        facts=fact_sections(card.facts, tz),
+        feedback=_feedback_rows(detail, labels, pack),
         reviews=detail.reviews,
+        firings=detail.firings,
+        open_firings=detail.open_firings,
+        users=detail.users,
+        choices=choices,
         action_labels=ACTION_LABELS,
+        meanings=ACTION_MEANINGS,
         error=error,
         done=ACTION_LABELS.get(done or ""),
         note=note,
@@ -89,7 +153,7 @@ def _load(maker: Maker, card_id: str) -> CardDetail:
 def alert(
     request: Request, card_id: str, user: CurrentUser, maker: Maker, done: str | None = None
 ) -> Response:
-    return _page(request, _load(maker, card_id), done=done)
+    return _page(request, _load(maker, card_id), done=done, maker=maker)
 
 
 @router.post("/alerts/{card_id}/review", name="console_review")
@@ -101,6 +165,11 @@ def review(request: Request, card_id: str, user: CurrentUser, maker: Maker) -> R
     note = str(form.get("note") or "")
     try:
         with maker.begin() as s:
+            target = (
+                store.parse_escalation(session=s, value=str(form.get("escalate_to") or ""))
+                if action == "escalate" and form.get("escalate_to")
+                else None
+            )
             found = store.add_review(
                 session=s,
                 card_id=card_id[:64],
@@ -108,9 +177,13 @@ def review(request: Request, card_id: str, user: CurrentUser, maker: Maker) -> R
                 note=note,
                 reviewer_id=user.user_id,
                 now=datetime.now(UTC),
+                escalate_to=target,
+                with_repeats=form.get("repeats") == "1",
             )
     except store.ReviewError as exc:
-        return _page(request, _load(maker, card_id), status=400, error=str(exc), note=note)
+        return _page(
+            request, _load(maker, card_id), status=400, error=str(exc), note=note, maker=maker
+        )
     if not found:
         raise ConsoleError(404, "Alert not found", "No card with this id was issued.")
     url = str(request.url_for("console_alert", card_id=card_id).path)

@@ -1,8 +1,9 @@
-"""Two small server-rendered SVG charts for the rules dashboard.
+"""Small server-rendered SVG charts for the rules dashboard.
 
 Why our own ~150 lines instead of a chart library: the console must work offline, with
 no JavaScript and a strict Content-Security-Policy, and these two charts (stacked bars
-per day, horizontal bars per rule) need nothing a library would add. Colours are SVG
+per day, rates over time as lines, horizontal bars per rule) need nothing a library would
+add. Colours are SVG
 presentation attributes (not ``style``), which the CSP allows; every piece of text goes
 through ``escape``. Native ``<title>`` elements give hover tooltips without script.
 """
@@ -16,7 +17,7 @@ from datetime import date, timedelta
 
 from markupsafe import Markup, escape
 
-from cds.store.console import RuleStat
+from cds.store.console import Period, RuleStat
 
 SEVERITY_COLOURS = (("info", "#5b8fb9"), ("warning", "#e0a030"), ("critical", "#c8372d"))
 _FONT = 'font-family="system-ui, sans-serif" font-size="11" fill="#44505c"'
@@ -112,10 +113,11 @@ def daily_severity_svg(daily: Sequence[tuple[str, str, int]], start: date, end: 
 def override_rate_svg(
     rules: Sequence[RuleStat], threshold: float, min_cards: int, limit: int = 25
 ) -> Markup:
-    """Override rate per rule (among cards with feedback), the threshold as a dashed line."""
-    shown = sorted(
-        (r for r in rules if r.with_feedback), key=lambda r: (-(r.override_rate or 0), r.key)
-    )[:limit]
+    """Override rate per rule (override events among all feedback events), the threshold
+    as a dashed line."""
+    shown = sorted((r for r in rules if r.events), key=lambda r: (-(r.override_rate or 0), r.key))[
+        :limit
+    ]
     row_h, left, right, top = 22, 300, 120, 30
     width = 1000
     plot_w = width - left - right
@@ -137,21 +139,21 @@ def override_rate_svg(
     for i, r in enumerate(shown):
         y = top + i * row_h
         rate = r.override_rate or 0.0
-        flagged = rate > threshold and r.with_feedback >= min_cards
-        colour = "#c8372d" if flagged else ("#b8c2cc" if r.with_feedback < min_cards else "#3b8a7e")
+        flagged = rate > threshold and r.events >= min_cards
+        colour = "#c8372d" if flagged else ("#b8c2cc" if r.events < min_cards else "#3b8a7e")
         label = r.key if len(r.key) <= 44 else r.key[:43] + "…"
         parts.append(_text(left - 8, y + 14, label, "end"))
         parts.append(
             f'<rect x="{left}" y="{y + 3}" width="{max(plot_w * rate, 1):.1f}" '
             f'height="{row_h - 8}" fill="{colour}"><title>'
-            f"{escape(f'{r.key}: {rate:.0%} of {r.with_feedback} cards with feedback')}"
+            f"{escape(f'{r.key}: {rate:.0%} of {r.events} answers from prescribers')}"
             "</title></rect>"
         )
         parts.append(
             _text(
                 left + plot_w + 8,
                 y + 14,
-                f"{rate:.0%} of {r.with_feedback:,}" + (" ⚑" if flagged else ""),
+                f"{rate:.0%} of {r.events:,}" + (" ⚑" if flagged else ""),
             )
         )
     tx = left + plot_w * threshold
@@ -160,5 +162,85 @@ def override_rate_svg(
         f'stroke="#1f2933" stroke-width="1.5" stroke-dasharray="4 3"/>'
     )
     parts.append(_text(tx, top - 12, f"threshold {threshold:.0%}", "middle", 'font-weight="600"'))
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
+
+
+RATE_SERIES = (
+    ("acceptance", "acceptance rate", "#2f7d5b", "none"),
+    ("override", "override rate", "#c8372d", "none"),
+    ("repeat", "repeat firings", "#6b5fb5", "5 3"),
+)
+
+
+def rates_svg(days: Sequence[Period], start: date, end: date) -> Markup:
+    """Acceptance and override rates (of the prescribers' answers) and the share of
+    repeat firings, per day (per week over long periods), as lines from 0 to 100%."""
+    span = max(1, (end - start).days + 1)
+    step = 1 if span <= 92 else 7
+    buckets: list[date] = [start + timedelta(days=i) for i in range(0, span, step)]
+    sums: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # issued, acc, over, rep
+    for p in days:
+        if start <= p.day <= end:
+            b = buckets[(p.day - start).days // step]
+            for i, n in enumerate((p.issued, p.accepted, p.overridden, p.repeats)):
+                sums[b][i] += n
+    width, height, left, right, top, bottom = 1000, 250, 48, 12, 30, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    unit = "week" if step == 7 else "day"
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-labelledby="rates-title" class="chart">',
+        f'<title id="rates-title">Acceptance, override and repeat rates per {unit}, '
+        f"{start} to {end}</title>",
+    ]
+    for pct in (0, 25, 50, 75, 100):
+        y = top + plot_h - plot_h * pct / 100
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="#e3e7eb" stroke-width="1"/>'
+        )
+        parts.append(_text(left - 6, y + 4, f"{pct}%", "end"))
+    slot = plot_w / len(buckets)
+
+    def rate(b: date, name: str) -> float | None:
+        issued, acc, over, rep = sums[b]
+        if name == "repeat":
+            return rep / issued if issued else None
+        answers = acc + over
+        if not answers:
+            return None
+        return (acc if name == "acceptance" else over) / answers
+
+    for name, label, colour, dash in RATE_SERIES:
+        points = []
+        for i, b in enumerate(buckets):
+            value = rate(b, name)
+            if value is None:
+                continue
+            x = left + slot * (i + 0.5)
+            y = top + plot_h - plot_h * value
+            points.append(f"{x:.1f},{y:.1f}")
+            tip = escape(f"{b.isoformat()}: {label} {value:.0%}")
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{tip}</title>'
+                "</circle>"
+            )
+        if len(points) > 1:
+            parts.append(
+                f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" '
+                f'stroke-width="2" stroke-dasharray="{dash}"/>'
+            )
+    label_every = max(1, math.ceil(len(buckets) / 10))
+    for i, b in enumerate(buckets):
+        if i % label_every == 0:
+            x = left + slot * (i + 0.5)
+            parts.append(_text(x, top + plot_h + 16, b.strftime("%m-%d"), "middle"))
+    lx = width - right - 420
+    for j, (_, label, colour, _dash) in enumerate(RATE_SERIES):
+        parts.append(f'<rect x="{lx + j * 140}" y="8" width="12" height="12" fill="{colour}"/>')
+        parts.append(_text(lx + j * 140 + 17, 18, label))
+    if not any(sums.values()):
+        parts.append(_text(left + 8, top + 16, "No cards in this period."))
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text above went through escape()

@@ -73,6 +73,7 @@ def _login_form(
         username=username,
         next_path=next_path or "",
         login_token=security.login_csrf_token(nonce, key),
+        cookie_problem=security.cookie_problem(request),
     )
     security.set_cookie(
         request,

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from functools import cache
 from typing import Any
 
@@ -33,18 +33,40 @@ def render_markdown(text: str | None) -> Markup:
     return Markup(_md.render(text))  # noqa: S704 - markdown-it escapes; html=False
 
 
-def fmt_dt(value: datetime | str | None) -> str:
-    """A timestamp as ``2026-11-24 08:13 UTC`` (the console always shows UTC)."""
-    if value is None:
-        return "–"
+def _as_datetime(value: datetime | date | str) -> datetime | date | None:
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return str(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            try:
+                return date.fromisoformat(value[:10])
+            except ValueError:
+                return None
+    return value
+
+
+def fmt_dt(value: datetime | str | None, tz: tzinfo | None = None) -> str:
+    """A timestamp in the site's zone: ``2026-11-24 08:13 GMT`` (stored as UTC)."""
+    if value is None:
+        return "–"
+    parsed = _as_datetime(value)
+    if not isinstance(parsed, datetime):
+        return str(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    local = parsed.astimezone(tz or UTC)
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "UTC")
+
+
+def fmt_day(value: datetime | date | str | None, tz: tzinfo | None = None) -> str:
+    """The site-local day of a timestamp (a date stays itself): ``2026-11-24``."""
+    if value is None:
+        return "–"
+    parsed = _as_datetime(value)
+    if isinstance(parsed, datetime):
+        aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return aware.astimezone(tz or UTC).date().isoformat()
+    return parsed.isoformat() if isinstance(parsed, date) else str(value)
 
 
 def fmt_num(value: Any) -> str:
@@ -123,17 +145,19 @@ def humanize(key: str) -> str:
     return f"{text} ({unit})" if unit else text
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: Any, tz: tzinfo | None = None) -> str:
     if value is None:
         return "–"
     if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", value):
-        return fmt_dt(value)
-    if isinstance(value, datetime | date):
+        return fmt_dt(value, tz)
+    if isinstance(value, datetime):
+        return fmt_dt(value, tz)
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, dict):
-        return "; ".join(f"{humanize(k)}: {_scalar(v)}" for k, v in value.items())
+        return "; ".join(f"{humanize(k)}: {_scalar(v, tz)}" for k, v in value.items())
     if isinstance(value, list):
-        return ", ".join(_scalar(v) for v in value) or "–"
+        return ", ".join(_scalar(v, tz) for v in value) or "–"
     return fmt_num(value)
 
 
@@ -143,15 +167,17 @@ class Section:
     rows: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _flatten(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
+def _flatten(
+    prefix: str, value: Any, rows: list[tuple[str, str]], tz: tzinfo | None = None
+) -> None:
     if isinstance(value, dict) and value:
         for k, v in value.items():
-            _flatten(f"{prefix} › {humanize(k)}" if prefix else humanize(k), v, rows)
+            _flatten(f"{prefix} › {humanize(k)}" if prefix else humanize(k), v, rows, tz)
     elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         for i, item in enumerate(value, 1):
-            _flatten(f"{prefix} {i}" if len(value) > 1 else prefix, item, rows)
+            _flatten(f"{prefix} {i}" if len(value) > 1 else prefix, item, rows, tz)
     else:
-        rows.append((prefix, _scalar(value)))
+        rows.append((prefix, _scalar(value, tz)))
 
 
 _OBSERVATIONS = frozenset(
@@ -181,7 +207,7 @@ def _fact_groups() -> tuple[frozenset[str], frozenset[str], frozenset[str], froz
         return frozenset(f.name for f in dataclasses.fields(cls))
 
     return (
-        names(contract.OrderFacts) | {"medication_text"},
+        names(contract.OrderFacts) | {"medication_text", "order_text"},
         names(contract.PatientFacts) | {"weight_date"},
         names(contract.InteractionFacts) - {"order_id"},
         names(contract.DataIssue) - {"order_id"},
@@ -222,7 +248,7 @@ _SECTION_ORDER = (
 )
 
 
-def fact_sections(facts: dict[str, Any] | None) -> list[Section]:
+def fact_sections(facts: dict[str, Any] | None, tz: tzinfo | None = None) -> list[Section]:
     """The facts a card used, as titled tables a pharmacist can scan.
 
     Flat engine facts are grouped by the facts contract (order, patient, renal...);
@@ -237,7 +263,7 @@ def fact_sections(facts: dict[str, Any] | None) -> list[Section]:
         if isinstance(value, dict) and title == "Other facts":
             title = humanize(key)
         sec = sections.setdefault(title, Section(title))
-        _flatten(humanize(key), value, sec.rows)
+        _flatten(humanize(key), value, sec.rows, tz)
     main = [sections.pop(t) for t in _SECTION_ORDER if t != "Context" and t in sections]
     context = [sections.pop("Context")] if "Context" in sections else []
     return main + list(sections.values()) + context

@@ -182,8 +182,16 @@ async def _guard(request: Request, is_public: bool) -> Response | None:
     request.state.console_form = form
     if is_public:
         if not await _login_csrf_ok(request, form):
+            problem = security.cookie_problem(request)
+            if problem is not None:
+                log.warning(
+                    "console sign-in over plain HTTP with Secure cookies: the browser "
+                    "drops them (set CDS_SECURE_COOKIES=false for development, or HTTPS)"
+                )
             raise ConsoleError(
-                403, "Sign-in form expired", "Reload the sign-in page and try again."
+                403,
+                "Sign-in form expired",
+                problem or "Reload the sign-in page and try again.",
             )
         return None
     assert user is not None  # not public: signed in above

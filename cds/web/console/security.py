@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from typing import Any
@@ -92,6 +93,39 @@ def login_csrf_token(nonce: str, key: bytes) -> str:
 def cookie_path(request: Request) -> str:
     """The console's path under whatever prefix a proxy mounts the app at."""
     return f"{request.scope.get('root_path', '').rstrip('/')}/review"
+
+
+def _is_loopback(host: str) -> bool:
+    """Hosts a browser treats as a secure context over plain HTTP (it keeps Secure
+    cookies from them): localhost, *.localhost, 127.0.0.0/8, ::1."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cookie_problem(request: Request) -> str | None:
+    """Why sign-in cannot work from this address, or ``None``.
+
+    Console cookies are ``Secure`` unless ``CDS_SECURE_COOKIES=false``; a browser drops
+    them when the page came over plain HTTP from any host but a loopback one, so the
+    sign-in form's cookie never returns and every attempt ends "Sign-in form expired".
+    """
+    if not _secure(request) or request.url.scheme != "http":
+        return None
+    host = request.url.hostname or ""
+    if _is_loopback(host):
+        return None
+    return (
+        f"This console is served over plain HTTP at {host[:100]}, but its cookies are "
+        "marked Secure (CDS_SECURE_COOKIES=true), so your browser will not keep them and "
+        "signing in will fail with “Sign-in form expired”. Serve the console over HTTPS "
+        "(or behind a proxy that terminates TLS and forwards the scheme), or, for "
+        "development only, set CDS_SECURE_COOKIES=false."
+    )
 
 
 def _secure(request: Request) -> bool:
