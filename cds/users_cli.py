@@ -39,11 +39,16 @@ NO_TERMINAL = (
 )
 
 
+def has_terminal() -> bool:
+    """Whether a password can be typed (hidden) here: standard input is a terminal."""
+    return sys.stdin.isatty()
+
+
 def _read_password(from_stdin: bool, cmd: str = "add") -> str:
     """The password from standard input (one line), or typed twice at a terminal."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    if not sys.stdin.isatty():
+    if not has_terminal():
         _fail(NO_TERMINAL.format(cmd=cmd))
     try:
         return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))

@@ -221,10 +221,12 @@ def _instruction(d: Any) -> str | None:
     parts = [_dose(d), _timing(d.get("timing"))]
     if d.get("asNeededBoolean") is True or isinstance(d.get("asNeededCodeableConcept"), Mapping):
         parts.append("as needed")
+    text = " ".join(p for p in parts if p)
     route = _concept(d.get("route"))
     if route:
-        parts.append(route.lower() if route.isupper() else route)
-    return _text(" ".join(p for p in parts if p))
+        route = route.removesuffix(" route").removesuffix(" Route")
+        text = f"{text}, {route.lower() if route[:1].isupper() else route}" if text else route
+    return _text(text)
 
 
 def order_words(resource: Any, limit: int = 500) -> str | None:

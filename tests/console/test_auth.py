@@ -90,8 +90,16 @@ def test_every_post_needs_the_session_csrf_token(
     card_id = add_card(maker)
     assert login(client, admin).status_code == 303  # type: ignore[attr-defined]
     target = fill(path, card_id).replace("/users/1/", "/users/2/")
+    form = {
+        "action": "acknowledge",
+        "note": "n",
+        "patient": "Patient/critical-1",  # a group of the queue (add_card's patient)
+        "current": "admin password 123",  # the password forms
+        "password": "a new password 456",
+        "confirm": "a new password 456",
+    }
     for token in (None, "", "not-the-token", csrf_from(login_page_html(client))):
-        data = {"action": "acknowledge", "note": "n"}
+        data = dict(form)
         if token is not None:
             data["csrf_token"] = token
         response = client.post(target, data=data)
@@ -102,9 +110,7 @@ def test_every_post_needs_the_session_csrf_token(
         assert not s.scalar(select(User.disabled).where(User.username == other.username))
     assert client.get("/review/alerts").status_code == 200
     # And with the right token the same request goes through.
-    response = client.post(
-        target, data={"action": "acknowledge", "note": "n", "csrf_token": page_token(client)}
-    )
+    response = client.post(target, data={**form, "csrf_token": page_token(client)})
     assert response.status_code == 303, (name, response.text)
 
 

@@ -82,7 +82,12 @@ def test_console_on_postgres(pg_url: str) -> None:
                 assert client.get(path).status_code == 200, path
             response = client.post(
                 f"/review/alerts/{card_id}/review",
-                data={"action": "escalate", "note": "pg", "csrf_token": page_token(client)},
+                data={
+                    "action": "escalate",
+                    "note": "pg",
+                    "escalate_to": "role:admin",
+                    "csrf_token": page_token(client),
+                },
             )
             assert response.status_code == 303
     finally:

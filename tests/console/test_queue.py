@@ -41,7 +41,7 @@ def test_queue_lists_newest_first_and_pages_by_keyset(
             for (i,) in s.execute(select(Card.id).order_by(Card.created_at.desc(), Card.id.desc()))
         ]
     seen: list[str] = []
-    url = "/review/alerts?per_page=100"
+    url = "/review/alerts?view=cards&per_page=100"
     pages = 0
     while url:
         html = signed_in.get(url).text
@@ -54,7 +54,7 @@ def test_queue_lists_newest_first_and_pages_by_keyset(
 
 
 def test_newer_link_walks_back(signed_in: TestClient, seeded: sessionmaker[Session]) -> None:
-    first = signed_in.get("/review/alerts?per_page=25").text
+    first = signed_in.get("/review/alerts?view=cards&per_page=25").text
     second_url = re.search(r'href="([^"]*before=[^"]+)" rel="next"', first)
     assert second_url
     second = signed_in.get(second_url.group(1).replace("&amp;", "&")).text
@@ -77,7 +77,7 @@ def test_newer_link_walks_back(signed_in: TestClient, seeded: sessionmaker[Sessi
 def test_each_filter(
     signed_in: TestClient, seeded: sessionmaker[Session], param: str, value: str, column: object
 ) -> None:
-    html = signed_in.get(f"/review/alerts?{param}={value}&per_page=200").text
+    html = signed_in.get(f"/review/alerts?view=cards&{param}={value}&per_page=200").text
     with seeded() as s:
         expected = s.scalar(select(func.count()).where(column == value))  # type: ignore[arg-type]
         got = ids_in(html)
@@ -95,7 +95,7 @@ def test_date_range_is_inclusive_of_both_days(
     outside = [
         add_card(maker, when=datetime(2026, 11, d, h, tzinfo=UTC)) for d, h in ((9, 23), (13, 0))
     ]
-    html = signed_in.get("/review/alerts?since=2026-11-10&until=2026-11-12").text
+    html = signed_in.get("/review/alerts?view=cards&since=2026-11-10&until=2026-11-12").text
     assert set(ids_in(html)) == set(inside)
     assert not set(outside) & set(ids_in(html))
 
@@ -105,15 +105,15 @@ def test_patient_filter_accepts_bare_ids(
 ) -> None:
     mine = add_card(maker, patient="Patient/abc-1")
     add_card(maker, patient="Patient/abc-2")
-    assert ids_in(signed_in.get("/review/alerts?patient=abc-1").text) == [mine]
-    assert ids_in(signed_in.get("/review/alerts?patient=Patient/abc-1").text) == [mine]
+    assert ids_in(signed_in.get("/review/alerts?view=cards&patient=abc-1").text) == [mine]
+    assert ids_in(signed_in.get("/review/alerts?view=cards&patient=Patient/abc-1").text) == [mine]
 
 
 def test_bad_parameters_are_ignored_with_a_notice(
     signed_in: TestClient, seeded: sessionmaker[Session]
 ) -> None:
     response = signed_in.get(
-        "/review/alerts?indicator=urgent&since=yesterday&before=garbage&per_page=7"
+        "/review/alerts?view=cards&indicator=urgent&since=yesterday&before=garbage&per_page=7"
     )
     assert response.status_code == 200
     assert "Ignored unknown indicator" in response.text
@@ -151,7 +151,7 @@ def test_critical_unreviewed_stand_out(signed_in: TestClient, maker: sessionmake
         rule_id="baclofen-oral-ceiling-adult",
         when=NOW - timedelta(hours=1),
     )
-    html = signed_in.get("/review/alerts").text
+    html = signed_in.get("/review/alerts?view=cards").text
     assert ROW.findall(html) == [("critical", "unreviewed"), ("warning", "unreviewed")]
     assert "1</strong> critical unreviewed" in html
 
@@ -176,8 +176,8 @@ def test_export_streams_the_filtered_queue_as_csv(
 def test_export_covers_more_than_one_batch(maker: sessionmaker[Session]) -> None:
     seed_cards(maker, 4500, end=NOW, days=10, seed=11)
     batches = list(store.iter_export(maker=maker, filter=store.QueueFilter(), batch=1000))
-    got = [r for b in batches for r in b]
-    assert [len(b) for b in batches] == [1000] * 4 + [500]
+    got = [r for b in batches for r in b.rows]
+    assert [len(b.rows) for b in batches] == [1000] * 4 + [500]
     assert len(got) == len({r.id for r in got}) == 4500
 
 

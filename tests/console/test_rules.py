@@ -88,7 +88,7 @@ def test_dashboard_flags_noisy_rules(signed_in: TestClient, maker: sessionmaker[
     assert "Candidates for revision" in html
     flagged = html[html.index("Candidates for revision") : html.index("Cards by severity")]
     assert NOISY in flagged and GOOD not in flagged
-    assert "most often “Will monitor closely”" in flagged
+    assert "Reasons given: “Will monitor closely” (6), “Other” (3)" in flagged
     # A higher threshold, or a larger minimum sample, clears the flag.
     assert "Candidates for revision" not in signed_in.get("/review/rules?threshold=90").text
     assert "Candidates for revision" not in signed_in.get("/review/rules?min_cards=12").text
@@ -101,7 +101,7 @@ def test_dashboard_charts_are_inline_svg(
     build(maker)
     html = signed_in.get("/review/rules?period=all").text
     svgs = re.findall(r"<svg.*?</svg>", html, flags=re.S)
-    assert len(svgs) == 2
+    assert len(svgs) == 3  # rates over time, cards by severity, override rate per rule
     for svg in svgs:
         ET.fromstring(svg)  # well-formed
     assert "<script" not in html

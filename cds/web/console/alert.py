@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse
 
 from cds.store import console as store
 from cds.store.console import CardDetail
-from cds.web.console.evidence import rule_uses
+from cds.web.console.evidence import evidence
 from cds.web.console.present import card_view, fact_sections
 from cds.web.console.routing import ConsoleError, ConsoleRoute, CurrentUser, Maker
 from cds.web.console.templates import render, site_zone
@@ -101,7 +101,7 @@ def _page(
     view = card_view(card.card_json or {})
     labels = {s.uuid: s.label for s in view.suggestions}
     pack = loaded_pack(request, card.pack_id)
-    uses = rule_uses(
+    used = evidence(
         facts=card.facts,
         category=card.category,
         fired=[(r.rule_id, r.severity, r.sets_severity) for r in detail.rules]
@@ -121,7 +121,7 @@ def _page(
         view=view,
         invocation=detail.invocation,
         rules=detail.rules,
-        uses=uses,
+        used=used,
         pack_loaded=pack.version if pack is not None else None,
         facts=fact_sections(card.facts, tz),
         feedback=_feedback_rows(detail, labels, pack),

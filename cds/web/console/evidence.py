@@ -132,15 +132,22 @@ _TEXT = {
 
 
 @dataclass
-class RuleUse:
-    """One fired rule: its title and the facts it read, as (label, value) lines."""
-
+class FiredRule:
     rule_id: str
-    title: str | None
+    title: str | None  # the pack's words for it (None: not in the pack loaded now)
     severity: str
     sets_severity: bool
-    lines: list[tuple[str, str]] = field(default_factory=list)
-    from_pack: bool = True  # False: the rule is not loaded; lines are the category's facts
+
+
+@dataclass
+class Evidence:
+    """What the fired rules read: the values that drove them (numbers, drugs, dates),
+    then the yes/no conditions they checked, each fact once; and the rules themselves."""
+
+    rules: list[FiredRule] = field(default_factory=list)
+    values: list[tuple[str, str]] = field(default_factory=list)
+    checks: list[tuple[str, str]] = field(default_factory=list)
+    from_pack: bool = True  # False: a rule is not loaded now; its category's facts are shown
 
 
 def _dose_unit(facts: dict[str, Any]) -> str:
@@ -200,40 +207,40 @@ def fact_line(name: str, facts: dict[str, Any], tz: tzinfo | None = None) -> tup
     return (humanize(name), fmt_num(value) if not isinstance(value, str) else value)
 
 
-def rule_uses(
+def evidence(
     *,
     facts: dict[str, Any] | None,
     category: str,
     fired: list[tuple[str, str, bool]],
     pack: Any | None,
     tz: tzinfo | None = None,
-) -> list[RuleUse]:
+) -> Evidence:
     """``fired``: (rule id, severity, sets severity) of every rule behind the card;
     ``pack``: the loaded ``CompiledPack`` the card came from, if it still is."""
     from cds.engine.conditions import fields_of
 
     facts = facts or {}
-    out = []
+    out = Evidence()
+    names: set[str] = set()
     for rule_id, severity, sets in fired:
         compiled = getattr(pack, "rules", {}).get(rule_id) if pack is not None else None
+        read: set[str] = set()
         if compiled is not None:
             try:
-                names = sorted(fields_of(compiled.tree) - _PLUMBING, key=_order)
+                read = set(fields_of(compiled.tree)) - _PLUMBING
             except Exception:  # noqa: BLE001 - presentation never depends on engine internals
-                compiled, names = None, []
+                compiled = None
         if compiled is None:
-            names = [n for n in _BY_CATEGORY.get(category, ()) if n in facts]
-        use = RuleUse(
-            rule_id=rule_id,
-            title=getattr(compiled, "title", None),
-            severity=severity,
-            sets_severity=sets,
-            from_pack=compiled is not None,
-        )
-        use.lines = [fact_line(n, facts, tz) for n in names]
-        if category == "interaction" and "drug_names" not in names and facts.get("drug_names"):
-            use.lines.append(fact_line("drug_names", facts, tz))
-        out.append(use)
+            out.from_pack = False
+            read = {n for n in _BY_CATEGORY.get(category, ()) if n in facts}
+        names |= read
+        out.rules.append(FiredRule(rule_id, getattr(compiled, "title", None), severity, sets))
+    if category == "interaction" and facts.get("drug_names"):
+        names.add("drug_names")
+    for name in sorted(names, key=_order):
+        line = fact_line(name, facts, tz)
+        is_check = name in _YES_NO or name in ("route", "status")
+        (out.checks if is_check else out.values).append(line)
     return out
 
 
