@@ -65,7 +65,7 @@ OVERRIDE_REASONS = (
     ("data-outdated", "Lab result outdated or wrong"),
     ("will-monitor", "Will monitor closely"),
 )
-FAMILY = ("Okafor", "Nguyen", "Smith", "García", "Kowalski", "Haddad", "Brown", "Singh")
+FAMILY = ("Mensah", "Nguyen", "Smith", "García", "Kowalski", "Haddad", "Brown", "Singh")
 GIVEN = ("Ada", "Ben", "Chloé", "Dev", "Ewa", "Farid", "Grace", "Hiro", "Ines", "Jon")
 WARDS = ("Ward 7B, Bed 12", "Ward 3A, Bed 4", "Neuro rehab, Bed 2", "AMU, Bay 5")
 PRESCRIBERS = ("Dr Amara Osei", "Dr Tom Fischer", "Dr Leila Karimi")
