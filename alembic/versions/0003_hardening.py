@@ -125,9 +125,7 @@ def upgrade() -> None:
             "upgrade; rename or delete one of: " + "; ".join(clashes)
         )
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.alter_column(
-            "username_key", existing_type=sa.String(length=128), nullable=False
-        )
+        batch_op.alter_column("username_key", existing_type=sa.String(length=128), nullable=False)
         batch_op.create_unique_constraint("uq_users_username_key", ["username_key"])
 
     op.create_table(

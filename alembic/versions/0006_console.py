@@ -1,5 +1,6 @@
 """review console as a pharmacist uses it: who and where a call was about, problems and
-repeats, every feedback event counted, the override reason on the card, time to review,
+repeats, every feedback event counted, the override reason on the card, time to review
+(minutes), the hour of issue,
 escalation to a user or a role, bulk actions
 
 Revision ID: 0006_console
@@ -56,13 +57,32 @@ _STATS = [
     "review_status",
     "source",
     "feedback_state",
+    "override_reason",
     "created_at",
     "accepted_n",
     "overridden_n",
     "problem_id",
     "id",
-    "review_seconds",
-    "override_reason",
+]
+_REVIEWED = [
+    "primary_rule",
+    "category",
+    "indicator",
+    "pack_id",
+    "pack_version",
+    "review_minutes",
+    "created_at",
+]
+_HOURLY = [
+    "created_hour",
+    "indicator",
+    "created_at",
+    "primary_rule",
+    "pack_id",
+    "accepted_n",
+    "overridden_n",
+    "problem_id",
+    "id",
 ]
 _PERIOD = [
     "created_at",
@@ -118,9 +138,10 @@ def upgrade() -> None:
             sa.Column("feedback_state", sa.String(length=12), server_default="none", nullable=False)
         )
         batch_op.add_column(sa.Column("override_reason", sa.String(length=256), nullable=True))
-        batch_op.add_column(sa.Column("review_seconds", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("review_minutes", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("escalated_to_user_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("escalated_to_role", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("created_hour", sa.Integer(), nullable=True))
 
     _backfill()  # while the 0004 index still serves the problem lookup
 
@@ -134,6 +155,14 @@ def upgrade() -> None:
         batch_op.create_index("ix_cards_period", _PERIOD, unique=False)
         batch_op.create_index("ix_cards_mrn", ["patient_mrn", "patient_ref"], unique=False)
         batch_op.create_index("ix_cards_name", ["patient_name_key", "patient_ref"], unique=False)
+        batch_op.create_index("ix_cards_hourly", _HOURLY, unique=False)
+        batch_op.create_index(
+            "ix_cards_reviewed",
+            _REVIEWED,
+            unique=False,
+            sqlite_where=sa.text("review_minutes IS NOT NULL"),
+            postgresql_where=sa.text("review_minutes IS NOT NULL"),
+        )
 
 
 def _chunks(rows: list[Any], size: int = 500) -> Iterator[list[Any]]:
@@ -149,6 +178,12 @@ def _utc(value: Any) -> datetime:
 
 def _backfill() -> None:
     bind = op.get_bind()
+    # The UTC hour of issue (hours since 1970): the dashboard groups by it in index order.
+    if bind.dialect.name == "postgresql":
+        hour = "CAST(floor(extract(epoch from created_at) / 3600) AS INTEGER)"
+    else:
+        hour = "CAST(strftime('%s', created_at) AS INTEGER) / 3600"
+    bind.execute(sa.text(f"UPDATE cards SET created_hour = {hour}"))  # noqa: S608
     # The prescriber of every card is the userId of its call.
     bind.execute(
         sa.text(
@@ -197,7 +232,7 @@ def _backfill() -> None:
         sa.column("id", sa.String()),
         sa.column("card_json", sa.JSON()),
         sa.column("override_reason", sa.String()),
-        sa.column("review_seconds", sa.Integer()),
+        sa.column("review_minutes", sa.Integer()),
         sa.column("created_at", sa.DateTime(timezone=True)),
     )
     for chunk in _chunks(list(latest)):
@@ -220,7 +255,7 @@ def _backfill() -> None:
                 .values(override_reason=sa.bindparam("reason")),
                 updates,
             )
-    # Seconds from issue to the first review action.
+    # Minutes from issue to the first review action.
     rows = list(
         bind.execute(
             sa.text(
@@ -233,14 +268,14 @@ def _backfill() -> None:
         updates = [
             {
                 "cid": card_id,
-                "secs": max(0, int((_utc(first) - _utc(created)).total_seconds())),
+                "mins": max(0, int((_utc(first) - _utc(created)).total_seconds() // 60)),
             }
             for card_id, created, first in chunk
         ]
         bind.execute(
             cards.update()
             .where(cards.c.id == sa.bindparam("cid"))
-            .values(review_seconds=sa.bindparam("secs")),
+            .values(review_minutes=sa.bindparam("mins")),
             updates,
         )
     # An escalation stored before 0006 went to nobody in particular: the pharmacists.
@@ -253,15 +288,18 @@ def _backfill() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("cards", schema=None) as batch_op:
+        batch_op.drop_index("ix_cards_reviewed")
+        batch_op.drop_index("ix_cards_hourly")
         batch_op.drop_index("ix_cards_name")
         batch_op.drop_index("ix_cards_mrn")
         batch_op.drop_index("ix_cards_period")
         batch_op.drop_index("ix_cards_stats")
         batch_op.drop_index("ix_cards_patient_order_rule")
         for name in (
+            "created_hour",
             "escalated_to_role",
             "escalated_to_user_id",
-            "review_seconds",
+            "review_minutes",
             "override_reason",
             "feedback_state",
             "overridden_n",

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.errors import StoreUnavailable, UnstorableValue
-from cds.store.models import Card, CardRule, Feedback, Invocation, RejectedRequest
+from cds.store.models import Card, CardRule, Feedback, Invocation, RejectedRequest, hour_of
 
 log = logging.getLogger("cds.store")
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
@@ -191,6 +191,7 @@ def record_invocation(
                 "accepted_n": 0,
                 "overridden_n": 0,
                 "feedback_state": "none",
+                "created_hour": hour_of(invocation.received_at),
             }
         )
         problems.setdefault((bounded_ref(c.order_id), c.primary_rule), c.card["uuid"])

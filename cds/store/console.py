@@ -8,10 +8,8 @@ Everything here must stay fast with hundreds of thousands of cards, so:
 * the per-filter counts come from ONE grouped query over the narrow ``ix_cards_stats``
   covering index, then are split per facet in Python (each facet counted with every
   *other* filter applied, so the pharmacist sees what choosing another value would give);
-* the dashboard aggregates in SQL over the same index: what it needs of the feedback (every
-  event counted, the latest override reason in words) and of the reviews (seconds to the
-  first one) is kept on the card row when they arrive (migration 0006), so it never reads
-  the feedback or review tables.
+* the dashboard (``cds.store.measures``) aggregates in SQL over covering indexes: what it
+  needs of the feedback and the reviews is kept on the card row when they arrive.
 
 A *problem* is one rule on one order of one patient: the same rule firing again on every
 order-select of that order is the same problem (``cards.problem_id`` names its first
@@ -25,16 +23,17 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.store.audit import search_key
+from cds.store.measures import Dashboard, Period, RuleStat, dashboard
 from cds.store.models import Card, CardRule, Feedback, Invocation, Review, User
 
 #: Review actions and the status each one leaves the card in (``None``: unchanged).
@@ -150,10 +149,13 @@ MAX_PATIENT_MATCHES = 200
 
 
 def patient_refs(*, session: Session, text: str) -> list[str]:
-    """The patients a search names: their id (``123`` or ``Patient/123``), their MRN
-    (exactly), or every word of their name (in any order, ignoring case and accents).
-    Names and MRNs are the ones the calls' data gave (cards keep them)."""
+    """The patients a search names: their id (``123`` or ``Patient/123``) or their MRN
+    (exactly); when neither finds anyone, every word of their name (in any order, ignoring
+    case and accents). Names and MRNs are the ones the calls' data gave (cards keep them)."""
     refs = _literal_refs(text)
+    known = set(
+        session.scalars(select(Card.patient_ref).where(Card.patient_ref.in_(refs)).limit(2))
+    )
     found = set(
         session.scalars(
             select(Card.patient_ref)
@@ -163,10 +165,14 @@ def patient_refs(*, session: Session, text: str) -> list[str]:
         )
     )
     words = (search_key(text) or "").replace(",", " ").split()
-    if words and max(len(w) for w in words) >= 2:
-        found |= set(
-            session.scalars(
-                select(Card.patient_ref)
+    if not known and not found and words and max(len(w) for w in words) >= 2:
+        found = set(
+            ref
+            for _, ref in session.execute(
+                # (name, patient) in the order of ``ix_cards_name``: a scan of that narrow
+                # index; DISTINCT on the patient alone walked another index and read
+                # every card row (0.5 s at 100,000 cards)
+                select(Card.patient_name_key, Card.patient_ref)
                 .where(*(Card.patient_name_key.like(_like(w), escape="\\") for w in words))
                 .distinct()
                 .limit(MAX_PATIENT_MATCHES)
@@ -217,7 +223,9 @@ def _base_conditions(scope: _Scope) -> list[ColumnElement[bool]]:
     return conds
 
 
-def _conditions(scope: _Scope, *, steer: bool = False) -> list[ColumnElement[bool]]:
+def _conditions(
+    scope: _Scope, *, steer: bool = False, by_patient: bool = False
+) -> list[ColumnElement[bool]]:
     """SQL conditions for the scope's filter.
 
     ``steer``: with two or more menu filters, or a patient and a menu filter, compare
@@ -233,7 +241,10 @@ def _conditions(scope: _Scope, *, steer: bool = False) -> list[ColumnElement[boo
         for name, column in _FACETS.items()
         if f.facet_value(name) is not None
     ]
-    steer = steer and (len(chosen) >= 2 or (scope.refs is not None and bool(chosen)))
+    # ``by_patient``: the caller narrows to a few patients itself (their own index)
+    steer = steer and (
+        len(chosen) >= 2 or ((scope.refs is not None or by_patient) and bool(chosen))
+    )
     conds = _base_conditions(scope)
     for name, column, value in chosen:
         target = column.concat("") if steer else column
@@ -653,7 +664,7 @@ def grouped_page(
         k
         for (k,) in conn.execute(
             select(Card.id)
-            .where(*_conditions(scope), or_(*who))
+            .where(*_conditions(scope, steer=True, by_patient=True), or_(*who))
             .order_by(Card.created_at.desc(), Card.id.desc())
             .limit(CARDS_PER_PAGE_CAP + 1)
         )
@@ -924,8 +935,9 @@ def _apply(
                 batch_id=batch_id,
             )
         )
-        if card.review_seconds is None:
-            card.review_seconds = max(0, int((now - as_utc(card.created_at)).total_seconds()))
+        if card.review_minutes is None:
+            waited = (now - as_utc(card.created_at)).total_seconds()
+            card.review_minutes = max(0, int(waited // 60))
         if status is not None:
             card.review_status = status
             card.escalated_to_user_id = target.user_id if action == "escalate" else None
@@ -1037,290 +1049,6 @@ def group_review(
             batch_id=str(uuid.uuid4()),
         )
     return len(cards)
-
-
-# --- measures --------------------------------------------------------------------------
-
-
-@dataclass
-class RuleStat:
-    """Cards issued by one rule (or category, or pack version) in a period, every
-    feedback event on them, how often they repeated, and how fast they were reviewed."""
-
-    key: str
-    category: str
-    issued: int = 0
-    accepted: int = 0  # acceptance events
-    overridden: int = 0  # override events
-    with_feedback: int = 0  # cards with at least one event
-    both: int = 0  # cards both accepted and overridden
-    repeats: int = 0  # cards that were a repeat firing of an earlier card's problem
-    reviewed: int = 0
-    review_minutes: list[tuple[int, int]] = field(default_factory=list)  # (minutes, cards)
-    reasons: list[tuple[str, int]] = field(default_factory=list)  # overridden cards per reason
-
-    def add(self, other: RuleStat) -> None:
-        for name in ("issued", "accepted", "overridden", "with_feedback", "both", "repeats"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.reviewed += other.reviewed
-        self.review_minutes += other.review_minutes
-
-    @property
-    def events(self) -> int:
-        return self.accepted + self.overridden
-
-    @property
-    def no_feedback(self) -> int:
-        return self.issued - self.with_feedback
-
-    @property
-    def override_rate(self) -> float | None:
-        """Override events among all feedback events (``None`` without any)."""
-        return self.overridden / self.events if self.events else None
-
-    @property
-    def acceptance_rate(self) -> float | None:
-        return self.accepted / self.events if self.events else None
-
-    @property
-    def repeat_rate(self) -> float | None:
-        return self.repeats / self.issued if self.issued else None
-
-    @property
-    def median_review_minutes(self) -> float | None:
-        """Median minutes from issue to the first review (cards reviewed so far)."""
-        n = sum(count for _, count in self.review_minutes)
-        if not n:
-            return None
-        ordered = sorted(self.review_minutes)
-
-        def nth(k: int) -> int:
-            seen = 0
-            for minutes, count in ordered:
-                seen += count
-                if k < seen:
-                    return minutes
-            return ordered[-1][0]
-
-        return (nth((n - 1) // 2) + nth(n // 2)) / 2
-
-
-@dataclass
-class Period:
-    """One bucket of the time series (a site-local day, or a week over long periods)."""
-
-    day: date
-    by_indicator: dict[str, int] = field(default_factory=dict)
-    issued: int = 0
-    accepted: int = 0
-    overridden: int = 0
-    repeats: int = 0
-
-    @property
-    def override_rate(self) -> float | None:
-        events = self.accepted + self.overridden
-        return self.overridden / events if events else None
-
-    @property
-    def acceptance_rate(self) -> float | None:
-        events = self.accepted + self.overridden
-        return self.accepted / events if events else None
-
-    @property
-    def repeat_rate(self) -> float | None:
-        return self.repeats / self.issued if self.issued else None
-
-
-@dataclass
-class Dashboard:
-    rules: list[RuleStat]
-    categories: list[RuleStat]
-    packs: list[RuleStat]
-    total: RuleStat
-    days: list[Period]  # site-local days with cards, oldest first
-
-    @property
-    def daily(self) -> list[tuple[str, str, int]]:
-        """(YYYY-MM-DD, indicator, cards): the severity chart's input."""
-        return [(p.day.isoformat(), ind, n) for p in self.days for ind, n in p.by_indicator.items()]
-
-
-def _period(
-    since: datetime | None,
-    until: datetime | None,
-    rule: str | None = None,
-    pack: str | None = None,
-) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = []
-    if since is not None:
-        conds.append(Card.created_at >= since)
-    if until is not None:
-        conds.append(Card.created_at < until)
-    if rule is not None:
-        conds.append(Card.primary_rule == rule)
-    if pack is not None:
-        conds.append(Card.pack_id == pack)
-    return conds
-
-
-def _is_repeat() -> Any:
-    return case((and_(Card.problem_id.is_not(None), Card.problem_id != Card.id), 1), else_=0)
-
-
-def _hour_bucket(session: Session) -> Any:
-    """The UTC hour of a card (folded into site-local days in Python: SQLite has no time
-    zones, and an hour is the finest offset most zones need)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", Card.created_at), "YYYY-MM-DD HH24")
-    return func.strftime("%Y-%m-%d %H", Card.created_at)
-
-
-def dashboard(
-    *,
-    session: Session,
-    since: datetime | None,
-    until: datetime | None,
-    tz: tzinfo = UTC,
-    rule: str | None = None,
-    pack: str | None = None,
-) -> Dashboard:
-    """Per rule, category and pack version: cards, every feedback event, acceptance and
-    override rates, repeat firings, time to first review and the override reasons given;
-    and the same per site-local day.
-
-    A rule is counted by the cards it set the severity of (``cards.primary_rule``): that
-    is the rule the prescriber saw the card for, so its override rate is the one to read.
-    Four grouped reads of ``ix_cards_stats``, none of the feedback or review tables.
-    """
-    period = _period(since, until, rule, pack)
-    by_rule: dict[str, RuleStat] = {}
-    by_pack: dict[str, RuleStat] = {}
-    # Grouped by a prefix of ``ix_cards_stats`` (covering, no sort), folded in Python.
-    group = (Card.primary_rule, Card.category, Card.indicator, Card.pack_id, Card.pack_version)
-    stmt = (
-        select(
-            *group,
-            func.count(),
-            func.sum(Card.accepted_n),
-            func.sum(Card.overridden_n),
-            func.sum(case((Card.feedback_state != "none", 1), else_=0)),
-            func.sum(case((Card.feedback_state == "both", 1), else_=0)),
-            func.sum(_is_repeat()),
-            func.count(Card.review_seconds),
-        )
-        .where(*period)
-        .group_by(*group)
-    )
-    for rule_id, category, _ind, pack_id, version, *nums in session.execute(stmt):
-        issued, acc, over, with_fb, both, rep, reviewed = (int(n or 0) for n in nums)
-        part = RuleStat(
-            key="",
-            category=category,
-            issued=issued,
-            accepted=acc,
-            overridden=over,
-            with_feedback=with_fb,
-            both=both,
-            repeats=rep,
-            reviewed=reviewed,
-        )
-        by_rule.setdefault(rule_id, RuleStat(key=rule_id, category=category)).add(part)
-        label = f"{pack_id} {version}"
-        by_pack.setdefault(label, RuleStat(key=label, category=pack_id)).add(part)
-
-    # Override reasons: the latest one of each overridden card, kept on its row.
-    reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    pack_reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    reason = func.coalesce(Card.override_reason, "(no reason given)")
-    for rule_id, pack_id, version, text, count in session.execute(
-        select(Card.primary_rule, Card.pack_id, Card.pack_version, reason, func.count())
-        .where(*period, Card.overridden_n > 0)
-        .group_by(Card.primary_rule, Card.pack_id, Card.pack_version, reason)
-    ):
-        reasons[rule_id][text] += int(count)
-        pack_reasons[f"{pack_id} {version}"][text] += int(count)
-
-    # Minutes to the first review, per rule and pack version (medians in Python).
-    minutes = Card.review_seconds / 60
-    for rule_id, pack_id, version, mins, count in session.execute(
-        select(Card.primary_rule, Card.pack_id, Card.pack_version, minutes, func.count())
-        .where(*period, Card.review_seconds.is_not(None))
-        .group_by(Card.primary_rule, Card.pack_id, Card.pack_version, minutes)
-    ):
-        entry = (int(mins), int(count))
-        if rule_id in by_rule:
-            by_rule[rule_id].review_minutes.append(entry)
-        label = f"{pack_id} {version}"
-        if label in by_pack:
-            by_pack[label].review_minutes.append(entry)
-
-    by_category: dict[str, RuleStat] = {}
-    cat_reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    total = RuleStat(key="all", category="")
-    for stat in by_rule.values():
-        stat.reasons = _top(reasons.get(stat.key, {}))
-        by_category.setdefault(
-            stat.category, RuleStat(key=stat.category, category=stat.category)
-        ).add(stat)
-        total.add(stat)
-        for text, count in stat.reasons:
-            cat_reasons[stat.category][text] += count
-    for cat in by_category.values():
-        cat.reasons = _top(cat_reasons[cat.key])
-    for label, stat in by_pack.items():
-        stat.reasons = _top(pack_reasons.get(label, {}))
-    every: Counter[str] = Counter()
-    for per_rule in reasons.values():
-        every.update(per_rule)
-    total.reasons = _top(dict(every))
-
-    days = _days(session, period, tz)
-
-    def order(stats: dict[str, RuleStat]) -> list[RuleStat]:
-        return sorted(stats.values(), key=lambda s: (-s.issued, s.key))
-
-    return Dashboard(
-        rules=order(by_rule),
-        categories=order(by_category),
-        packs=sorted(by_pack.values(), key=lambda s: s.key),
-        total=total,
-        days=days,
-    )
-
-
-def _top(counts: dict[str, int]) -> list[tuple[str, int]]:
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def _days(session: Session, period: list[ColumnElement[bool]], tz: tzinfo) -> list[Period]:
-    """Cards, feedback events and repeats per site-local day."""
-    hour = _hour_bucket(session)
-    out: dict[date, Period] = {}
-    stmt = (
-        select(
-            hour,
-            Card.indicator,
-            func.count(),
-            func.sum(Card.accepted_n),
-            func.sum(Card.overridden_n),
-            func.sum(_is_repeat()),
-        )
-        .where(*period)
-        .group_by(hour, Card.indicator)
-    )
-    for bucket, indicator, n, acc, over, rep in session.execute(stmt):
-        try:
-            at = datetime.strptime(str(bucket), "%Y-%m-%d %H").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        day = at.astimezone(tz).date()
-        p = out.setdefault(day, Period(day))
-        p.by_indicator[indicator] = p.by_indicator.get(indicator, 0) + int(n)
-        p.issued += int(n)
-        p.accepted += int(acc or 0)
-        p.overridden += int(over or 0)
-        p.repeats += int(rep or 0)
-    return [out[d] for d in sorted(out)]
 
 
 # --- export ----------------------------------------------------------------------------
@@ -1435,6 +1163,10 @@ def period_bounds(*, session: Session) -> tuple[datetime, datetime] | None:
 
 
 __all__ = [
+    "Dashboard",
+    "Period",
+    "RuleStat",
+    "dashboard",
     "ACTS_ON",
     "EXPORT_COLUMNS",
     "FEEDBACK_FILTERS",
@@ -1447,7 +1179,6 @@ __all__ = [
     "Assignee",
     "CardDetail",
     "Cursor",
-    "Dashboard",
     "Escalation",
     "ExportBatch",
     "Facets",
@@ -1455,16 +1186,13 @@ __all__ = [
     "GroupedPage",
     "OrderGroup",
     "PatientGroup",
-    "Period",
     "Problem",
     "QueueFilter",
     "QueuePage",
     "QueueRow",
     "ReviewError",
-    "RuleStat",
     "add_review",
     "card_detail",
-    "dashboard",
     "escalated_count",
     "escalation_choices",
     "facet_counts",

@@ -378,9 +378,9 @@ def seed_cards(
                     "overridden_n": outcomes.count("overridden"),
                     "feedback_state": _state(outcomes),
                     "override_reason": None,
-                    "review_seconds": None
+                    "review_minutes": None
                     if status == "unreviewed"
-                    else int(extra.expovariate(1 / 5400)),
+                    else int(extra.expovariate(1 / 90)),
                 }
             )
             card_rules.append(

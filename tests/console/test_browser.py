@@ -301,7 +301,7 @@ def test_a_pharmacists_morning(server: Server, browser: Any) -> None:
         assert len(cards) == 12 and {c.review_status for c in cards} == {"acknowledged"}
         reviews = s.scalars(select(Review).where(Review.card_id.in_([c.id for c in cards]))).all()
         assert len(reviews) == 12 and len({r.batch_id for r in reviews}) == 1
-        assert all(c.review_seconds is not None for c in cards)
+        assert all(c.review_minutes is not None for c in cards)
 
     # --- the alert: what the rule used leads; facts folded; reason in words -------------
     _patient(page, NAME_A).locator("a", has_text="neurotoxicity").click()

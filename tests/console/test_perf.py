@@ -92,21 +92,30 @@ def test_pages_at_100k_cards(
     client, info = big
     since = (datetime.now(UTC) - timedelta(days=20)).date().isoformat()
     until = (datetime.now(UTC) - timedelta(days=10)).date().isoformat()
+    days90 = (datetime.now(UTC) - timedelta(days=89)).date().isoformat()
     pages = {
         "login page": "/review/login",
-        "queue, first page": "/review/alerts",
-        "queue, page 1,000 (keyset)": f"/review/alerts?before={info['middle']}",
-        "queue, critical + unreviewed": "/review/alerts?indicator=critical"
+        "queue by patient, first page": "/review/alerts",
+        "queue by patient, critical + unreviewed": "/review/alerts?indicator=critical"
         "&review_status=unreviewed",
-        "queue, rule + pack version": "/review/alerts?rule=baclofen-interaction-opioid"
-        "&pack_version=1.1.0",
-        "queue, info + unreviewed + oldest pack": "/review/alerts?indicator=info"
-        "&review_status=unreviewed&pack_version=1.0.0",
-        "queue, 10-day range": f"/review/alerts?since={since}&until={until}",
-        "queue, patient": "/review/alerts?patient=p00042",
-        "queue, 200 per page": "/review/alerts?per_page=200",
+        "queue by patient, overridden, hide data quality": "/review/alerts?feedback=overridden"
+        "&hide_dq=1",
+        "queue by patient, name search": "/review/alerts?patient=nguyen+ada",
+        "queue by patient, MRN search": "/review/alerts?patient=MRN0000042",
+        "every card, first page": "/review/alerts?view=cards",
+        "every card, page 1,000 (keyset)": f"/review/alerts?view=cards&before={info['middle']}",
+        "every card, critical + unreviewed": "/review/alerts?view=cards&indicator=critical"
+        "&review_status=unreviewed",
+        "every card, rule + pack version": "/review/alerts?view=cards"
+        "&rule=baclofen-interaction-opioid&pack_version=1.1.0",
+        "every card, info + unreviewed + oldest pack": "/review/alerts?view=cards"
+        "&indicator=info&review_status=unreviewed&pack_version=1.0.0",
+        "every card, 10-day range": f"/review/alerts?view=cards&since={since}&until={until}",
+        "every card, patient": "/review/alerts?view=cards&patient=p00042",
+        "every card, 200 per page": "/review/alerts?view=cards&per_page=200",
         "alert detail": f"/review/alerts/{info['critical']}",
         "rules dashboard, last 30 days": "/review/rules",
+        "rules dashboard, last 90 days": f"/review/rules?since={days90}",
         "rules dashboard, all 90 days": "/review/rules?period=all",
     }
     results: dict[str, dict[str, float]] = {}
@@ -130,7 +139,12 @@ def test_pages_at_100k_cards(
             client,
             "POST",
             f"/review/alerts/{info['critical']}/review",
-            data={"action": action, "note": "perf", "csrf_token": token},
+            data={
+                "action": action,
+                "note": "perf",
+                "escalate_to": "role:pharmacist",
+                "csrf_token": token,
+            },
         )
         assert status == 303
         runs.append(ms)
