@@ -286,6 +286,40 @@ def _backfill() -> None:
     )
 
 
+_CARD_COLUMNS = (
+    "created_hour",
+    "escalated_to_role",
+    "escalated_to_user_id",
+    "review_minutes",
+    "override_reason",
+    "feedback_state",
+    "overridden_n",
+    "accepted_n",
+    "problem_id",
+    "order_text",
+    "prescriber_name",
+    "prescriber_ref",
+    "location",
+    "patient_mrn",
+    "patient_name_key",
+    "patient_name",
+)
+
+
+def _drop_columns(table: str, names: tuple[str, ...]) -> None:
+    """Plain ``ALTER TABLE ... DROP COLUMN`` (SQLite 3.35+ has it): a batch would copy the
+    table and drop the original, which SQLite refuses while other tables' rows point at it
+    (``feedback``, ``reviews`` and ``card_rules`` reference ``cards``)."""
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and bind.dialect.dbapi.sqlite_version_info >= (3, 35):
+        for name in names:
+            op.execute(sa.text(f'ALTER TABLE "{table}" DROP COLUMN "{name}"'))
+        return
+    with op.batch_alter_table(table, schema=None) as batch_op:
+        for name in names:
+            batch_op.drop_column(name)
+
+
 def downgrade() -> None:
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.drop_index("ix_cards_reviewed")
@@ -295,25 +329,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_cards_period")
         batch_op.drop_index("ix_cards_stats")
         batch_op.drop_index("ix_cards_patient_order_rule")
-        for name in (
-            "created_hour",
-            "escalated_to_role",
-            "escalated_to_user_id",
-            "review_minutes",
-            "override_reason",
-            "feedback_state",
-            "overridden_n",
-            "accepted_n",
-            "problem_id",
-            "order_text",
-            "prescriber_name",
-            "prescriber_ref",
-            "location",
-            "patient_mrn",
-            "patient_name_key",
-            "patient_name",
-        ):
-            batch_op.drop_column(name)
+    _drop_columns("cards", _CARD_COLUMNS)
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.create_index(
             "ix_cards_patient_order_rule", ["patient_ref", "order_id", "primary_rule"]
@@ -322,8 +338,5 @@ def downgrade() -> None:
         batch_op.create_index("ix_cards_period", _OLD_PERIOD, unique=False)
     with op.batch_alter_table("reviews", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_reviews_batch_id"))
-        batch_op.drop_column("batch_id")
-        batch_op.drop_column("escalated_to_role")
-        batch_op.drop_column("escalated_to_user_id")
-    with op.batch_alter_table("invocations", schema=None) as batch_op:
-        batch_op.drop_column("context")
+    _drop_columns("reviews", ("batch_id", "escalated_to_role", "escalated_to_user_id"))
+    _drop_columns("invocations", ("context",))

@@ -198,10 +198,10 @@ def _base_conditions(scope: _Scope) -> list[ColumnElement[bool]]:
     """Conditions that are not facets (a period, a patient, a run, an escalation)."""
     f = scope.filter
     conds: list[ColumnElement[bool]] = []
-    if f.since is not None:
-        conds.append(Card.created_at >= f.since)
+    if f.since is not None:  # in UTC: SQLite compares the stored text
+        conds.append(Card.created_at >= as_utc(f.since))
     if f.until is not None:
-        conds.append(Card.created_at < f.until)
+        conds.append(Card.created_at < as_utc(f.until))
     if scope.refs is not None:
         conds.append(Card.patient_ref.in_(scope.refs) if scope.refs else false())
     if f.run_id:

@@ -140,10 +140,12 @@ def _filters(
     since: datetime | None, until: datetime | None, rule: str | None, pack: str | None
 ) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
+    # UTC: SQLite compares the stored text, so an instant in another zone would be
+    # compared by its wall-clock digits
     if since is not None:
-        conds.append(Card.created_at >= since)
+        conds.append(Card.created_at >= since.astimezone(UTC))
     if until is not None:
-        conds.append(Card.created_at < until)
+        conds.append(Card.created_at < until.astimezone(UTC))
     if rule is not None:
         conds.append(Card.primary_rule == rule)
     if pack is not None:
