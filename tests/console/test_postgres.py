@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -53,13 +54,40 @@ def test_console_on_postgres(pg_url: str) -> None:
             assert seen == expected
             facets = store.facet_counts(session=s, filter=f)
             assert facets.total == len(expected)
-            board = store.dashboard(session=s, since=NOW - timedelta(days=10), until=None)
+            board = store.dashboard(
+                session=s, since=NOW - timedelta(days=10), until=None, tz=ZoneInfo("Asia/Kolkata")
+            )
             issued = s.scalar(
                 select(func.count()).where(Card.created_at >= NOW - timedelta(days=10))
             )
             assert sum(r.issued for r in board.rules) == issued
             assert sum(n for _, _, n in board.daily) == issued
             assert any(r.reasons for r in board.rules)
+            accepted = s.scalar(
+                select(func.sum(Card.accepted_n)).where(Card.created_at >= NOW - timedelta(days=10))
+            )
+            assert board.total.accepted == accepted
+            assert board.total.repeats > 0 and board.total.reviewed > 0
+            # grouped by patient: every matching patient once, in pages
+            f = store.QueueFilter(indicator="warning")
+            seen: list[str | None] = []
+            start = None
+            while True:
+                grouped = store.grouped_page(session=s, filter=f, patients=15, start=start)
+                seen += [p.patient_ref for p in grouped.patients]
+                if grouped.older is None:
+                    break
+                start = grouped.older
+            patients = {
+                r for (r,) in s.execute(select(Card.patient_ref).where(Card.indicator == "warning"))
+            }
+            assert sorted(seen) == sorted(patients) and len(seen) == len(patients)
+            name = s.scalar(select(Card.patient_name).where(Card.patient_name.is_not(None)))
+            assert name is not None
+            given = name.split(", ")[1]
+            found = store.patient_refs(session=s, text=given.upper())  # any case, accents
+            names = set(s.scalars(select(Card.patient_name).where(Card.patient_ref.in_(found))))
+            assert name in names and all(n.endswith(f", {given}") for n in names)
         account = make_user(maker, "pg.pharm")
         app = build_app(
             Settings(
@@ -75,11 +103,25 @@ def test_console_on_postgres(pg_url: str) -> None:
             assert login(client, account).status_code == 303  # type: ignore[attr-defined]
             for path in (
                 "/review/alerts?indicator=critical&review_status=unreviewed",
+                "/review/alerts?feedback=overridden&hide_dq=1&patient=ada",
+                "/review/alerts?view=cards&source=hook&pack=baclofen",
                 f"/review/alerts/{card_id}",
                 "/review/rules?period=all",
+                "/review/rules?rule=baclofen-interaction-opioid",
                 "/review/alerts.csv?category=interaction",
             ):
                 assert client.get(path).status_code == 200, path
+            group = client.post(
+                "/review/alerts/group",
+                data={
+                    "action": "acknowledge",
+                    "patient": "Patient/critical-1",
+                    "q": "",
+                    "upto": (NOW + timedelta(hours=1)).isoformat(),
+                    "csrf_token": page_token(client),
+                },
+            )
+            assert group.status_code == 303 and "n=1" in group.headers["location"]
             response = client.post(
                 f"/review/alerts/{card_id}/review",
                 data={
