@@ -104,7 +104,7 @@ def location(encounter: JSON | None, resources: list[Any]) -> str | None:
     chosen = chosen or [e for e in entries if not e.get("status")] or entries[-1:]
     words: list[str] = []
     for e in chosen[:3]:
-        ref = e.get("location") if isinstance(e.get("location"), Mapping) else {}
+        ref: JSON = e["location"] if isinstance(e.get("location"), Mapping) else {}
         text = _text(ref.get("display"))
         if text is None:
             place = _find(resources, "Location", _ref_id(ref.get("reference"), "Location"))
@@ -119,7 +119,9 @@ def _prescriber_name(user_id: str | None, resources: list[Any]) -> str | None:
     if who is None:
         role = _find(resources, "PractitionerRole", _ref_id(user_id, "PractitionerRole"))
         if role is not None:
-            ref = role.get("practitioner") if isinstance(role.get("practitioner"), Mapping) else {}
+            ref: JSON = (
+                role["practitioner"] if isinstance(role.get("practitioner"), Mapping) else {}
+            )
             who = _find(resources, "Practitioner", _ref_id(ref.get("reference"), "Practitioner"))
             if who is None:
                 return _text(ref.get("display"))
@@ -203,7 +205,7 @@ def _timing(t: Any) -> str | None:
         f, p, unit = rep.get("frequency", 1), rep.get("period"), rep.get("periodUnit")
         name = _PERIODS.get(unit) if isinstance(unit, str) else None
         if _number(f) and _number(p) and name:
-            f, p = float(f), float(p)
+            f, p = float(f or 0), float(p or 0)
             if p == 1:
                 times = {1.0: "once", 2.0: "twice"}.get(f, f"{f:g} times")
                 return f"{times} a {name}"

@@ -233,7 +233,7 @@ def _problems(
     before (one indexed read: ``ix_cards_patient_order_rule`` covers it)."""
     if patient_ref is None:
         return {}
-    orders = sorted({bounded_ref(c.order_id) for c in cards} - {None})
+    orders = sorted({ref for c in cards if (ref := bounded_ref(c.order_id)) is not None})
     rules = {c.primary_rule for c in cards}
     found: dict[tuple[str | None, str], str] = {}
     rows = session.execute(

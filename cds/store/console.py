@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -249,7 +248,7 @@ def _conditions(
     for name, column, value in chosen:
         target = column.concat("") if steer else column
         if name == "feedback":
-            conds.append(target.in_(sorted(FEEDBACK_FILTERS.get(value, frozenset()))))
+            conds.append(target.in_(sorted(FEEDBACK_FILTERS.get(value or "", frozenset()))))
         else:
             conds.append(target == value)
     return conds
@@ -360,14 +359,11 @@ _ROW_COLUMNS = (
 
 
 def _row(r: Any) -> QueueRow:
-    return QueueRow(
-        *r[:1],
-        as_utc(r[1]),
-        *r[2:22],
-        int(r[22] or 0),
-        int(r[23] or 0),
-        *r[24:],
-    )
+    values = list(r)
+    values[1] = as_utc(values[1])
+    values[22] = int(values[22] or 0)  # accepted_n
+    values[23] = int(values[23] or 0)  # overridden_n
+    return QueueRow(*values)
 
 
 def _key() -> Any:
@@ -680,7 +676,7 @@ def grouped_page(
     counts = _open_problem_counts(conn, named)
     groups = []
     for ref in refs:
-        orders = [
+        order_groups = [
             OrderGroup(
                 order_id=order_id,
                 problems=sorted(
@@ -690,11 +686,11 @@ def grouped_page(
             )
             for order_id, rules in tree.get(ref, {}).items()
         ]
-        if not orders:
+        if not order_groups:
             continue
-        orders.sort(key=lambda o: (o.latest.created_at, o.latest.id), reverse=True)
+        order_groups.sort(key=lambda o: (o.latest.created_at, o.latest.id), reverse=True)
         open_n, new_n = counts.get(ref, (0, 0))
-        groups.append(PatientGroup(ref, orders, open_problems=open_n, new_problems=new_n))
+        groups.append(PatientGroup(ref, order_groups, open_problems=open_n, new_problems=new_n))
     return GroupedPage(patients=groups, older=older, truncated=truncated)
 
 
@@ -860,197 +856,6 @@ def user_names(*, session: Session) -> dict[int, str]:
     return {i: n for i, n in session.execute(select(User.id, User.username))}
 
 
-@dataclass(frozen=True)
-class Assignee:
-    """Someone an escalation can go to (the alert page's choices)."""
-
-    value: str  # "user:7" or "role:pharmacist"
-    label: str
-
-
-def escalation_choices(*, session: Session) -> list[Assignee]:
-    roles = [Assignee("role:pharmacist", "Any pharmacist on the console")]
-    roles.append(Assignee("role:admin", "The console administrators"))
-    users = [
-        Assignee(f"user:{uid}", f"{name} ({role})")
-        for uid, name, role in session.execute(
-            select(User.id, User.username, User.role)
-            .where(User.disabled.is_(False))
-            .order_by(User.username)
-        )
-    ]
-    return roles + users
-
-
-class ReviewError(ValueError):
-    """A review action that cannot be recorded as asked (unknown action, missing note)."""
-
-
-def parse_escalation(*, session: Session, value: str | None) -> Escalation:
-    """``user:7`` (an enabled account) or ``role:pharmacist``; ``ReviewError`` otherwise."""
-    kind, _, ident = (value or "").partition(":")
-    if kind == "role" and ident in ESCALATION_ROLES:
-        return Escalation(role=ident)
-    if kind == "user" and ident.isdigit() and len(ident) < 10:
-        user = session.get(User, int(ident))
-        if user is not None and not user.disabled:
-            return Escalation(user_id=user.id)
-    raise ReviewError("choose who to escalate to: a named colleague or a role")
-
-
-def _check(action: str, note: str | None) -> str | None:
-    if action not in REVIEW_ACTIONS:
-        raise ReviewError(f"unknown action {action!r}")
-    note = (note or "").strip() or None
-    if action in NOTE_REQUIRED and note is None:
-        raise ReviewError(f"{action} needs a note")
-    if note is not None and len(note) > MAX_NOTE_CHARS:
-        raise ReviewError(f"a note is at most {MAX_NOTE_CHARS} characters")
-    return note
-
-
-def _apply(
-    session: Session,
-    cards: Sequence[Card],
-    *,
-    action: str,
-    note: str | None,
-    reviewer_id: int,
-    now: datetime,
-    escalate_to: Escalation | None,
-    batch_id: str | None,
-) -> None:
-    status = REVIEW_ACTIONS[action]
-    target = escalate_to or Escalation()
-    for card in cards:
-        session.add(
-            Review(
-                card_id=card.id,
-                action=action,
-                note=note,
-                reviewer_id=reviewer_id,
-                created_at=now,
-                escalated_to_user_id=target.user_id if action == "escalate" else None,
-                escalated_to_role=target.role if action == "escalate" else None,
-                batch_id=batch_id,
-            )
-        )
-        if card.review_minutes is None:
-            waited = (now - as_utc(card.created_at)).total_seconds()
-            card.review_minutes = max(0, int(waited // 60))
-        if status is not None:
-            card.review_status = status
-            card.escalated_to_user_id = target.user_id if action == "escalate" else None
-            card.escalated_to_role = target.role if action == "escalate" else None
-    session.flush()
-
-
-def add_review(
-    *,
-    session: Session,
-    card_id: str,
-    action: str,
-    note: str | None,
-    reviewer_id: int,
-    now: datetime,
-    escalate_to: Escalation | None = None,
-    with_repeats: bool = False,
-) -> bool:
-    """Append a review and move the card's status; ``False`` if the card does not exist.
-
-    ``with_repeats``: the action covers the problem, every firing of the same rule on the
-    same order that it applies to (each its own review row, one ``batch_id``). Append-only:
-    earlier reviews are never changed, so the history is the audit trail.
-    """
-    note = _check(action, note)
-    if action == "escalate" and escalate_to is None:
-        raise ReviewError("choose who to escalate to: a named colleague or a role")
-    card = session.get(Card, card_id)
-    if card is None:
-        return False
-    cards = [card]
-    batch_id = None
-    if with_repeats and action != "annotate":
-        others = session.scalars(
-            select(Card).where(
-                *_problem_of(card),
-                Card.id != card.id,
-                Card.review_status.in_(sorted(ACTS_ON[action])),
-            )
-        ).all()
-        if others:
-            cards += list(others)
-            batch_id = str(uuid.uuid4())
-    _apply(
-        session,
-        cards,
-        action=action,
-        note=note,
-        reviewer_id=reviewer_id,
-        now=now,
-        escalate_to=escalate_to,
-        batch_id=batch_id,
-    )
-    return True
-
-
-@dataclass(frozen=True)
-class Group:
-    """A group of the grouped queue: a patient, one of their orders, or one problem."""
-
-    patient_ref: str
-    order_id: str | None = None
-    rule: str | None = None
-
-
-def group_review(
-    *,
-    session: Session,
-    group: Group,
-    filter: QueueFilter,
-    upto: datetime | None,
-    action: str,
-    note: str | None,
-    reviewer_id: int,
-    now: datetime,
-    escalate_to: Escalation | None = None,
-) -> int:
-    """One action on every card of a group that the filter shows and the action applies
-    to (acknowledge: the unreviewed ones; resolve and escalate: the open ones), issued no
-    later than ``upto`` (when the page was drawn: a card that arrived since was not seen).
-    Each card gets its own review row; they share one ``batch_id``. Returns how many.
-    """
-    note = _check(action, note)
-    if action == "escalate" and escalate_to is None:
-        raise ReviewError("choose who to escalate to: a named colleague or a role")
-    conds = _conditions(_scope(session, filter))
-    conds += [Card.patient_ref == group.patient_ref]
-    if group.order_id is not None:
-        conds.append(Card.order_id == group.order_id)
-    if group.rule is not None:
-        conds.append(Card.primary_rule == group.rule)
-    if upto is not None:
-        conds.append(Card.created_at <= upto)
-    conds.append(Card.review_status.in_(sorted(ACTS_ON[action])))
-    cards = session.scalars(select(Card).where(*conds).limit(MAX_GROUP_ACTION + 1)).all()
-    if len(cards) > MAX_GROUP_ACTION:
-        raise ReviewError(
-            f"more than {MAX_GROUP_ACTION} alerts in this group: narrow the filter first"
-        )
-    if cards:
-        _apply(
-            session,
-            cards,
-            action=action,
-            note=note,
-            reviewer_id=reviewer_id,
-            now=now,
-            escalate_to=escalate_to,
-            batch_id=str(uuid.uuid4()),
-        )
-    return len(cards)
-
-
 # --- export ----------------------------------------------------------------------------
 
 EXPORT_COLUMNS = (
@@ -1162,6 +967,29 @@ def period_bounds(*, session: Session) -> tuple[datetime, datetime] | None:
     return as_utc(lo), as_utc(hi)
 
 
+_REVIEWS: frozenset[str] = frozenset(
+    {
+        "Assignee",
+        "Group",
+        "ReviewError",
+        "add_review",
+        "escalation_choices",
+        "group_review",
+        "parse_escalation",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The review actions live in ``cds.store.reviews`` (which reads this module's
+    filters); ``console.add_review`` and friends still resolve, without an import cycle."""
+    if name in _REVIEWS:
+        from cds.store import reviews
+
+        return getattr(reviews, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Dashboard",
     "Period",
@@ -1176,13 +1004,11 @@ __all__ = [
     "REVIEW_ACTIONS",
     "REVIEW_STATUSES",
     "SOURCES",
-    "Assignee",
     "CardDetail",
     "Cursor",
     "Escalation",
     "ExportBatch",
     "Facets",
-    "Group",
     "GroupedPage",
     "OrderGroup",
     "PatientGroup",
@@ -1190,16 +1016,11 @@ __all__ = [
     "QueueFilter",
     "QueuePage",
     "QueueRow",
-    "ReviewError",
-    "add_review",
     "card_detail",
     "escalated_count",
-    "escalation_choices",
     "facet_counts",
-    "group_review",
     "grouped_page",
     "iter_export",
-    "parse_escalation",
     "patient_refs",
     "queue_page",
     "user_names",

@@ -240,10 +240,11 @@ def dashboard(
         .where(Card.review_minutes.is_not(None), *conds)
         .group_by(*review)
     ):
+        waited = int(minutes or 0)
         if rule_id in by_rule:
-            by_rule[rule_id].review_minutes[int(minutes)] += int(count)
+            by_rule[rule_id].review_minutes[waited] += int(count)
         if f"{pack_id} {version}" in by_pack:
-            by_pack[f"{pack_id} {version}"].review_minutes[int(minutes)] += int(count)
+            by_pack[f"{pack_id} {version}"].review_minutes[waited] += int(count)
 
     by_category: dict[str, RuleStat] = {}
     cat_reasons: dict[str, Counter[str]] = defaultdict(Counter)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from cds.store import console as store
+from cds.store import reviews
 from cds.store.console import CardDetail
 from cds.web.console.evidence import evidence
 from cds.web.console.present import card_view, fact_sections
@@ -109,10 +110,10 @@ def _page(
         pack=pack,
         tz=tz,
     )
-    choices: list[store.Assignee] = []
+    choices: list[reviews.Assignee] = []
     if maker is not None:
         with maker() as s:
-            choices = store.escalation_choices(session=s)
+            choices = reviews.escalation_choices(session=s)
     return render(
         request,
         "alert.html",
@@ -166,11 +167,11 @@ def review(request: Request, card_id: str, user: CurrentUser, maker: Maker) -> R
     try:
         with maker.begin() as s:
             target = (
-                store.parse_escalation(session=s, value=str(form.get("escalate_to") or ""))
+                reviews.parse_escalation(session=s, value=str(form.get("escalate_to") or ""))
                 if action == "escalate" and form.get("escalate_to")
                 else None
             )
-            found = store.add_review(
+            found = reviews.add_review(
                 session=s,
                 card_id=card_id[:64],
                 action=action,
@@ -180,7 +181,7 @@ def review(request: Request, card_id: str, user: CurrentUser, maker: Maker) -> R
                 escalate_to=target,
                 with_repeats=form.get("repeats") == "1",
             )
-    except store.ReviewError as exc:
+    except reviews.ReviewError as exc:
         return _page(
             request, _load(maker, card_id), status=400, error=str(exc), note=note, maker=maker
         )

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from cds.store import console as store
+from cds.store import reviews
 from cds.store import users as store_users
 from cds.web.console.params import (
     PAGE_SIZES,
@@ -166,13 +167,13 @@ def group_review(request: Request, user: CurrentUser, maker: Maker) -> Response:
     try:
         with maker.begin() as s:
             target = (
-                store.parse_escalation(session=s, value=str(form.get("escalate_to") or ""))
+                reviews.parse_escalation(session=s, value=str(form.get("escalate_to") or ""))
                 if action == "escalate" and form.get("escalate_to")
                 else None
             )
-            n = store.group_review(
+            n = reviews.group_review(
                 session=s,
-                group=store.Group(patient, order, rule),
+                group=reviews.Group(patient, order, rule),
                 filter=parsed.filter,
                 upto=upto,
                 action=action,
@@ -181,7 +182,7 @@ def group_review(request: Request, user: CurrentUser, maker: Maker) -> Response:
                 now=datetime.now(UTC),
                 escalate_to=target,
             )
-    except store.ReviewError as exc:
+    except reviews.ReviewError as exc:
         raise ConsoleError(400, "Not recorded", f"{exc}. Go back and try again.") from exc
     back = {**params, "done": action, "n": str(n)}
     for key in ("start", "view", "patients", "per_page"):
