@@ -147,14 +147,20 @@ def group_review(request: Request, user: CurrentUser, maker: Maker) -> Response:
     each card gets its own review row, all sharing a batch id. Only the cards the page
     showed: the same filter, issued no later than when the page was drawn."""
     form = request.state.console_form
-    action = str(form.get("action") or "")
+    chosen: dict[str, str] = {}
+    if form.get("do"):  # the queue's buttons: one form per patient, the group in the button
+        try:
+            chosen = dict(parse_qsl(str(form.get("do"))[:2000], max_num_fields=3))
+        except ValueError:
+            chosen = {}
+    action = str(chosen.get("action") or form.get("action") or "")
     if action not in GROUP_ACTIONS:
         raise ConsoleError(400, "Request not understood", "Unknown group action.")
     patient = str(form.get("patient") or "")
     if not patient or len(patient) > 512 or not patient.isprintable():
         raise ConsoleError(400, "Request not understood", "The group names no patient.")
-    order = str(form.get("order") or "") or None
-    rule = str(form.get("rule") or "") or None
+    order = str(chosen.get("order") or form.get("order") or "") or None
+    rule = str(chosen.get("rule") or form.get("rule") or "") or None
     if any(v is not None and (len(v) > 512 or not v.isprintable()) for v in (order, rule)):
         raise ConsoleError(400, "Request not understood", "The group is not one we showed.")
     q = str(form.get("q") or "")[:4000]

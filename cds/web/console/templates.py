@@ -102,6 +102,7 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
         static=lambda name: f"{root}/review/static/{name}",
         tz=tz,
         tz_name=getattr(settings, "site_timezone", "UTC"),
+        urlencode=lambda q: urlencode({k: v for k, v in q.items() if v not in (None, "")}),
         **context,
     )
     return HTMLResponse(html, status_code=status)
