@@ -249,6 +249,15 @@ def _cursor(text: str) -> str:
         f"before={_cursor('2026-11-20T12:00:00+00:00|' + 'x' * 5000)}",
         "rule=%00&patient=Patient%2F%00",
         "indicator=%00critical",
+        # the console as a pharmacist uses it (migration 0006): new filters and views
+        f"start={_cursor('9999-12-31T23:59:59-01:00|x')}",
+        f"start={_cursor('0001-01-01T00:00:00+14:00|' + 'y' * 5000)}",
+        "patients=-5&per_page=0&view=%00cards",
+        "view=cards&feedback=%00overridden&source=%ff&pack=%00",
+        "patient=%25%25%25&hide_dq=%00&escalated=you",
+        "patient=" + "x" * 600 + "&run=" + "r" * 600,
+        "patient=%E2%80%AE%F0%9F%92%8A&feedback=both&escalated=me",
+        "rule=" + "r" * 300 + "&threshold=999999999999999999999&min_cards=-1",
     ],
 )
 def test_crafted_queue_queries_are_a_page_not_a_500(

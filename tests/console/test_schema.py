@@ -15,6 +15,13 @@ MINE = {
     "ix_cards_stats",
     "ix_cards_period",
     "ix_feedback_card_outcome",
+    # migration 0006
+    "ix_cards_hourly",
+    "ix_cards_reviewed",
+    "ix_cards_mrn",
+    "ix_cards_name",
+    "ix_cards_patient_order_rule",
+    "ix_reviews_batch_id",
 }
 
 
@@ -39,7 +46,7 @@ def test_migration_0002_matches_the_models(db_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert not (_names(diff) & MINE), diff
     indexes = {i["name"] for i in inspect(engine).get_indexes("cards")}
-    assert {"ix_cards_stats", "ix_cards_period"} <= indexes
+    assert {"ix_cards_stats", "ix_cards_period", "ix_cards_hourly", "ix_cards_reviewed"} <= indexes
     assert "ix_feedback_card_outcome" in {
         i["name"] for i in inspect(engine).get_indexes("feedback")
     }

@@ -159,6 +159,12 @@ def test_a_group_action_covers_what_was_shown_and_records_each_card(
             {"action": "resolve", "patient": "Patient/w-1", "note": "x" * 4001},
             "at most 4000 characters",
         ),
+        ({"action": "resolve", "patient": "Patient/w-1", "upto": "yesterday"}, "not a time"),
+        (
+            {"action": "resolve", "patient": "Patient/w-1", "upto": "0001-01-01T00:00:00+14:00"},
+            "not a time",
+        ),
+        ({"do": "action=delete&order=x", "patient": "Patient/w-1"}, "Unknown group action"),
     ],
 )
 def test_bad_group_actions_are_a_clear_400(

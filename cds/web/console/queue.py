@@ -136,9 +136,9 @@ def queue(request: Request, user: CurrentUser, maker: Maker) -> Response:
 def _upto(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 at +14:00 moved to UTC
         return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @router.post("/alerts/group", name="console_group_review")
@@ -169,7 +169,9 @@ def group_review(request: Request, user: CurrentUser, maker: Maker) -> Response:
     except ValueError:
         params = {}
     parsed = parse_queue(params, site_zone(request), me(user))
-    upto = _upto(str(form.get("upto") or ""))
+    upto = _upto(str(form.get("upto") or "")[:64]) if form.get("upto") else None
+    if form.get("upto") and upto is None:
+        raise ConsoleError(400, "Request not understood", "The page's time is not a time.")
     try:
         with maker.begin() as s:
             target = (
