@@ -4,7 +4,7 @@ New tables only (no change to existing ones), so this revision can be re-chained
 other without touching it.
 
 Revision ID: 0007_replay
-Revises: 0005_data_issues
+Revises: 0006_console
 Create Date: 2026-12-10 12:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_replay"
-down_revision = "0005_data_issues"
+down_revision = "0006_console"  # re-chained after the console (0006)
 branch_labels = None
 depends_on = None
 
