@@ -135,7 +135,16 @@ def serve(
                 child.kill()
 
 
-def _run_uvicorn(settings: Settings, *, host: str, port: int, workers: int) -> None:
+def _run_uvicorn(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    app_factory: str = "cds.web.factory:app",
+) -> None:
+    """uvicorn as production runs it (``bench.account`` runs it with an instrumented
+    ``app_factory``, so that its accounting is of exactly this server)."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
@@ -149,7 +158,7 @@ def _run_uvicorn(settings: Settings, *, host: str, port: int, workers: int) -> N
         },
     }
     uvicorn.run(
-        "cds.web.factory:app",
+        app_factory,
         factory=True,
         host=host,
         port=port,
