@@ -49,7 +49,6 @@ from cds.store.audit import (
     RejectionLog,
     cards_for_feedback,
     guarded,
-    save_invocation,
     store_feedback,
 )
 from cds.web.auth import Principal, audience_for
@@ -290,7 +289,7 @@ async def call_service(
         )
         t_prefetch = round((time.perf_counter() - t0) * 1000, 3)
         packs = request.app.state.registry.packs()
-        maker = request.app.state.maker
+        audit = request.app.state.audit
 
         phase = _Phase()
         invocation_id = str(uuid.uuid4())
@@ -333,7 +332,7 @@ async def call_service(
                 + [{"issue": "prefetch", "detail": p[:500]} for p in resolved.problems[:20]],
             )
             try:
-                save_invocation(maker=maker, invocation=record, cards=issued)
+                audit.save(invocation=record, cards=issued)  # returns once committed
             except StoreUnavailable:
                 if not settings.serve_unaudited:
                     raise
