@@ -46,6 +46,7 @@ Each configuration starts a fresh server and database; bare and an uninstrumente
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -333,6 +334,16 @@ def snapshot() -> dict[str, Any]:
     }
 
 
+def _routes(routes: Any) -> Any:
+    """Every route, through included routers (FastAPI nests them)."""
+    for r in routes:
+        if hasattr(r, "dependant"):
+            yield r
+        inner = getattr(r, "original_router", None) or getattr(r, "router", None)
+        if inner is not None and hasattr(inner, "routes"):
+            yield from _routes(inner.routes)
+
+
 def app() -> Any:
     """uvicorn factory: the production app, instrumented."""
     from cds.settings import Settings
@@ -340,10 +351,12 @@ def app() -> Any:
 
     install()
     real = create_app(Settings())
-    for route in real.routes:  # the hook handler's own code, apart from FastAPI's
+    for route in _routes(real.routes):  # the hook handler's own code, apart from FastAPI's
         if getattr(route, "path", "") == "/cds-services/{service_id}":
-            dep = route.dependant  # type: ignore[attr-defined]
-            dep.call = coro_region("handler", dep.call)
+            # FastAPI builds the served route from ``endpoint`` at the first request
+            # (reading its signature through ``__wrapped__``)
+            timed = functools.wraps(route.endpoint)(coro_region("handler", route.endpoint))
+            route.endpoint = route.dependant.call = timed
     if real.state.verifier is not None:
         v = real.state.verifier
         v.verify = region("jwt", v.verify)
