@@ -34,6 +34,7 @@ audit               the audit record and its commit
 encode              the response body
 thread              the worker-thread side of the call outside the stages (the budget
                     checks, the audit record's fields)
+gc                  the garbage collector (``gc.callbacks``), whichever stage triggered it
 ==================  ===================================================================
 
     python -m bench.account [--duration 10] [--db sqlite,postgresql] [--auth off,jwt]
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import os
 import statistics
@@ -61,7 +63,7 @@ from typing import Any
 _clock = time.thread_time_ns
 
 #: A region whose nested regions are charged to it.
-ABSORB = frozenset({"recheck", "audit", "jwt"})
+ABSORB = frozenset({"recheck", "audit", "jwt", "gc"})
 LOOP_REGIONS = ("uvicorn", "asgi", "handler", "hop", "json", "validate", "prefetch", "encode")
 STAGE_ORDER = (
     "uvicorn",
@@ -79,6 +81,7 @@ STAGE_ORDER = (
     "audit",
     "encode",
     "thread",
+    "gc",
 )
 
 
@@ -208,6 +211,7 @@ def install() -> None:
 
     import cds.engine.pack as pack
     import cds.hooks.pipeline as pipeline
+    import cds.store.audit as audit
     import cds.web.errors as errors
     import cds.web.hooks_api as api
 
@@ -254,6 +258,15 @@ def install() -> None:
     _patch(pipeline._Planner, "_trial", lambda f: region("recheck", f))
     _patch(pipeline, "trial_findings", lambda f: region("recheck", f))
     _patch(pack.CompiledPack, "evaluate", lambda f: region("engine", f))
+    _patch(audit.AuditWriter, "save", lambda f: region("audit", f))
+
+    def collecting(phase: str, info: dict[str, Any]) -> None:  # the garbage collector
+        if phase == "start":
+            _enter("gc")
+        else:
+            _exit()
+
+    gc.callbacks.append(collecting)
 
 
 class _Accounting:
@@ -348,9 +361,11 @@ def app() -> Any:
     """uvicorn factory: the production app, instrumented."""
     from cds.settings import Settings
     from cds.web.app import create_app
+    from cds.web.factory import tune_gc
 
     install()
     real = create_app(Settings())
+    tune_gc()
     for route in _routes(real.routes):  # the hook handler's own code, apart from FastAPI's
         if getattr(route, "path", "") == "/cds-services/{service_id}":
             # FastAPI builds the served route from ``endpoint`` at the first request
