@@ -258,7 +258,8 @@ def install() -> None:
     _patch(pipeline._Planner, "_trial", lambda f: region("recheck", f))
     _patch(pipeline, "trial_findings", lambda f: region("recheck", f))
     _patch(pack.CompiledPack, "evaluate", lambda f: region("engine", f))
-    _patch(audit.AuditWriter, "save", lambda f: region("audit", f))
+    if hasattr(audit, "AuditWriter"):
+        _patch(audit.AuditWriter, "save", lambda f: region("audit", f))
 
     def collecting(phase: str, info: dict[str, Any]) -> None:  # the garbage collector
         if phase == "start":
@@ -359,13 +360,14 @@ def _routes(routes: Any) -> Any:
 
 def app() -> Any:
     """uvicorn factory: the production app, instrumented."""
+    import cds.web.factory as factory
     from cds.settings import Settings
     from cds.web.app import create_app
-    from cds.web.factory import tune_gc
 
     install()
     real = create_app(Settings())
-    tune_gc()
+    if hasattr(factory, "tune_gc"):  # absent from an older checkout (--before)
+        factory.tune_gc()
     for route in _routes(real.routes):  # the hook handler's own code, apart from FastAPI's
         if getattr(route, "path", "") == "/cds-services/{service_id}":
             # FastAPI builds the served route from ``endpoint`` at the first request
@@ -379,12 +381,26 @@ def app() -> Any:
 
 
 def serve(port: int) -> None:
+    """``cds serve``'s own uvicorn set-up (``cds.cli._run_uvicorn``), its factory swapped
+    for the instrumented one."""
+    import cds.web.factory as factory
     from cds.cli import _run_uvicorn
     from cds.settings import Settings
 
-    _run_uvicorn(
-        Settings(), host="127.0.0.1", port=port, workers=1, app_factory="bench.account:app"
-    )
+    factory.app = app  # type: ignore[assignment]
+    _run_uvicorn(Settings(), host="127.0.0.1", port=port, workers=1)
+
+
+def mixed_checkout(before: Path, work: Path) -> Path:
+    """A folder whose ``cds`` (and packs, migrations) are ``before``'s and whose ``bench``
+    is this one: today's instrumentation over an older version of the service."""
+    mix = work / "before"
+    mix.mkdir()
+    for entry in before.iterdir():
+        if entry.name not in ("bench", ".venv", ".git"):
+            (mix / entry.name).symlink_to(entry.resolve())
+    (mix / "bench").symlink_to(Path(__file__).resolve().parent)
+    return mix
 
 
 # ----------------------------------------------------------------- the driver
@@ -453,13 +469,13 @@ def _get(base: str) -> dict[str, Any]:
     return data
 
 
-def start_account(port: int, env: dict[str, str], log: Path) -> Any:
-    from bench.common import _start, python
+def start_account(port: int, env: dict[str, str], log: Path, repo: Path | None = None) -> Any:
+    from bench.common import REPO, _start, python
 
     if env.get("CDS_AUTH") == "jwt":
         env = {"CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
     cmd = [python(), "-m", "bench.account", "--serve", str(port)]
-    return _start(cmd, port, env, log, "/cds-services", None, 90, 1)
+    return _start(cmd, port, env, log, "/cds-services", None, 90, 1, repo=repo or REPO)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -506,6 +522,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if "account" in row:
                 print(table([row]), flush=True)
 
+        from bench.common import REPO
+
+        variants = [("cds (instrumented)", True, REPO)]
+        if args.plain:
+            variants.append(("cds", False, REPO))
+        if args.before:
+            mix = mixed_checkout(args.before, work)
+            variants.insert(0, ("before (instrumented)", True, mix))
+            if args.plain:
+                variants.insert(1, ("before", False, mix))
         for rep in range(args.repeat):
             if not args.no_bare:
                 server = start_bare(port=free_port(), workers=1, log=work / "bare.log")
@@ -521,7 +547,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server.stop()
             for db in args.db:
                 for auth in args.auth:
-                    for instrumented in (True, False) if args.plain else (True,):
+                    for name, instrumented, repo in variants:
                         with database(db, work) as url:
                             env = {
                                 "CDS_DATABASE_URL": url,
@@ -534,18 +560,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             if args.redis:
                                 env["CDS_REDIS_URL"] = REDIS_URL
                             port = free_port()
-                            log = work / f"cds-{db}-{auth}-{instrumented}.log"
+                            log = work / f"cds-{db}-{auth}-{name}.log".replace(" ", "_")
                             server = (
-                                start_account(port, env, log)
+                                start_account(port, env, log, repo)
                                 if instrumented
-                                else start_cds(port=port, workers=1, env=env, log=log)
+                                else start_cds(port=port, workers=1, env=env, log=log, repo=repo)
                             )
-                            label = {
-                                "target": "cds (instrumented)" if instrumented else "cds",
-                                "db": db,
-                                "auth": auth,
-                                "rep": rep,
-                            }
+                            label = {"target": name, "db": db, "auth": auth, "rep": rep}
                             try:
                                 for conns in args.conns:
                                     measure(server, label, conns, instrumented)
@@ -600,7 +621,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     if not acc:
         return ""
     head = "| ms of server CPU per request | " + " | ".join(
-        f"{r['db']} {r['auth']} {r['conns']}c" for r in acc
+        f"{r['target'].split(' ')[0]} {r['db']} {r['auth']} {r['conns']}c" for r in acc
     )
     lines = [head + " |", "|---|" + "---:|" * len(acc)]
     stages = list(dict.fromkeys(k for r in acc for k in r["account"]["stages_ms"]))
@@ -674,6 +695,11 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true", help="also an uninstrumented cds serve")
     ap.add_argument("--redis", action="store_true", help="JWT replay cache in Redis")
     ap.add_argument("--python-loadgen", action="store_true")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. a git worktree of main) measured alternately in the same run",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.serve:

@@ -135,16 +135,7 @@ def serve(
                 child.kill()
 
 
-def _run_uvicorn(
-    settings: Settings,
-    *,
-    host: str,
-    port: int,
-    workers: int,
-    app_factory: str = "cds.web.factory:app",
-) -> None:
-    """uvicorn as production runs it (``bench.account`` runs it with an instrumented
-    ``app_factory``, so that its accounting is of exactly this server)."""
+def _run_uvicorn(settings: Settings, *, host: str, port: int, workers: int) -> None:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
@@ -158,7 +149,7 @@ def _run_uvicorn(
         },
     }
     uvicorn.run(
-        app_factory,
+        "cds.web.factory:app",
         factory=True,
         host=host,
         port=port,
