@@ -701,6 +701,11 @@ def main() -> None:
         help="another checkout (e.g. a git worktree of main) measured alternately in the same run",
     )
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless every stage was seen and the stages cover 90%% of the CPU (CI)",
+    )
     args = ap.parse_args()
     if args.serve:
         serve(args.serve)
@@ -713,6 +718,48 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
     print(summary(report))
+    if args.check:
+        problems = check(report)
+        for p in problems:
+            print(f"bench.account: {p}", file=sys.stderr)
+        sys.exit(1 if problems else 0)
+
+
+#: The stages every typical order-sign goes through (``jwt`` only with auth on).
+REQUIRED = (
+    "uvicorn",
+    "asgi",
+    "handler",
+    "hop",
+    "json",
+    "validate",
+    "prefetch",
+    "facts",
+    "engine",
+    "cards",
+    "recheck",
+    "audit",
+    "encode",
+)
+
+
+def check(report: dict[str, Any]) -> list[str]:
+    """What makes the accounting wrong, not slow: a stage no region saw any more (a
+    function renamed under the instrumentation), or less than 90% of the CPU measured."""
+    out = []
+    for r in report["rows"]:
+        acc = r.get("account")
+        if acc is None:
+            continue
+        where = f"{r['target']} {r['db']} {r['auth']} {r['conns']}c"
+        missing = [k for k in REQUIRED if not acc["calls_per_req"].get(k)]
+        if r["auth"] == "jwt" and not acc["calls_per_req"].get("jwt"):
+            missing.append("jwt")
+        if missing:
+            out.append(f"{where}: no time measured in {', '.join(missing)}")
+        if acc["measured_share"] < 0.9:
+            out.append(f"{where}: only {acc['measured_share']:.0%} of the CPU measured")
+    return out
 
 
 if __name__ == "__main__":
