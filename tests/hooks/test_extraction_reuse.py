@@ -26,9 +26,18 @@ from tests.reliability.conftest import typical
 NOW = s.DEFAULT_NOW
 
 
-@pytest.fixture(scope="module")
-def packs() -> Any:
-    return inv.registry_for(REPO / "rules", "baclofen", "US").packs()
+PACK_SETS = [["baclofen"]] + (
+    [["baclofen", "gabapentin"]] if (REPO / "rules" / "gabapentin").is_dir() else []
+)
+
+
+@pytest.fixture(scope="module", params=PACK_SETS, ids=lambda p: "+".join(p))
+def packs(request: pytest.FixtureRequest) -> Any:
+    from cds.engine.registry import PackRegistry
+
+    reg = PackRegistry(rules_dir=REPO / "rules", pack_ids=request.param, profile="US")
+    reg.load()
+    return reg.packs()
 
 
 def _comparable(ev: pipeline.Evaluation) -> Any:
