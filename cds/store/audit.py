@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,13 +121,17 @@ def record_invocations(
     insert: this runs on every hook call, and the ORM's bookkeeping cost more than the SQL
     itself (measured: 0.6 of 1.3 ms per call on SQLite).
     """
+    insert_calls(session.connection(), calls)
+
+
+def insert_calls(conn: Connection, calls: list[tuple[InvocationRecord, list[IssuedCard]]]) -> None:
+    """``record_invocations`` on a Core connection (the caller's transaction)."""
     inv_rows: list[dict[str, Any]] = []
     card_rows: list[dict[str, Any]] = []
     rule_rows: list[dict[str, Any]] = []
     for invocation, cards in calls:
         inv_rows.append(_invocation_row(invocation, len(cards)))
         _card_rows(invocation, cards, card_rows, rule_rows)
-    conn = session.connection()
     conn.execute(insert(Invocation.__table__), inv_rows)
     if card_rows:
         conn.execute(insert(Card.__table__), card_rows)
@@ -615,9 +619,15 @@ class AuditWriter:
     def _commit(self, batch: list[_Pending]) -> None:
         from cds.store.db import write_lock
 
+        calls = [(p.invocation, p.cards) for p in batch]
+        bind = self._maker.kw.get("bind")
         try:
-            with write_lock(self._maker), self._maker.begin() as s:
-                record_invocations(session=s, calls=[(p.invocation, p.cards) for p in batch])
+            if isinstance(bind, Engine):  # a Core transaction: no Session to build (0.3 ms)
+                with write_lock(self._maker), bind.begin() as conn:
+                    insert_calls(conn, calls)
+            else:
+                with write_lock(self._maker), self._maker.begin() as s:
+                    record_invocations(session=s, calls=calls)
             self.batches += 1
         except (DataError, IntegrityError) as exc:
             if len(batch) == 1:
