@@ -102,30 +102,45 @@ def _number_ok(x: Any) -> bool:
 
 def check_json(value: Any) -> None:
     """Raise ``JsonLimitError`` (naming the path) if ``value`` is too deep or has a number
-    out of range. One iterative pass; the path is worked out only when something fails."""
+    out of range. One pass, level by level (no recursion, no tuple per node); the path is
+    worked out only when something fails."""
     if type(value) not in (dict, list):
         if not _number_ok(value):
             raise JsonLimitError("number", "the document is a number out of range")
         return
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
+    level: list[Any] = [value]
+    depth = 1
+    while level:
         if depth > MAX_DEPTH:
             raise JsonLimitError(
                 "depth", f"JSON nested deeper than {MAX_DEPTH} levels", _locate(value)
             )
-        for item in node.values() if type(node) is dict else node:
-            t = type(item)
-            if t is dict or t is list:
-                push((item, depth + 1))
-            elif (t is float or t is int) and not _number_ok(item):
-                raise JsonLimitError(
-                    "number",
-                    f"a number is out of range (magnitude above {NUMBER_MAX:g}, "
-                    f"or non-zero below {NUMBER_MIN:g})",
-                    _locate(value),
-                )
+        below: list[Any] = []
+        push = below.append
+        for node in level:
+            for item in node.values() if type(node) is dict else node:
+                t = type(item)
+                if t is str:
+                    continue
+                if t is dict or t is list:
+                    push(item)
+                elif t is float:
+                    a = abs(item)
+                    if a > NUMBER_MAX or (a < NUMBER_MIN and a != 0.0) or a != a:
+                        raise _out_of_range(value)
+                elif t is int and not -NUMBER_MAX <= item <= NUMBER_MAX:
+                    raise _out_of_range(value)
+        level = below
+        depth += 1
+
+
+def _out_of_range(value: Any) -> JsonLimitError:
+    return JsonLimitError(
+        "number",
+        f"a number is out of range (magnitude above {NUMBER_MAX:g}, "
+        f"or non-zero below {NUMBER_MIN:g})",
+        _locate(value),
+    )
 
 
 def _locate(value: Any) -> str | None:
