@@ -197,6 +197,10 @@ def coro_region(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., A
     return timed
 
 
+def _named_region(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    return region(name, fn)
+
+
 def _patch(obj: Any, attr: str, wrap: Callable[[Any], Any]) -> None:
     """Wrap ``obj.attr`` if it exists (the list below outlives refactors of the app)."""
     if hasattr(obj, attr):
@@ -250,7 +254,7 @@ def install() -> None:
         ("audit_invocation", "audit"),
         ("encode_cards", "encode"),
     ):
-        _patch(api, attr, lambda f, n=name: region(n, f))
+        _patch(api, attr, functools.partial(_named_region, name))
     _patch(api, "resolve_prefetch", lambda f: async_region("prefetch", f))
     _patch(errors.SafeJSONResponse, "render", lambda f: region("encode", f))
     _patch(pipeline, "extract_facts", lambda f: region("facts", f))

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -132,11 +132,11 @@ def insert_calls(conn: Connection, calls: list[tuple[InvocationRecord, list[Issu
     for invocation, cards in calls:
         inv_rows.append(_invocation_row(invocation, len(cards)))
         _card_rows(invocation, cards, card_rows, rule_rows)
-    conn.execute(insert(Invocation.__table__), inv_rows)
+    conn.execute(insert(cast(Table, Invocation.__table__)), inv_rows)
     if card_rows:
-        conn.execute(insert(Card.__table__), card_rows)
+        conn.execute(insert(cast(Table, Card.__table__)), card_rows)
     if rule_rows:
-        conn.execute(insert(CardRule.__table__), rule_rows)
+        conn.execute(insert(cast(Table, CardRule.__table__)), rule_rows)
 
 
 def _invocation_row(invocation: InvocationRecord, n_cards: int) -> dict[str, Any]:
