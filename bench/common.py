@@ -196,6 +196,7 @@ def start_cds(
     headers: dict[str, str] | None = None,
     timeout: float = 90,
     extra_args: Sequence[str] = (),
+    repo: Path = REPO,
 ) -> Server:
     """``cds serve`` (uvicorn, production settings from ``env``) on 127.0.0.1:port.
 
@@ -217,7 +218,7 @@ def start_cds(
         str(workers),
         *extra_args,
     ]
-    return _start(cmd, port, env, log, wait_path, headers, timeout, workers)
+    return _start(cmd, port, env, log, wait_path, headers, timeout, workers, repo=repo)
 
 
 def start_bare(*, port: int, workers: int, log: Path, timeout: float = 60) -> Server:
@@ -248,15 +249,16 @@ def _start(
     headers: dict[str, str] | None,
     timeout: float,
     workers: int,
+    repo: Path = REPO,
 ) -> Server:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     full_env.update(env)
-    full_env["PYTHONPATH"] = str(REPO)
+    full_env["PYTHONPATH"] = str(repo)
     log.parent.mkdir(parents=True, exist_ok=True)
     fh = log.open("wb")
     proc = subprocess.Popen(
         cmd,
-        cwd=str(REPO),
+        cwd=str(repo),
         env=full_env,
         stdout=fh,
         stderr=subprocess.STDOUT,

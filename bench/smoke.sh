@@ -3,7 +3,8 @@
 # it needs (the venv, and wrk from Debian when root; without wrk the Python load generator
 # is used), talks only to 127.0.0.1, writes its figures to a temporary folder (the report's
 # figures in bench/results/ are from the full runs in bench/README.md). ~2 minutes.
-# Fails on: any error answer in the soak, engine memory growth, a benchmark that crashes.
+# Fails on: any error answer in the soak, engine memory growth, a benchmark that crashes,
+# and an accounting that lost a stage or covers less than 90% of the server's CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test >/dev/null
@@ -30,6 +31,13 @@ step "engine scale";       $PY -m bench.engine_scale -n 5000 --max-growth 5 --ou
 step "HTTP (ours vs bare)"
 $PY -m bench.http_bench --duration 2 --warmup 1 --db "$dbs" --workers 1 --auth off,jwt \
   --conns 16 --kind-workers "" --scale-workers "" --out "$out/http.json" | grep -v '^{'
+step "CPU accounting per stage (real uvicorn)"
+$PY -m bench.account --duration 2 --warmup 1 --db sqlite --auth off,jwt --conns 16 --no-bare \
+  --check --out "$out/account.json" | grep -v '^{'
+if [[ "$dbs" == *postgresql* ]]; then
+  step "workers and every process's CPU (PostgreSQL)"
+  $PY -m bench.scaling --workers 1,2 --conns 16 --duration 2 --out "$out/scaling.json" | tail -4
+fi
 # The soak runs on PostgreSQL (the production store) when it is there: on SQLite, 16
 # concurrent writers in one process starve on the file lock and a few calls get 503 (the
 # finding and its fix are in bench/README.md).

@@ -24,9 +24,12 @@ Which orders are checked:
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cds.clinical.conditions import read_conditions
 from cds.clinical.context import Context
@@ -52,7 +55,8 @@ from cds.clinical.patient import assemble_patient
 from cds.clinical.regimen import build_regimen
 from cds.clinical.validation import invalid_fields
 
-__all__ = ["HookInput", "extract_facts"]
+__all__ = ["HookInput", "extract_facts", "extraction_memo"]
+T = TypeVar("T")
 
 _TYPES = frozenset({
     "Patient", "Encounter", "Observation", "MedicationRequest", "MedicationStatement",
@@ -80,6 +84,57 @@ class HookInput:
     selections: list[str] | None  # order-select: ["MedicationRequest/id", ...]
     resources: list[dict[str, Any]] = field(default_factory=list)  # prefetch/fetched, flat
     unavailable: list[str] = field(default_factory=list)  # prefetch keys not obtained
+
+
+# Per-evaluation memo of the steps that read only the prefetch resources, never the drafts
+# (indexing, the medication records already on file, the observations): the suggestion
+# re-check extracts the same request again with one draft changed (cds.hooks.pipeline), and
+# these steps were most of its cost. Keyed by the identity of the resource list (kept alive
+# with the entry) and the pack; a step's data issues are recorded and raised again, in the
+# same place, so the facts and their issues are those of a fresh extraction.
+_MEMO: contextvars.ContextVar[dict[tuple[Any, ...], Any] | None] = contextvars.ContextVar(
+    "cds_extraction_memo", default=None
+)
+
+
+@contextmanager
+def extraction_memo() -> Iterator[None]:
+    """Within this block, extractions of the same resource list share their resource-only
+    steps (one evaluation: the request and its suggestion re-checks)."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _reused(step: str, source: object, ctx: Context, fn: Callable[[Context], T]) -> T:
+    memo = _MEMO.get()
+    if memo is None:
+        return fn(ctx)
+    key = (step, id(source), id(ctx.params), id(ctx.drug), ctx.now, ctx.patient_id)
+    hit = memo.get(key)
+    if hit is None or hit[0] is not source:
+        scratch = Context(
+            now=ctx.now,
+            params=ctx.params,
+            drug=ctx.drug,
+            patient_id=ctx.patient_id,
+            medications=ctx.medications,
+        )
+        hit = (source, fn(scratch), scratch.issues)
+        memo[key] = hit
+    for d in hit[2]:
+        ctx.issue(
+            d.issue,
+            d.detail,
+            ref=d.resource_ref,
+            order_id=d.order_id,
+            measure=d.measure,
+            value_text=d.value_text,
+        )
+    result: T = hit[1]
+    return result
 
 
 def _subject_ok(res: JSON, ctx: Context, own: str) -> bool:
@@ -215,7 +270,7 @@ def extract_facts(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     ctx = Context(now=now, params=params, drug=drug, patient_id=inp.patient_id)
-    idx = index_resources(inp.resources, ctx)
+    idx = _reused("index", inp.resources, ctx, lambda c: index_resources(inp.resources, c))
     for key in inp.unavailable:
         ctx.issue(
             "data-unavailable",
@@ -233,7 +288,12 @@ def extract_facts(
     for i, d in enumerate(drafts):
         if d.id is None:
             d.id = f"draft-{i + 1}"
-    before = [read_record(r, is_draft=False, ctx=ctx) for t in _MED_TYPES for r in idx[t]]
+    before = _reused(
+        "records",
+        inp.resources,
+        ctx,
+        lambda c: [read_record(r, is_draft=False, ctx=c) for t in _MED_TYPES for r in idx[t]],
+    )
 
     selected = _selected_ids(inp.selections) if inp.hook == "order-select" else None
     # A draft naming no medication is normal while an order is being built (order-select)
@@ -270,7 +330,9 @@ def extract_facts(
                 [d for d in drafts if d.matched and d.family == fam],
             )
         )
-    obs = read_observations(idx["Observation"], ctx)
+    obs = _reused(
+        "observations", inp.resources, ctx, lambda c: read_observations(idx["Observation"], c)
+    )
     # a planned procedure may be among the drafts being signed (a pump removal ordered now)
     draft_requests = [
         r

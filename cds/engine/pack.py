@@ -243,22 +243,41 @@ class CompiledPack:
         derived.apply(self.derived, engine_facts)
         seen: set[tuple[str, str]] = set()
         findings = []
+        # Several rules fire on one fact: its key and escaped texts are made once (the
+        # matches hold every fact object until the loop ends, so an id stays one fact).
+        keys: dict[int, str] = {}
+        texts: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         for m in self.runtime.evaluate(self.ruleset_name, engine_facts):
             rule_id = m.rule_id.rsplit("~", 1)[0]
-            key = (rule_id, json.dumps(m.fact, sort_keys=True, default=str))
+            fact_key = keys.get(id(m.fact))
+            if fact_key is None:
+                fact_key = keys[id(m.fact)] = json.dumps(m.fact, sort_keys=True, default=str)
+            key = (rule_id, fact_key)
             if key in seen:
                 continue
             seen.add(key)
-            findings.append(self._finding(self.rules[rule_id], m.fact))
+            findings.append(self._finding(self.rules[rule_id], m.fact, texts))
         findings.sort(key=lambda f: (f.order_id, f.category, -f.rank, f.order))
         return findings
 
-    def _finding(self, rule: CompiledRule, fact: dict[str, Any]) -> Finding:
+    def _finding(
+        self,
+        rule: CompiledRule,
+        fact: dict[str, Any],
+        texts: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None,
+    ) -> Finding:
         # Fact strings come from the request (ids, medication text, units): plain text in
         # the summary, escaped Markdown in the detail (never structure). Pack vars are ours.
-        text = (str, list, tuple, dict)
-        plain = {k: plain_text(v) if isinstance(v, text) else v for k, v in fact.items()}
-        markdown = {k: md_text(v) if isinstance(v, text) else v for k, v in fact.items()}
+        done = texts.get(id(fact)) if texts is not None else None
+        if done is None:
+            text = (str, list, tuple, dict)
+            done = (
+                {k: plain_text(v) if isinstance(v, text) else v for k, v in fact.items()},
+                {k: md_text(v) if isinstance(v, text) else v for k, v in fact.items()},
+            )
+            if texts is not None:
+                texts[id(fact)] = done
+        plain, markdown = done
         return Finding(
             rule_id=rule.id,
             category=rule.category,

@@ -197,7 +197,7 @@ def resources_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     entries = body.get("entry")
     for entry in entries if isinstance(entries, list) else ():
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict and not isinstance(entry, Mapping):  # dict: the fast test
             continue
         search = entry.get("search")
         if isinstance(search, Mapping) and search.get("mode") == "outcome":
@@ -210,6 +210,9 @@ def resources_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _is_resource(value: Any) -> TypeGuard[Mapping[str, Any]]:
     """A JSON object with a non-empty string ``resourceType``: what FHIR JSON always has."""
+    if type(value) is dict:  # decoded JSON: skip the ABC check (2,000 resources per call)
+        rtype = value.get("resourceType")
+        return type(rtype) is str and bool(rtype)
     return (
         isinstance(value, Mapping)
         and isinstance(value.get("resourceType"), str)

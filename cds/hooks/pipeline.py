@@ -24,7 +24,7 @@ from datetime import datetime
 
 from cds.budget import check_budget
 from cds.cards import BuiltCard, build_card, group_findings
-from cds.clinical.extract import HookInput, extract_facts
+from cds.clinical.extract import HookInput, extract_facts, extraction_memo
 from cds.clinical.facts import ClinicalFacts, DataIssue, OrderFacts
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
@@ -520,7 +520,19 @@ class _Planner:
 def evaluate(
     inp: HookInput, packs: Sequence[CompiledPack], *, now: datetime, recheck: bool = True
 ) -> Evaluation:
-    """Cards for one hook call at the instant ``now``."""
+    """Cards for one hook call at the instant ``now``.
+
+    The suggestion re-checks and "as offered" checks extract the request again with a
+    draft changed; within one evaluation they reuse the resource-only steps of the
+    extraction (``extraction_memo``), so a re-check costs the drafts' facts and the engine.
+    """
+    with extraction_memo():
+        return _evaluate(inp, packs, now=now, recheck=recheck)
+
+
+def _evaluate(
+    inp: HookInput, packs: Sequence[CompiledPack], *, now: datetime, recheck: bool
+) -> Evaluation:
     timings: dict[str, float] = {}
     all_cards: list[BuiltCard] = []
     all_findings: list[Finding] = []

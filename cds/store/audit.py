@@ -16,9 +16,9 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -113,48 +113,82 @@ class InvocationRecord:
 def record_invocation(
     *, session: Session, invocation: InvocationRecord, cards: list[IssuedCard]
 ) -> None:
-    """Insert the invocation and every card it issued (caller commits once).
+    """Insert the invocation and every card it issued (caller commits once)."""
+    record_invocations(session=session, calls=[(invocation, cards)])
 
-    Core ``insert`` with parameter lists rather than ORM objects: this runs on every hook
-    call, and the unit-of-work bookkeeping cost more than the SQL itself (measured).
+
+def record_invocations(
+    *, session: Session, calls: list[tuple[InvocationRecord, list[IssuedCard]]]
+) -> None:
+    """Insert several invocations and their cards: three statements, whatever the count.
+
+    Core ``insert`` on the tables with parameter lists, not ORM objects nor the ORM's bulk
+    insert: this runs on every hook call, and the ORM's bookkeeping cost more than the SQL
+    itself (measured: 0.6 of 1.3 ms per call on SQLite).
     """
-    session.execute(
-        insert(Invocation),
-        [
-            {
-                "id": invocation.id,
-                "hook_instance": invocation.hook_instance,
-                "service_id": invocation.service_id,
-                "hook": invocation.hook,
-                "patient_ref": bounded_ref(invocation.patient_ref),
-                "user_ref": bounded_ref(invocation.user_ref),
-                "encounter_ref": bounded_ref(invocation.encounter_ref),
-                "issuer": invocation.issuer,
-                "tenant": invocation.tenant,
-                "received_at": invocation.received_at,
-                "evaluated_at": invocation.evaluated_at,
-                "duration_ms": invocation.duration_ms,
-                "timings": invocation.timings,
-                "status": "ok",
-                "pack_id": invocation.pack_id,
-                "pack_version": invocation.pack_version,
-                "card_count": len(cards),
-                "fetched_keys": invocation.fetched_keys,
-                "data_issues": invocation.data_issues or None,
-                "source": invocation.source,
-                "run_id": invocation.run_id,
-                "context": invocation.context or None,
-            }
-        ],
-    )
+    insert_calls(session.connection(), calls)
+
+
+def insert_calls(conn: Connection, calls: list[tuple[InvocationRecord, list[IssuedCard]]]) -> None:
+    """``record_invocations`` on a Core connection (the caller's transaction)."""
+    inv_rows: list[dict[str, Any]] = []
+    card_rows: list[dict[str, Any]] = []
+    rule_rows: list[dict[str, Any]] = []
+    seen: dict[tuple[str | None, str | None, str], str] = {}  # problems within the batch
+    for invocation, cards in calls:
+        inv_rows.append(_invocation_row(invocation, len(cards)))
+        _card_rows(conn, invocation, cards, card_rows, rule_rows, seen)
+    conn.execute(insert(cast(Table, Invocation.__table__)), inv_rows)
+    if card_rows:
+        conn.execute(insert(cast(Table, Card.__table__)), card_rows)
+    if rule_rows:
+        conn.execute(insert(cast(Table, CardRule.__table__)), rule_rows)
+
+
+def _invocation_row(invocation: InvocationRecord, n_cards: int) -> dict[str, Any]:
+    return {
+        "id": invocation.id,
+        "hook_instance": invocation.hook_instance,
+        "service_id": invocation.service_id,
+        "hook": invocation.hook,
+        "patient_ref": bounded_ref(invocation.patient_ref),
+        "user_ref": bounded_ref(invocation.user_ref),
+        "encounter_ref": bounded_ref(invocation.encounter_ref),
+        "issuer": invocation.issuer,
+        "tenant": invocation.tenant,
+        "received_at": invocation.received_at,
+        "evaluated_at": invocation.evaluated_at,
+        "duration_ms": invocation.duration_ms,
+        "timings": invocation.timings,
+        "status": "ok",
+        "pack_id": invocation.pack_id,
+        "pack_version": invocation.pack_version,
+        "card_count": n_cards,
+        "fetched_keys": invocation.fetched_keys,
+        "data_issues": invocation.data_issues or None,
+        "source": invocation.source,
+        "run_id": invocation.run_id,
+        "context": invocation.context or None,
+    }
+
+
+def _card_rows(
+    conn: Connection,
+    invocation: InvocationRecord,
+    cards: list[IssuedCard],
+    card_rows: list[dict[str, Any]],
+    rule_rows: list[dict[str, Any]],
+    seen: dict[tuple[str | None, str | None, str], str],
+) -> None:
     if not cards:
         return
     patient_ref = bounded_ref(invocation.patient_ref)
     ctx = invocation.context or {}
     name = ctx.get("patient_name")
-    problems = _problems(session, patient_ref, cards)
-    card_rows = []
-    rule_rows = []
+    problems = _problems(conn, patient_ref, cards)
+    for (p, order, rule), first in seen.items():  # an earlier call of the same batch
+        if p == patient_ref:
+            problems.setdefault((order, rule), first)
     for c in cards:
         top = max(SEVERITY_RANK[s] for _, s in c.rules) if c.rules else 1
         card_rows.append(
@@ -195,6 +229,10 @@ def record_invocation(
             }
         )
         problems.setdefault((bounded_ref(c.order_id), c.primary_rule), c.card["uuid"])
+        seen.setdefault(
+            (patient_ref, bounded_ref(c.order_id), c.primary_rule),
+            problems[(bounded_ref(c.order_id), c.primary_rule)],
+        )
         marked = False
         for rule_id, severity in c.rules:
             sets = not marked and SEVERITY_RANK[severity] == top and rule_id == c.primary_rule
@@ -207,9 +245,6 @@ def record_invocation(
                     "sets_severity": sets,
                 }
             )
-    session.execute(insert(Card), card_rows)
-    if rule_rows:
-        session.execute(insert(CardRule), rule_rows)
 
 
 def search_key(name: str | None) -> str | None:
@@ -227,7 +262,7 @@ def _order_text(c: IssuedCard) -> str | None:
 
 
 def _problems(
-    session: Session, patient_ref: str | None, cards: list[IssuedCard]
+    session: Session | Connection, patient_ref: str | None, cards: list[IssuedCard]
 ) -> dict[tuple[str | None, str], str]:
     """(order, rule) -> the first card of that problem for this patient, if one was issued
     before (one indexed read: ``ix_cards_patient_order_rule`` covers it)."""
@@ -638,6 +673,89 @@ def save_invocation(
             record_invocation(session=s, invocation=invocation, cards=cards)
     except (OperationalError, DBAPIError) as exc:
         raise _store_error(exc, "audit write") from exc
+
+
+@dataclass
+class _Pending:
+    invocation: InvocationRecord
+    cards: list[IssuedCard]
+    done: bool = False
+    error: BaseException | None = None
+
+
+class AuditWriter:
+    """Group commit of the hook calls' audit records.
+
+    The guarantee is ``save_invocation``'s: ``save`` returns only once the transaction
+    holding the call's rows has committed, and raises as it does (503 when the store is
+    down, 422 for a value it refuses); nothing is answered that is not stored. What
+    changes is who writes: the first waiting call writes, in one transaction, every record
+    that is waiting (at most ``max_batch``); the calls that arrived during its commit find
+    their rows committed or write the next batch. One call alone writes its own row at
+    once, with no hand-off; under load one commit and three statements serve many calls.
+
+    A batch the database refuses for a value (``DataError``, ``IntegrityError``) is
+    written again one call per transaction, so only the call that holds the bad value
+    fails. An outage fails the whole batch (each call gets its own 503).
+    """
+
+    def __init__(self, maker: sessionmaker[Session], *, max_batch: int = 64) -> None:
+        self._maker = maker
+        self._max = max_batch
+        self._write = threading.Lock()  # one writer at a time (the leader)
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self.batches = 0  # commits made (a call count / batches ratio for the benchmarks)
+
+    def save(self, *, invocation: InvocationRecord, cards: list[IssuedCard]) -> None:
+        me = _Pending(invocation, cards)
+        with self._queue_lock:
+            self._queue.append(me)
+        while not me.done:
+            with self._write:
+                if me.done:  # a leader wrote it while this call waited for the lock
+                    break
+                with self._queue_lock:
+                    batch = self._queue[: self._max]
+                    del self._queue[: len(batch)]
+                self._commit(batch)
+        if me.error is not None:
+            raise me.error
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        from cds.store.db import write_lock
+
+        calls = [(p.invocation, p.cards) for p in batch]
+        bind = self._maker.kw.get("bind")
+        try:
+            if isinstance(bind, Engine):  # a Core transaction: no Session to build (0.3 ms)
+                with write_lock(self._maker), bind.begin() as conn:
+                    insert_calls(conn, calls)
+            else:
+                with write_lock(self._maker), self._maker.begin() as s:
+                    record_invocations(session=s, calls=calls)
+            self.batches += 1
+        except (DataError, IntegrityError) as exc:
+            if len(batch) == 1:
+                batch[0].error = _store_error(exc, "audit write")
+            else:
+                for p in batch:  # find the call that holds the value
+                    try:
+                        save_invocation(maker=self._maker, invocation=p.invocation, cards=p.cards)
+                        self.batches += 1
+                    except Exception as one:  # noqa: BLE001 - handed to its own call
+                        p.error = one
+        except (OperationalError, DBAPIError) as exc:
+            first = _store_error(exc, "audit write")
+            for p in batch:
+                p.error = type(first)(*first.args)
+                p.error.__cause__ = exc
+        except BaseException as exc:  # noqa: BLE001 - every waiting call hears of it
+            for p in batch:
+                p.error = exc
+        finally:
+            for p in batch:
+                p.done = True
 
 
 def guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:

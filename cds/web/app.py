@@ -26,7 +26,7 @@ from cds.errors import ConfigError
 from cds.hooks.shadow import start_sidecar
 from cds.paths import data_dir
 from cds.settings import Settings
-from cds.store.audit import RejectionLog
+from cds.store.audit import AuditWriter, RejectionLog
 from cds.store.db import make_engine, make_sessionmaker
 from cds.web.console.throttle import HashExecutor, RateLimiter
 from cds.web.errors import OperationOutcome, install_error_handlers
@@ -173,6 +173,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.maker = maker
+    app.state.audit = AuditWriter(maker)  # group commit of the hook calls' audit records
     app.state.registry = registry
     app.state.verifier = verifier
     app.state.clock = clock

@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -85,9 +86,18 @@ def outcome(
 
 class SafeJSONResponse(JSONResponse):
     """JSON that can always be sent: text that is not Unicode (a lone surrogate quoted
-    from a request) is replaced rather than failing the response with a 500."""
+    from a request) is replaced rather than failing the response with a 500.
+
+    orjson writes it (compact, UTF-8, keys in order: the bytes the standard library wrote,
+    but for the exponent of a float below 1e-4); what orjson refuses (a lone surrogate, an
+    integer past 64 bits) goes the standard library's way, as before.
+    """
 
     def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
         return json.dumps(
             content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
         ).encode("utf-8", "replace")
