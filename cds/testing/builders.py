@@ -11,7 +11,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cds.testing.formulary import Concept, Formulary, KitProduct
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
@@ -21,27 +24,19 @@ UCUM = "http://unitsofmeasure.org"
 V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 LOCAL = "https://posologic.example.org/fhir/CodeSystem/cds-local"
 
-# product key -> (RxNorm code, display)
-PRODUCTS: dict[str, tuple[str, str]] = {
-    "tab5": ("430902", "baclofen 5 MG Oral Tablet"),
-    "tab10": ("197391", "baclofen 10 MG Oral Tablet"),
-    "tab15": ("2679605", "baclofen 15 MG Oral Tablet"),
-    "tab20": ("197392", "baclofen 20 MG Oral Tablet"),
-    "sol1": ("250976", "baclofen 1 MG/ML Oral Solution"),
-    "sol2": ("2667941", "baclofen 2 MG/ML Oral Solution"),
-    "susp5": ("2593376", "baclofen 5 MG/ML Oral Suspension"),
-    "itb50": ("1047437", "baclofen 0.05 MG/ML Injection (intrathecal screening)"),
-    "ingredient": ("1292", "baclofen"),
-    # another drug coded by RxNorm only, as many EHRs send it (no ATC)
+# Products of no pack, coded as some EHRs send them: key -> (RxNorm code, display). The
+# packs' own products are looked up in their product tables (``cds.testing.formulary``).
+OTHER_PRODUCTS: dict[str, tuple[str, str]] = {
+    # another drug coded by RxNorm only (no ATC)
     "clonazepam-rxnorm": ("2598", "clonazepam 0.5 MG Oral Tablet"),
 }
-# other drugs: key -> (RxNorm ingredient, name, ATC)
+# Drugs of no pack: key -> (RxNorm ingredient, name, ATC). A pack's drug is named by its
+# pack's ``drug.name`` (its ingredient codes come from its identity ValueSet).
 OTHER_DRUGS: dict[str, tuple[str, str, str]] = {
     "oxycodone": ("7804", "oxycodone", "N02AA05"),
     "morphine": ("7052", "morphine", "N02AA01"),
     "lorazepam": ("6470", "lorazepam", "N05BA06"),
     "zolpidem": ("39993", "zolpidem", "N05CF02"),
-    "gabapentin": ("25480", "gabapentin", "N02BF01"),
     "pregabalin": ("187832", "pregabalin", "N02BF02"),
     "tizanidine": ("57258", "tizanidine", "M03BX02"),
     "levodopa": ("6375", "levodopa", "N04BA01"),
@@ -71,18 +66,12 @@ CONDITIONS: dict[str, tuple[str, str, str]] = {
     "pregnancy": (SNOMED, "77386006", "Pregnancy"),
     "confusion": (SNOMED, "286933003", "Confusional state"),
     "traumatic-brain-injury": (SNOMED, "127295002", "Traumatic brain injury"),
-    "baclofen-withdrawal-history": (
-        LOCAL,
-        "baclofen-withdrawal-history",
-        "History of baclofen withdrawal",
-    ),
     "pruritus": (SNOMED, "418290006", "Itching"),
     "spasticity-increased": (LOCAL, "spasticity-increased", "Spasticity increased"),
 }
 # procedures / service requests: key -> (system, code, display)
 PROCEDURES: dict[str, tuple[str, str, str]] = {
     "haemodialysis": (SNOMED, "302497006", "Hemodialysis"),
-    "itb-pump-removal": (LOCAL, "itb-pump-removal", "Removal of intrathecal baclofen pump"),
     "itb-pump-removal-cpt": (
         "http://www.ama-assn.org/go/cpt",
         "62365",
@@ -268,20 +257,83 @@ def vital(kind: str, value: float | bool, when: datetime, pid: str = "pat-1") ->
     return res
 
 
+def _formulary(formulary: Formulary | None) -> Formulary:
+    if formulary is not None:
+        return formulary
+    from cds.testing.formulary import default_formulary
+
+    return default_formulary()
+
+
+def concept_for(
+    key: str | Concept, table: dict[str, tuple[str, str, str]], formulary: Formulary | None
+) -> tuple[str, str, str]:
+    """(system, code, display) of a problem or procedure: a key of ``table``, a concept,
+    else a concept code of a pack's terminology (a pack's own local codes)."""
+    if not isinstance(key, str):
+        return key.system, key.code, key.display
+    if key in table:
+        return table[key]
+    found = _formulary(formulary).concept(key)
+    if found is None:
+        raise KeyError(f"no concept {key!r} (not in {sorted(table)} nor any pack's ValueSets)")
+    return found.system, found.code, found.display
+
+
+def medication_concept(
+    *,
+    product: str | KitProduct | None = None,
+    drug: str | Concept | None = None,
+    text: str | None = None,
+    coded: bool = True,
+    formulary: Formulary | None = None,
+) -> dict[str, Any]:
+    """A ``medicationCodeableConcept``: another drug (``drug``: a key of OTHER_DRUGS, a
+    pack's drug name or a Concept) or a product (``product``: a key of OTHER_PRODUCTS,
+    a pack product's key or code, or a KitProduct). ``coded=False``: the text alone."""
+    if drug is not None:
+        if not isinstance(drug, str):
+            codings = [drug.coding()]
+            name = drug.display
+        elif drug in OTHER_DRUGS:
+            code, name, atc = OTHER_DRUGS[drug]
+            codings = [coding(RXNORM, code, name), coding(ATC, atc, name)]
+        else:
+            found = _formulary(formulary).drug_named(drug)
+            if found is None:
+                raise KeyError(f"no drug {drug!r} (not in OTHER_DRUGS nor any pack's drug)")
+            name = found.name
+            codings = [coding(c.system, c.code, name) for c in found.ingredient]
+        return {"coding": codings, "text": name}
+    key = product if product is not None else "tab20"
+    if isinstance(key, str) and key in OTHER_PRODUCTS:
+        code, display = OTHER_PRODUCTS[key]
+        concept = coding(RXNORM, code, display)
+    else:
+        kit = _formulary(formulary).product(key) if isinstance(key, str) else key
+        concept = kit.concept.coding()
+        display = kit.concept.display
+    if not coded:
+        return {"text": text or display}
+    return {"coding": [concept], "text": text or display}
+
+
 def procedure(
-    key: str,
+    key: str | Concept,
     *,
     status: str = "completed",
     when: datetime | None = None,
     pid: str = "pat-1",
     resource_type: str = "Procedure",
     rid: str | None = None,
+    formulary: Formulary | None = None,
 ) -> dict[str, Any]:
-    """A Procedure (or, with ``resource_type="ServiceRequest"``, a planned one)."""
-    system, code, display = PROCEDURES[key]
+    """A Procedure (or, with ``resource_type="ServiceRequest"``, a planned one); ``key``
+    as :func:`concept_for` reads it."""
+    system, code, display = concept_for(key, PROCEDURES, formulary)
     res: dict[str, Any] = {
         "resourceType": resource_type,
-        "id": rid or f"proc-{key}",
+        "id": rid or f"proc-{key if isinstance(key, str) else key.slug}",
         "status": status,
         "code": {"coding": [coding(system, code, display)], "text": display},
         "subject": {"reference": f"Patient/{pid}"},
@@ -296,12 +348,18 @@ def procedure(
 
 
 def condition(
-    key: str, *, pid: str = "pat-1", onset: datetime | None = None, cid: str | None = None
+    key: str | Concept,
+    *,
+    pid: str = "pat-1",
+    onset: datetime | None = None,
+    cid: str | None = None,
+    formulary: Formulary | None = None,
 ) -> dict[str, Any]:
-    system, code, display = CONDITIONS[key]
+    """An active Condition; ``key`` as :func:`concept_for` reads it."""
+    system, code, display = concept_for(key, CONDITIONS, formulary)
     res: dict[str, Any] = {
         "resourceType": "Condition",
-        "id": cid or f"cond-{key}",
+        "id": cid or f"cond-{key if isinstance(key, str) else key.slug}",
         "clinicalStatus": {
             "coding": [
                 coding(
@@ -411,26 +469,24 @@ def medication_request(
     *,
     rid: str,
     status: str = "active",
-    product: str = "tab20",
+    product: str | KitProduct = "tab20",
     dosages: list[dict[str, Any]] | None = None,
     authored: datetime | date | None = None,
     pid: str = "pat-1",
     prior: str | None = None,
-    drug: str | None = None,
+    drug: str | Concept | None = None,
     validity_end: date | None = None,
     text: str | None = None,
     status_reason: tuple[str, str, str] | None = None,
     coded: bool = True,
+    formulary: Formulary | None = None,
 ) -> dict[str, Any]:
-    """A MedicationRequest; ``coded=False`` names the medication by its text only."""
-    if drug:
-        code, name, atc = OTHER_DRUGS[drug]
-        med = {"coding": [coding(RXNORM, code, name), coding(ATC, atc, name)], "text": name}
-    else:
-        code, display = PRODUCTS[product]
-        med = {"coding": [coding(RXNORM, code, display)], "text": text or display}
-        if not coded:
-            med = {"text": text or display}
+    """A MedicationRequest for ``product`` (or another ``drug``), as
+    :func:`medication_concept` names it; ``coded=False`` names it by its text only.
+    Product keys are looked up in ``formulary`` (default: every shipped pack)."""
+    med = medication_concept(
+        product=product, drug=drug or None, text=text, coded=coded, formulary=formulary
+    )
     res: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "id": rid,
@@ -458,21 +514,17 @@ def medication_statement(
     *,
     rid: str,
     status: str = "active",
-    product: str = "tab20",
+    product: str | KitProduct = "tab20",
     dosages: list[dict[str, Any]] | None = None,
     start: datetime | date | None = None,
     pid: str = "pat-1",
-    drug: str | None = None,
+    drug: str | Concept | None = None,
     based_on: str | None = None,
     asserted: datetime | None = None,
+    formulary: Formulary | None = None,
 ) -> dict[str, Any]:
     """A home-use MedicationStatement (what the patient takes, known from the history)."""
-    if drug:
-        code, name, atc = OTHER_DRUGS[drug]
-        med = {"coding": [coding(RXNORM, code, name), coding(ATC, atc, name)], "text": name}
-    else:
-        code, display = PRODUCTS[product]
-        med = {"coding": [coding(RXNORM, code, display)], "text": display}
+    med = medication_concept(product=product, drug=drug or None, formulary=formulary)
     res: dict[str, Any] = {
         "resourceType": "MedicationStatement",
         "id": rid,

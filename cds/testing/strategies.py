@@ -10,18 +10,25 @@ Why many small strategies rather than one big generator: hypothesis shrinks each
 choice separately, so a failing example comes back as the *smallest* chart that still
 fails (one order, one lab, round numbers), which is what a rule author needs to read.
 Products, codes, units and timing forms are ``sampled_from`` tables, so shrinking moves
-towards the first (most ordinary) entry: a 20 mg tablet, mg, three times daily.
+towards the first (most ordinary) entry: the pack's first tablet, mg, three times daily.
+
+What is generated for a drug comes from the pack under test, never from this module: the
+strategies that write the pack's drug take ``drug``, a
+:class:`~cds.testing.formulary.PackDrug` (``drug_of(pack)``): its products (the product
+table, by family), its ingredient, its routes (intrathecal orders only for a pack that
+declares that route), its dose grain (``dose_step``), a drug of each of its interacting
+classes and the problems of its condition ValueSets.
 
 Building blocks, each parameterisable:
 
 - :func:`patients` (a Patient) and :func:`patient_data` (Patient, weight, height and
   pregnancy, coherent with the age);
 - :func:`dose_quantities`, :func:`timings`, :func:`dosages`, :func:`tapers`;
-- :func:`baclofen_requests` (oral or intrathecal; every dose unit and timing form the
-  dose normaliser reads), :func:`interacting_requests` (one per interacting class),
-  :func:`baclofen_statements` (home medication);
+- :func:`drug_requests` (the pack's drug, on each route it declares; every dose unit and
+  timing form the dose normaliser reads), :func:`interacting_requests` (the pack's
+  interacting classes), :func:`drug_statements` (home medication);
 - :func:`creatinines`, :func:`egfrs`, :func:`crcl_measured`, :func:`vitals`,
-  :func:`conditions`, :func:`encounters`;
+  :func:`conditions` (the pack's condition ValueSets), :func:`encounters`;
 - :func:`hook_requests`: a whole request for any hook, with prefetch complete, partial,
   ``null`` or an OperationOutcome.
 
@@ -43,30 +50,34 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from cds.testing import builders as b
+from cds.testing.formulary import Concept, KitProduct, PackDrug, pack_drug
 
 JSON = dict[str, Any]
 
 __all__ = [
     "DEFAULT_NOW",
     "HOOKS",
-    "INTERACTING_DRUGS",
     "PATIENT_ID",
     "PREFETCH_KEYS",
     "REQUIRED_PREFETCH_KEYS",
     "SCHEDULES",
     "active_settings",
     "active_settings_name",
-    "baclofen_requests",
-    "baclofen_statements",
     "bundle",
+    "chronic_changes",
     "conditions",
     "creatinines",
     "crcl_measured",
+    "default_routes",
     "dosages",
     "dose_quantities",
+    "drug_of",
+    "drug_requests",
+    "drug_statements",
     "egfrs",
     "encounters",
     "hook_requests",
+    "interacting_drugs",
     "interacting_requests",
     "intrathecal_dosages",
     "operation_outcome",
@@ -74,7 +85,9 @@ __all__ = [
     "patient_data",
     "patients",
     "prefetch_damage",
+    "problems",
     "request_resources",
+    "suggestion_requests",
     "tapers",
     "timings",
     "vitals",
@@ -161,18 +174,9 @@ SCHEDULES: dict[str, tuple[float, str, tuple[int, float, str], tuple[str, ...]]]
 }
 TIMING_FORMS = ("code", "repeat", "when", "frequencyMax")
 
-# Products: key -> (kind, strength in mg per tablet or per mL; intrathecal: ug per mL).
-ORAL_PRODUCTS: dict[str, float | None] = {
-    "tab20": 20,
-    "tab10": 10,
-    "tab5": 5,
-    "tab15": 15,
-    "sol1": 1,
-    "sol2": 2,
-    "susp5": 5,
-    "ingredient": None,  # RxNorm 1292 only: no dose form, no strength
-}
-LIQUIDS = frozenset({"sol1", "sol2", "susp5"})
+
+# Products, doses, interacting drugs and problems come from the pack under test
+# (``cds.testing.formulary.PackDrug``): nothing here names a drug.
 ORAL_ROUTES = ("oral", "nasogastric", "gastrostomy", None)
 ITB_WRONG_ROUTES = ("iv", "im", "sc", "epidural")
 ROUTE_CODES: dict[str, tuple[str, str, str]] = {
@@ -182,20 +186,7 @@ ROUTE_CODES: dict[str, tuple[str, str, str]] = {
     "sc": (b.SNOMED, "34206005", "Subcutaneous route"),
     "epidural": (b.SNOMED, "404820008", "Epidural route"),
 }
-# Interacting classes of A8 -> drugs in ``builders.OTHER_DRUGS``.
-INTERACTING_DRUGS: dict[str, tuple[str, ...]] = {
-    "opioid": ("oxycodone", "morphine"),
-    "sedative": ("lorazepam", "zolpidem"),
-    "gabapentinoid": ("gabapentin", "pregabalin"),
-    "muscle_relaxant": ("tizanidine",),
-    "levodopa": ("levodopa",),
-    "other_cns": ("amitriptyline", "lithium"),
-}
-CONDITION_CODES: dict[str, tuple[str, str, str]] = {
-    **b.CONDITIONS,
-    "pruritus": (b.SNOMED, "418290006", "Itching"),
-    "brain-injury": (b.SNOMED, "127295002", "Traumatic brain injury"),
-}
+
 EGFR_LOINCS = (
     "98979-8",
     "33914-3",
@@ -344,54 +335,100 @@ def patient_data(
     )
 
 
+# ---- the pack's drug -----------------------------------------------------------------------
+
+
+def drug_of(packs: Any) -> PackDrug:
+    """The drug the strategies generate for ``packs`` (a compiled pack, a registry or a
+    list of packs: the first one's), read from the pack (see ``cds.testing.formulary``)."""
+    from cds.engine.pack import CompiledPack
+
+    if isinstance(packs, PackDrug):
+        return packs
+    if isinstance(packs, CompiledPack):
+        return pack_drug(packs)
+    if hasattr(packs, "packs"):
+        packs = packs.packs()
+    first = list(packs)[:1]
+    if not first:
+        raise ValueError("no pack to take the drug from")
+    return pack_drug(first[0])
+
+
+def _product(drug: PackDrug, product: str | KitProduct | None) -> KitProduct:
+    """``product`` (a key, a code or a KitProduct), else the drug's first solid oral product
+    in the regimen (else its first oral product)."""
+    if isinstance(product, KitProduct):
+        return product
+    if product is not None:
+        return drug.product(product)
+    orals = drug.oral_products(in_regimen=True) or drug.oral_products()
+    return next((p for p in orals if p.solid), orals[0])
+
+
+def _solids(drug: PackDrug) -> tuple[KitProduct, ...]:
+    """The drug's solid oral products in the regimen (tablets, capsules), by strength."""
+    solids = [p for p in drug.oral_products(in_regimen=True) if p.solid]
+    return tuple(sorted(solids, key=lambda p: p.strength or 0))
+
+
 # ---- doses and timing ----------------------------------------------------------------------
 
 
-def _quantity(value: float, unit: str) -> JSON:
-    """A dose Quantity in a written unit (``mcg-text``: "mcg" as free text, no UCUM code)."""
+def _quantity(value: float, unit: str, product: KitProduct | None = None) -> JSON:
+    """A dose Quantity in a written unit (``mcg-text``: "mcg" as free text, no UCUM code;
+    ``tablet``: a count of the product's units of presentation)."""
     if unit == "mcg-text":
         return {"value": _num(value), "unit": "mcg"}
-    code = {"mcg": "ug", "tablet": "{tablet}"}.get(unit, unit)
+    if unit == "tablet":
+        count = product.count_unit if product is not None else "{tablet}"
+        return {"value": _num(value), "unit": count.strip("{}"), "system": b.UCUM, "code": count}
+    code = {"mcg": "ug"}.get(unit, unit)
     return {"value": _num(value), "unit": unit, "system": b.UCUM, "code": code}
 
 
-def _written(mg: float, unit: str, strength: float | None, product: str) -> tuple[float, str]:
+def _written(mg: float, unit: str, product: KitProduct | None) -> tuple[float, str]:
     """``mg`` expressed in ``unit`` for ``product``; falls back to mg where it cannot be."""
     if unit in ("ug", "mcg", "mcg-text"):
         return mg * 1000, unit
-    if unit == "tablet" and strength and product not in LIQUIDS and product in ORAL_PRODUCTS:
-        count = mg / strength
-        if abs(count * 2 - round(count * 2)) < 1e-9:  # whole or half tablets only
+    if unit == "tablet" and product is not None and product.solid and product.strength:
+        count = mg / product.strength
+        step = 2 if product.halves else 1  # whole units, or halves of a scored tablet
+        if abs(count * step - round(count * step)) < 1e-9 and count > 0:
             return count, "tablet"
-    if unit == "mL" and strength and product in LIQUIDS:
-        return mg / strength, "mL"
+    if unit == "mL" and product is not None and product.per_ml and product.strength:
+        return mg / product.strength, "mL"
     return mg, "mg"
 
 
 def dose_quantities(
     *,
+    drug: PackDrug,
     mg: SearchStrategy[float] | None = None,
     units: Sequence[str] = ("mg", "ug", "mcg", "mcg-text", "tablet", "mL"),
-    product: str = "tab10",
+    product: str | KitProduct | None = None,
 ) -> SearchStrategy[JSON]:
-    """An oral dose Quantity: an amount in mg written as mg, ug, mcg, tablets or mL."""
-    strength = ORAL_PRODUCTS.get(product)
+    """An oral dose Quantity of one of ``drug``'s products: an amount in mg written as mg,
+    ug, mcg, units of presentation (``tablet``) or mL."""
+    kit = _product(drug, product)
     return st.builds(
-        lambda amount, unit: _quantity(*_written(amount, unit, strength, product)),
-        mg if mg is not None else oral_dose_mg(),
+        lambda amount, unit: _quantity(*_written(amount, unit, kit), kit),
+        mg if mg is not None else oral_dose_mg(step=drug.dose_step),
         st.sampled_from(list(units)),
     )
 
 
-def oral_dose_mg(*, small: bool = True) -> SearchStrategy[float]:
-    """Oral per-administration doses in mg: multiples of 2.5 up to 30, then rarer ones.
+def oral_dose_mg(*, step: float, small: bool = True) -> SearchStrategy[float]:
+    """Oral per-administration doses in mg: multiples of ``step`` (a pack's
+    ``PackDrug.dose_step``, half its smallest tablet) up to 12 steps, then rarer ones
+    (16, 20 and 24 steps).
 
-    ``small`` adds 0.5 and 1 mg (children, and the "10 mcg for 10 mg" slips the
+    ``small`` adds 0.2 and 0.4 steps (children, and the "10 mcg for 10 mg" slips the
     plausibility rules exist for).
     """
-    common = st.integers(1, 12).map(lambda k: k * 2.5)
-    rare = [40.0, 50.0, 60.0] + ([0.5, 1.0] if small else [])
-    return st.one_of(common, st.sampled_from(rare))
+    common = st.integers(1, 12).map(lambda k: round(k * step, 6))
+    rare = [16 * step, 20 * step, 24 * step] + ([0.2 * step, 0.4 * step] if small else [])
+    return st.one_of(common, st.sampled_from([round(x, 6) for x in rare]))
 
 
 def _timing(schedule: str, form: str, start: datetime | None, end: datetime | None) -> JSON:
@@ -441,7 +478,7 @@ def _route(route: str | None) -> JSON | None:
 
 def _oral_dosage(
     *,
-    product: str,
+    product: KitProduct | None,
     mg: float,
     unit: str,
     schedule: str,
@@ -453,8 +490,7 @@ def _oral_dosage(
     end: datetime | None = None,
     sequence: int | None = None,
 ) -> JSON:
-    strength = ORAL_PRODUCTS.get(product)
-    value, written = _written(mg, unit, strength, product)
+    value, written = _written(mg, unit, product)
     d: JSON = {}
     if sequence is not None:
         d["sequence"] = sequence
@@ -470,23 +506,29 @@ def _oral_dosage(
     if prn == "max":
         per_day = SCHEDULES[schedule][0]
         d["maxDosePerPeriod"] = {
-            "numerator": _quantity(value * per_day, written),
+            "numerator": _quantity(value * per_day, written, product),
             "denominator": {"value": 1, "unit": "d", "system": b.UCUM, "code": "d"},
         }
     if route is not None:
         d["route"] = _route(route)
     if dose_range:
         d["doseAndRate"] = [
-            {"doseRange": {"low": _quantity(value / 2, written), "high": _quantity(value, written)}}
+            {
+                "doseRange": {
+                    "low": _quantity(value / 2, written, product),
+                    "high": _quantity(value, written, product),
+                }
+            }
         ]
     else:
-        d["doseAndRate"] = [{"doseQuantity": _quantity(value, written)}]
+        d["doseAndRate"] = [{"doseQuantity": _quantity(value, written, product)}]
     return d
 
 
 def dosages(
     *,
-    product: str = "tab10",
+    drug: PackDrug,
+    product: str | KitProduct | None = None,
     mg: SearchStrategy[float] | None = None,
     units: Sequence[str] = ("mg", "ug", "mcg", "mcg-text", "tablet", "mL"),
     schedules: Sequence[str] = tuple(SCHEDULES),
@@ -496,16 +538,17 @@ def dosages(
     dose_range: bool | None = None,
     start: datetime | SearchStrategy[datetime | None] | None = None,
 ) -> SearchStrategy[JSON]:
-    """One oral Dosage: dose (any unit, or a ``doseRange``), timing (any form), route, and
-    PRN as ``no``, ``max`` (with ``maxDosePerPeriod``), ``freq`` (frequency only) or
-    ``bare`` (neither: the maximum is unknown). ``start`` (a datetime or a strategy of
-    them) becomes ``timing.repeat.boundsPeriod.start``."""
+    """One oral Dosage of one of ``drug``'s products (default: its first tablet or
+    capsule): dose (any unit, or a ``doseRange``), timing (any form), route, and PRN as
+    ``no``, ``max`` (with ``maxDosePerPeriod``), ``freq`` (frequency only) or ``bare``
+    (neither: the maximum is unknown). ``start`` (a datetime or a strategy of them)
+    becomes ``timing.repeat.boundsPeriod.start``."""
     ranges = st.booleans() if dose_range is None else st.just(dose_range)
     starts = start if isinstance(start, SearchStrategy) else st.just(start)
     return st.builds(
         _oral_dosage,
-        product=st.just(product),
-        mg=mg if mg is not None else oral_dose_mg(),
+        product=st.just(_product(drug, product)),
+        mg=mg if mg is not None else oral_dose_mg(step=drug.dose_step),
         unit=st.sampled_from(list(units)),
         schedule=st.sampled_from(list(schedules)),
         form=st.sampled_from(list(forms)),
@@ -519,7 +562,8 @@ def dosages(
 def _taper(
     *,
     now: datetime,
-    product: str,
+    product: KitProduct,
+    step: float,
     mg: float,
     admins: int,
     steps: int,
@@ -527,7 +571,8 @@ def _taper(
     unit: str,
     route: str | None,
 ) -> list[JSON]:
-    """Sequenced instructions: -5 mg per dose each step (not below 2.5), then fewer doses."""
+    """Sequenced instructions: two dose steps less per dose each step (never below one
+    step), then fewer doses."""
     out = []
     dose, n = mg, admins
     for i in range(steps):
@@ -549,8 +594,8 @@ def _taper(
                 sequence=i + 1,
             )
         )
-        if dose > 5:
-            dose = max(dose - 5, 2.5)
+        if dose > 2 * step + 1e-9:
+            dose = round(max(dose - 2 * step, step), 6)
         elif n > 1:
             n -= 1
     return out
@@ -558,17 +603,21 @@ def _taper(
 
 def tapers(
     *,
+    drug: PackDrug,
     now: datetime = DEFAULT_NOW,
-    product: str = "tab10",
+    product: str | KitProduct | None = None,
     units: Sequence[str] = ("mg", "tablet"),
     routes: Sequence[str | None] = ("oral", None),
 ) -> SearchStrategy[list[JSON]]:
-    """A taper: 2-5 sequenced ``dosageInstruction``s, each with a ``boundsPeriod``."""
+    """A taper of one of ``drug``'s products: 2-5 sequenced ``dosageInstruction``s, each
+    with a ``boundsPeriod``, from 2-8 dose steps per dose down."""
+    step = drug.dose_step
     return st.builds(
         _taper,
         now=st.just(now),
-        product=st.just(product),
-        mg=st.integers(2, 8).map(lambda k: k * 2.5),
+        product=st.just(_product(drug, product)),
+        step=st.just(step),
+        mg=st.integers(2, 8).map(lambda k: round(k * step, 6)),
         admins=st.integers(2, 4),
         steps=st.integers(2, 5),
         interval_days=st.sampled_from([3, 7]),
@@ -627,8 +676,8 @@ def _med_request(
     *,
     rid: str,
     status: str,
-    product: str | None = None,
-    drug: str | None = None,
+    product: KitProduct | None = None,
+    drug: Concept | None = None,
     dosage_list: list[JSON],
     authored: datetime | None,
     refill_due: datetime | None = None,
@@ -639,7 +688,7 @@ def _med_request(
     res = b.medication_request(
         rid=rid,
         status=status,
-        product=product or "tab20",
+        product=product if product is not None else "tab20",
         drug=drug,
         dosages=dosage_list or None,
         authored=authored,
@@ -657,7 +706,7 @@ def _oral_order(
     *,
     rid: str,
     status: str,
-    product: str,
+    product: KitProduct,
     dosage_list: list[JSON],
     authored: datetime | None,
     status_reason: bool,
@@ -676,12 +725,14 @@ def _itb_order(
     *,
     rid: str,
     status: str,
-    product: str,
+    product: KitProduct,
+    pump_text: str,
     dosage: JSON,
     authored: datetime | None,
     refill_due: datetime | None,
 ) -> JSON:
-    text = None if product == "itb50" else "baclofen 500 mcg/mL intrathecal solution (pump)"
+    # a product with an intrathecal form speaks for itself; the bare ingredient is a pump
+    text = None if product.route == "intrathecal" else pump_text
     return _med_request(
         rid=rid,
         status=status,
@@ -693,13 +744,21 @@ def _itb_order(
     )
 
 
-def baclofen_requests(
+def default_routes(drug: PackDrug) -> tuple[str, ...]:
+    """The routes to generate for ``drug``: its oral route three times out of four, and
+    each other route it declares (intrathecal) once."""
+    return tuple(r for route in drug.routes for r in ([route] * 3 if route == "oral" else [route]))
+
+
+def drug_requests(
     *,
+    drug: PackDrug,
     now: datetime = DEFAULT_NOW,
     rid: str = "rx-1",
-    routes: Sequence[str] = ("oral", "oral", "oral", "intrathecal"),
+    routes: Sequence[str] | None = None,
     statuses: Sequence[str] = ("draft",),
-    products: Sequence[str] = tuple(ORAL_PRODUCTS),
+    products: Sequence[str] | None = None,
+    regimen_only: bool = False,
     units: Sequence[str] = ("mg", "ug", "mcg", "mcg-text", "tablet", "mL"),
     schedules: Sequence[str] = tuple(SCHEDULES),
     forms: Sequence[str] = TIMING_FORMS,
@@ -710,15 +769,19 @@ def baclofen_requests(
     start_in_days: tuple[int, int] | None = None,
     mg: SearchStrategy[float] | None = None,
 ) -> SearchStrategy[JSON]:
-    """A baclofen MedicationRequest.
+    """A MedicationRequest for the pack's drug.
 
-    Oral: a product from the table (tablets, liquids, the bare ingredient), one or two
-    concurrent instructions (scheduled and/or PRN) or a taper. Intrathecal: a pump rate or
-    a bolus, with a refill due date. ``started_days_ago`` (a range) dates ``authoredOn``
-    (active orders: how long the regimen has run); None leaves it out (a draft).
-    ``start_in_days`` (a range) sometimes dates ``boundsPeriod.start`` after ``now``
-    (a draft that takes effect later).
+    Oral: a product of the pack's table (tablets, capsules, liquids, every family; with
+    ``regimen_only`` only the families whose doses count in the regimen), or the bare
+    ingredient; one or two concurrent instructions (scheduled and/or PRN) or a taper.
+    Intrathecal (only when ``routes`` names it; by default when the pack declares that
+    route): a pump rate or a bolus, with a refill due date. ``products`` restricts the
+    products (keys of ``drug.products``). ``started_days_ago`` (a range) dates
+    ``authoredOn`` (active orders: how long the regimen has run); None leaves it out (a
+    draft). ``start_in_days`` (a range) sometimes dates ``boundsPeriod.start`` after
+    ``now`` (a draft that takes effect later).
     """
+    routes = tuple(routes) if routes is not None else default_routes(drug)
     starts: SearchStrategy[datetime | None] = (
         st.none() | st.integers(*start_in_days).map(lambda d: now + timedelta(days=d))
         if start_in_days
@@ -729,9 +792,14 @@ def baclofen_requests(
         if started_days_ago
         else st.none()
     )
+    if products is not None:
+        orals = tuple(drug.product(k) for k in products)
+    else:
+        orals = drug.oral_products(in_regimen=True if regimen_only else None)
 
-    def oral_for(product: str) -> SearchStrategy[JSON]:
+    def oral_for(product: KitProduct) -> SearchStrategy[JSON]:
         one = dosages(
+            drug=drug,
             product=product,
             mg=mg,
             units=units,
@@ -742,7 +810,7 @@ def baclofen_requests(
         )
         lists = st.lists(one, min_size=1, max_size=max_instructions)
         if allow_taper:
-            lists = lists | tapers(now=now, product=product)
+            lists = lists | tapers(drug=drug, now=now, product=product)
         return st.builds(
             _oral_order,
             rid=st.just(rid),
@@ -753,28 +821,40 @@ def baclofen_requests(
             status_reason=st.booleans(),
         )
 
-    # one_of over a list, not sampled_from(...).flatmap: flatmap shrinks badly
-    oral = st.one_of([oral_for(p) for p in products])
-    itb = st.builds(
-        _itb_order,
-        rid=st.just(rid),
-        status=st.sampled_from(list(statuses)),
-        product=st.sampled_from(["ingredient", "itb50"]),
-        dosage=intrathecal_dosages(),
-        authored=authored,
-        refill_due=st.none() | st.integers(-10, 60).map(lambda d: now + timedelta(days=d)),
-    )
-    return st.one_of([oral if r == "oral" else itb for r in routes if r in ("oral", "intrathecal")])
+    parts: list[SearchStrategy[JSON]] = []
+    for route in routes:
+        if route == "oral" and orals:
+            # one_of over a list, not sampled_from(...).flatmap: flatmap shrinks badly
+            parts.append(st.one_of([oral_for(p) for p in orals]))
+        elif route == "intrathecal" and route in drug.routes:
+            itb = [p for p in drug.intrathecal_products() if p.route != "intrathecal"]
+            itb += [p for p in drug.intrathecal_products() if p.route == "intrathecal"]
+            parts.append(
+                st.builds(
+                    _itb_order,
+                    rid=st.just(rid),
+                    status=st.sampled_from(list(statuses)),
+                    product=st.sampled_from(itb),
+                    pump_text=st.just(f"{drug.name} 500 mcg/mL intrathecal solution (pump)"),
+                    dosage=intrathecal_dosages(),
+                    authored=authored,
+                    refill_due=st.none()
+                    | st.integers(-10, 60).map(lambda d: now + timedelta(days=d)),
+                )
+            )
+    if not parts:
+        raise ValueError(f"pack {drug.pack_id!r} has no products on the routes {routes}")
+    return st.one_of(parts)
 
 
-def _other_order(*, rid: str, status: str, drug: str, mg: float, schedule: str) -> JSON:
+def _other_order(*, rid: str, status: str, drug: Concept, mg: float, schedule: str) -> JSON:
     return _med_request(
         rid=rid,
         status=status,
         drug=drug,
         dosage_list=[
             _oral_dosage(
-                product="other",
+                product=None,
                 mg=mg,
                 unit="mg",
                 schedule=schedule,
@@ -788,42 +868,65 @@ def _other_order(*, rid: str, status: str, drug: str, mg: float, schedule: str) 
     )
 
 
+def interacting_drugs(
+    drug: PackDrug, classes: Sequence[str] | None = None, *, comedications: bool = True
+) -> SearchStrategy[Concept]:
+    """A drug of one of the pack's interacting classes (each class as likely, a concept
+    of its ValueSets), or, with ``comedications``, of a co-medication set of the pack
+    that no class holds (an anticonvulsant beside the epilepsy rule)."""
+    wanted = set(classes) if classes is not None else None
+    parts = [
+        st.sampled_from(list(cs))
+        for name, cs in drug.interactions
+        if wanted is None or name in wanted
+    ]
+    if comedications:
+        in_classes = set(drug.interacting())
+        extra = [c for _, cs in drug.comedications for c in cs if c not in in_classes]
+        if extra:
+            parts.append(st.sampled_from(list(dict.fromkeys(extra))))
+    if not parts:
+        raise ValueError(f"pack {drug.pack_id!r} has no interacting class in {classes}")
+    return st.one_of(parts)
+
+
 def interacting_requests(
     *,
+    drug: PackDrug,
     rid: str = "rx-other-1",
-    classes: Sequence[str] = tuple(INTERACTING_DRUGS),
+    classes: Sequence[str] | None = None,
     statuses: Sequence[str] = ("draft", "active"),
-    include_anticonvulsant: bool = True,
+    include_comedications: bool = True,
 ) -> SearchStrategy[JSON]:
-    """A MedicationRequest for a drug of an interacting class (A8), by RxNorm and ATC;
-    ``include_anticonvulsant`` also allows levetiracetam (changes the epilepsy rule)."""
-    drugs = [d for c in classes for d in INTERACTING_DRUGS[c]]
-    if include_anticonvulsant:
-        drugs.append("levetiracetam")
+    """A MedicationRequest for another drug: one of the pack's interacting classes
+    (``classes``: their names, default all; see :func:`interacting_drugs`), coded as the
+    class ValueSet codes it (RxNorm or ATC)."""
     return st.builds(
         _other_order,
         rid=st.just(rid),
         status=st.sampled_from(list(statuses)),
-        drug=st.sampled_from(drugs),
+        drug=interacting_drugs(drug, classes, comedications=include_comedications),
         mg=st.sampled_from([5.0, 10.0, 2.0, 300.0]),
         schedule=st.sampled_from(["TID", "BID", "QD", "Q6H"]),
     )
 
 
-def _statement(*, sid: str, now: datetime, mg: float, schedule: str, days: int) -> JSON:
+def _statement(
+    *, sid: str, now: datetime, product: KitProduct, mg: float, schedule: str, days: int
+) -> JSON:
     return {
         "resourceType": "MedicationStatement",
         "id": sid,
         "status": "active",
         "medicationCodeableConcept": {
-            "coding": [b.coding(b.RXNORM, *b.PRODUCTS["tab10"])],
-            "text": b.PRODUCTS["tab10"][1],
+            "coding": [product.concept.coding()],
+            "text": product.concept.display,
         },
         "subject": {"reference": f"Patient/{PATIENT_ID}"},
         "effectivePeriod": {"start": _day(_ago(now, days=days))},
         "dosage": [
             _oral_dosage(
-                product="tab10",
+                product=product,
                 mg=mg,
                 unit="mg",
                 schedule=schedule,
@@ -836,13 +939,19 @@ def _statement(*, sid: str, now: datetime, mg: float, schedule: str, days: int) 
     }
 
 
-def baclofen_statements(*, now: datetime = DEFAULT_NOW, sid: str = "ms-1") -> SearchStrategy[JSON]:
-    """A home-medication MedicationStatement for oral baclofen (counts for chronic use)."""
+def drug_statements(
+    *, drug: PackDrug, now: datetime = DEFAULT_NOW, sid: str = "ms-1"
+) -> SearchStrategy[JSON]:
+    """A home-medication MedicationStatement for the pack's drug taken by mouth (its
+    second-smallest tablet or capsule; counts for chronic use)."""
+    solids = _solids(drug)
+    product = solids[min(1, len(solids) - 1)] if solids else _product(drug, None)
     return st.builds(
         _statement,
         sid=st.just(sid),
         now=st.just(now),
-        mg=oral_dose_mg(small=False),
+        product=st.just(product),
+        mg=oral_dose_mg(step=drug.dose_step, small=False),
         schedule=st.sampled_from(["TID", "BID", "QID"]),
         days=st.integers(1, 400),
     )
@@ -992,13 +1101,12 @@ def vitals(
     return st.one_of([one(k) for k in kinds])
 
 
-def _condition(*, now: datetime, key: str, onset_days_ago: int | None, pid: str) -> JSON:
-    system, code, display = CONDITION_CODES[key]
+def _condition(*, now: datetime, concept: Concept, onset_days_ago: int | None, pid: str) -> JSON:
     res: JSON = {
         "resourceType": "Condition",
-        "id": f"cond-{key}",
+        "id": f"cond-{concept.slug}",
         "clinicalStatus": {"coding": [b.coding(CONDITION_CLINICAL, "active", "Active")]},
-        "code": {"coding": [b.coding(system, code, display)], "text": display},
+        "code": {"coding": [concept.coding()], "text": concept.display},
         "subject": {"reference": f"Patient/{pid}"},
     }
     if onset_days_ago is not None:
@@ -1006,21 +1114,40 @@ def _condition(*, now: datetime, key: str, onset_days_ago: int | None, pid: str)
     return res
 
 
-PROBLEM_KEYS = tuple(k for k in CONDITION_CODES if k != "pregnancy")  # pregnancy: patient_data
+def problems(
+    drug: PackDrug, flags: Sequence[str] | None = None, *, near_misses: bool = True
+) -> SearchStrategy[Concept]:
+    """A problem the pack reads: a concept of each of its condition ValueSets (each flag
+    as likely; dialysis, which the clinical layer reads for every pack, included), and,
+    with ``near_misses``, the concepts those ValueSets exclude (end-stage renal disease
+    is not dialysis)."""
+    wanted = set(flags) if flags is not None else None
+    parts = [
+        st.sampled_from(list(cs))
+        for name, cs in drug.conditions
+        if wanted is None or name in wanted
+    ]
+    if near_misses and drug.near_misses and wanted is None:
+        parts.append(st.sampled_from(list(drug.near_misses)))
+    if not parts:
+        raise ValueError(f"pack {drug.pack_id!r} reads no condition in {flags}")
+    return st.one_of(parts)
 
 
 def conditions(
     *,
+    drug: PackDrug,
     now: datetime = DEFAULT_NOW,
-    keys: Sequence[str] = PROBLEM_KEYS,
+    flags: Sequence[str] | None = None,
     pid: str = PATIENT_ID,
 ) -> SearchStrategy[JSON]:
-    """An active Condition from the problem-list codes the pack reads (dialysis, epilepsy,
-    cerebral palsy, delirium...), with an onset some days before ``now`` or none."""
+    """An active Condition from the pack's condition ValueSets (see :func:`problems`;
+    ``flags`` names the fact fields to cover, default all), with an onset some days
+    before ``now`` or none."""
     return st.builds(
         _condition,
         now=st.just(now),
-        key=st.sampled_from(list(keys)),
+        concept=problems(drug, flags),
         onset_days_ago=st.none() | st.integers(0, 3000),
         pid=st.just(pid),
     )
@@ -1148,11 +1275,13 @@ def prefetch_damage(
 
 def hook_requests(
     *,
+    drug: PackDrug,
     now: datetime = DEFAULT_NOW,
     hooks: Sequence[str] = HOOKS,
     min_age: int = 0,
     max_age: int = 100,
-    routes: Sequence[str] = ("oral", "oral", "oral", "intrathecal"),
+    routes: Sequence[str] | None = None,
+    regimen_only: bool = False,
     min_drafts: int = 0,
     max_drafts: int = 2,
     min_active: int = 0,
@@ -1162,7 +1291,7 @@ def hook_requests(
     max_labs: int = 3,
     max_vitals: int = 2,
     max_conditions: int = 2,
-    interacting_classes: Sequence[str] = tuple(INTERACTING_DRUGS),
+    interacting_classes: Sequence[str] | None = None,
     prefetch_modes: Sequence[str] = ("complete", "complete", "partial", "null", "outcome"),
     damage_required: bool = False,
     draft_mg: SearchStrategy[float] | None = None,
@@ -1180,28 +1309,42 @@ def hook_requests(
     link_drafts: SearchStrategy[int | None] | None = None,
 ) -> SearchStrategy[JSON]:
     """A whole CDS Hooks request for one of ``hooks``, every part drawn from the strategies
-    above: the patient (with weight, height, pregnancy), active and draft baclofen orders
-    (a draft may replace an active one via ``priorPrescription``), home medication, other
-    drugs, renal labs, vitals, conditions, an encounter, and the prefetch in one of
+    above for the pack's ``drug`` (see :func:`drug_of`): the patient (with weight, height,
+    pregnancy), active and draft orders of the drug (a draft may replace an active one via
+    ``priorPrescription``; ``routes`` default to the pack's, ``regimen_only`` keeps the
+    product families whose doses count), home medication, drugs of the pack's interacting
+    classes (``interacting_classes``: their names, default all; ``()`` none), renal labs,
+    vitals, the pack's conditions, an encounter, and the prefetch in one of
     ``prefetch_modes``. Ids are stable (``rx-draft-1``, ``lab-2``...). ``labs`` replaces
     the renal-result strategy (e.g. ``creatinines(units=("umol/L",))``) and
-    ``draft_orders`` the baclofen draft strategy (e.g. ``baclofen_requests(prn=("no",),
+    ``draft_orders`` the draft strategy (e.g. ``drug_requests(drug=d, prn=("no",),
     max_instructions=1, allow_taper=False)``); the ``min_*`` and ``max_*`` bounds size
     each list."""
     if draft_orders is None:
-        draft_orders = baclofen_requests(
-            now=now, statuses=draft_statuses, routes=routes, mg=draft_mg, start_in_days=(0, 5)
+        draft_orders = drug_requests(
+            drug=drug,
+            now=now,
+            statuses=draft_statuses,
+            routes=routes,
+            regimen_only=regimen_only,
+            mg=draft_mg,
+            start_in_days=(0, 5),
         )
     links = link_drafts if link_drafts is not None else st.none() | st.integers(0, 1)
     drafts = st.tuples(draft_orders, links)
-    active = baclofen_requests(
+    active = drug_requests(
+        drug=drug,
         now=now,
         statuses=("active", "active", "active", "on-hold", "stopped", "completed"),
         routes=routes,
+        regimen_only=regimen_only,
         started_days_ago=(1, 400),
         allow_taper=False,
     )
-    others = interacting_requests(classes=interacting_classes) if interacting_classes else None
+    classes = [n for n, _ in drug.interactions]
+    if interacting_classes is not None:
+        classes = [c for c in interacting_classes if c in classes]
+    others = interacting_requests(drug=drug, classes=classes) if classes else None
     if labs is None:
         labs = st.one_of(creatinines(now=now), egfrs(now=now), crcl_measured(now=now))
     return st.builds(
@@ -1209,28 +1352,32 @@ def hook_requests(
         hook=st.sampled_from(list(hooks)),
         people=patient_data(now=now, min_age=min_age, max_age=max_age),
         active=st.lists(active, min_size=min_active, max_size=max_active),
-        statements=st.lists(baclofen_statements(now=now), max_size=1),
+        statements=st.lists(drug_statements(drug=drug, now=now), max_size=1),
         drafts=st.lists(drafts, min_size=min_drafts, max_size=max_drafts),
         others=st.lists(others, max_size=max_others) if others is not None else st.just([]),
         labs=st.lists(labs, min_size=min_labs, max_size=max_labs),
         obs=st.lists(vitals(now=now), max_size=max_vitals),
-        problems=st.lists(conditions(now=now), max_size=max_conditions),
+        problems=st.lists(conditions(drug=drug, now=now), max_size=max_conditions),
         encounter=st.none() | encounters(),
         select_first=st.booleans(),
         damage=prefetch_damage(modes=prefetch_modes, damage_required=damage_required),
     )
 
 
-def suggestion_requests(*, now: datetime = DEFAULT_NOW) -> SearchStrategy[JSON]:
+def suggestion_requests(*, drug: PackDrug, now: datetime = DEFAULT_NOW) -> SearchStrategy[JSON]:
     """Order-sign and order-select requests likely to carry suggestions in every category
     that has them: a chronic regimen (often replaced, raised, cut or stopped), renal function
     across every band (dialysis included), doses above the ceilings, new starts, and a second
-    scheduled order (duplicates). For the "no alert loops" property."""
+    scheduled order (duplicates). Oral products whose doses count in the regimen only. For
+    the "no alert loops" property."""
+    step = drug.dose_step
     common: dict[str, Any] = dict(
+        drug=drug,
         now=now,
         hooks=("order-sign", "order-sign", "order-select"),
         min_age=18,
         routes=("oral",),
+        regimen_only=True,
         max_others=1,
         min_labs=1,
         max_labs=2,
@@ -1245,15 +1392,15 @@ def suggestion_requests(*, now: datetime = DEFAULT_NOW) -> SearchStrategy[JSON]:
         min_active=1,
         max_active=2,
         draft_statuses=("draft", "stopped", "stopped", "on-hold", "cancelled"),
-        draft_mg=st.sampled_from([2.5, 5.0, 7.5, 10.0]),
+        draft_mg=st.sampled_from([round(k * step, 6) for k in (1, 2, 3, 4)]),
         link_drafts=st.integers(0, 1),
         **common,
     )
-    return st.one_of(changes, step_downs, chronic_changes(now=now))
+    return st.one_of(changes, step_downs, chronic_changes(drug=drug, now=now))
 
 
 # Renal situations for chronic_changes: (creatinine mg/dL for a 55-year-old 80 kg man, or
-# None for no result, and dialysis), spanning every A5 band.
+# None for no result, and dialysis): CrCl from above 90 mL/min down to dialysis.
 _RENAL_SITUATIONS: dict[str, tuple[float | None, bool]] = {
     "normal": (0.9, False),
     "mild": (1.4, False),  # CrCl 67
@@ -1266,19 +1413,29 @@ _RENAL_SITUATIONS: dict[str, tuple[float | None, bool]] = {
 
 
 @st.composite
-def chronic_changes(draw: Any, *, now: datetime = DEFAULT_NOW) -> JSON:
-    """A chronic scheduled oral regimen (one or two orders, months old) and a draft that
-    renews, raises, lowers or stops one of them, across every renal band (dialysis
-    included), sometimes with a seizure history: the situations whose fixes are tapers,
-    "continue", renal doses and their interplay (the A6 "as offered" exception)."""
-    per_admin = draw(st.sampled_from([5.0, 10.0, 15.0, 20.0, 25.0, 30.0]))
+def chronic_changes(draw: Any, *, drug: PackDrug, now: datetime = DEFAULT_NOW) -> JSON:
+    """A chronic scheduled oral regimen of the pack's drug (one or two orders, months old,
+    of its tablets or capsules) and a draft that renews, raises, lowers or stops one of
+    them, across renal function from normal to dialysis, sometimes with a seizure
+    history: the situations whose fixes are tapers, "continue", renal doses and their
+    interplay (the A6 "as offered" exception). Doses are multiples of the pack's dose
+    step (``PackDrug.dose_step``)."""
+    step = drug.dose_step
+    solids = _solids(drug)
+    if not solids:
+        raise ValueError(f"pack {drug.pack_id!r} has no tablet or capsule in its regimen")
+    per_admin = draw(st.sampled_from([round(k * step, 6) for k in (2, 4, 6, 8, 10, 12)]))
     admins = draw(st.sampled_from([2, 3, 4]))
-    product = draw(st.sampled_from(["tab5", "tab10", "tab20"]))
-    strength = {"tab5": 5.0, "tab10": 10.0, "tab20": 20.0}[product]
+    product = draw(st.sampled_from(list(solids)))
+    strength = float(product.strength or 1)
     unit = draw(st.sampled_from(["mg", "{pill}"]))
 
     def dose(mg: float) -> tuple[float, str]:
-        return (mg / strength, unit) if unit == "{pill}" else (mg, "mg")
+        count = mg / strength
+        whole = abs(count - round(count)) < 1e-9
+        if unit == "{pill}" and (product.halves or whole):
+            return count, unit
+        return mg, "mg"
 
     active_dose, active_unit = dose(per_admin)
     actives = [
@@ -1290,20 +1447,23 @@ def chronic_changes(draw: Any, *, now: datetime = DEFAULT_NOW) -> JSON:
         )
     ]
     if draw(st.booleans()):
+        second = solids[min(1, len(solids) - 1)]
         actives.append(
             b.medication_request(
                 rid="rx-active-2",
-                product="tab10",
-                dosages=[b.dosage(dose=10, frequency=draw(st.sampled_from([1, 2, 3])))],
+                product=second,
+                dosages=[
+                    b.dosage(dose=second.strength, frequency=draw(st.sampled_from([1, 2, 3])))
+                ],
                 authored=now - timedelta(days=200),
             )
         )
     change = draw(st.sampled_from(["stop", "hold", "lower", "lower", "same", "raise"]))
     status = {"stop": "stopped", "hold": "on-hold"}.get(change, "draft")
     new_mg = {
-        "lower": draw(st.sampled_from([2.5, 5.0, 7.5, 10.0])),
+        "lower": draw(st.sampled_from([round(k * step, 6) for k in (1, 2, 3, 4)])),
         "same": per_admin,
-        "raise": per_admin + draw(st.sampled_from([5.0, 10.0])),
+        "raise": per_admin + draw(st.sampled_from([2 * step, 4 * step])),
     }.get(change, per_admin)
     new_admins = (
         draw(st.sampled_from([admins, max(1, admins - 1)])) if change == "lower" else admins

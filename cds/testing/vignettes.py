@@ -20,6 +20,7 @@ import yaml
 
 from cds.cards import card_extension
 from cds.testing import builders as b
+from cds.testing.formulary import Formulary, formulary_in
 from cds.testing.vignette_spec import (
     DosageSpec,
     OrderSpec,
@@ -104,7 +105,9 @@ def _dosages(now: datetime, o: OrderSpec) -> list[dict[str, Any]]:
     return out
 
 
-def _order(now: datetime, o: OrderSpec, default_status: str) -> dict[str, Any]:
+def _order(
+    now: datetime, o: OrderSpec, default_status: str, formulary: Formulary | None = None
+) -> dict[str, Any]:
     authored = None
     if o.start_days_ago is not None:
         authored = now - timedelta(days=o.start_days_ago)
@@ -126,10 +129,11 @@ def _order(now: datetime, o: OrderSpec, default_status: str) -> dict[str, Any]:
         text=o.text,
         status_reason=reason,
         coded=o.coded,
+        formulary=formulary,
     )
 
 
-def _statement(now: datetime, o: OrderSpec) -> dict[str, Any]:
+def _statement(now: datetime, o: OrderSpec, formulary: Formulary | None = None) -> dict[str, Any]:
     start = now - timedelta(days=o.start_days_ago) if o.start_days_ago is not None else None
     return b.medication_statement(
         rid=o.id,
@@ -139,19 +143,29 @@ def _statement(now: datetime, o: OrderSpec) -> dict[str, Any]:
         dosages=_dosages(now, o) if not o.no_dosage else None,
         start=start,
         based_on=o.based_on,
+        formulary=formulary,
     )
 
 
-def _draft(now: datetime, d: OrderSpec | ServiceRequestSpec) -> dict[str, Any]:
+def _draft(
+    now: datetime, d: OrderSpec | ServiceRequestSpec, formulary: Formulary | None = None
+) -> dict[str, Any]:
     if isinstance(d, ServiceRequestSpec):
         return b.procedure(
-            d.service_request, status=d.status, resource_type="ServiceRequest", rid=d.id
+            d.service_request,
+            status=d.status,
+            resource_type="ServiceRequest",
+            rid=d.id,
+            formulary=formulary,
         )
-    return _order(now, d, "draft")
+    return _order(now, d, "draft", formulary)
 
 
-def build_request(spec: VignetteSpec, now: datetime, base: Path) -> dict[str, Any]:
-    """The full CDS Hooks request a vignette describes."""
+def build_request(
+    spec: VignetteSpec, now: datetime, base: Path, formulary: Formulary | None = None
+) -> dict[str, Any]:
+    """The full CDS Hooks request a vignette describes; product keys, drug names and
+    concept codes are looked up in ``formulary`` (default: every shipped pack)."""
     if spec.request_file is not None:
         return json.loads((base / spec.request_file).read_text(encoding="utf-8"))
     p = spec.patient
@@ -173,10 +187,10 @@ def build_request(spec: VignetteSpec, now: datetime, base: Path) -> dict[str, An
     conditions = []
     for c in spec.conditions:
         if isinstance(c, str):
-            conditions.append(b.condition(c))
+            conditions.append(b.condition(c, formulary=formulary))
         else:
             onset = _when(now, c) if (c.days_ago or c.hours_ago) else None
-            res = b.condition(c.key, onset=onset)
+            res = b.condition(c.key, onset=onset, formulary=formulary)
             if c.status != "active":
                 res["clinicalStatus"]["coding"][0]["code"] = c.status
             conditions.append(res)
@@ -191,6 +205,7 @@ def build_request(spec: VignetteSpec, now: datetime, base: Path) -> dict[str, An
                 when=_when(now, pr) if (pr.days_ago or pr.hours_ago) else None,
                 resource_type=pr.type,
                 rid=pr.id,
+                formulary=formulary,
             )
             (service_requests if pr.type == "ServiceRequest" else procedures).append(res)
     enc = b.encounter("enc-1", spec.encounter) if spec.encounter else None
@@ -198,10 +213,10 @@ def build_request(spec: VignetteSpec, now: datetime, base: Path) -> dict[str, An
         hook=spec.hook,
         now=now,
         patient_res=pat,
-        drafts=[_draft(now, d) for d in spec.drafts],
+        drafts=[_draft(now, d, formulary) for d in spec.drafts],
         selections=spec.selections,
-        medications=[_order(now, o, "active") for o in spec.active],
-        statements=[_statement(now, o) for o in spec.statements],
+        medications=[_order(now, o, "active", formulary) for o in spec.active],
+        statements=[_statement(now, o, formulary) for o in spec.statements],
         labs=labs,
         body=body,
         vitals=vitals,
@@ -210,6 +225,15 @@ def build_request(spec: VignetteSpec, now: datetime, base: Path) -> dict[str, An
         procedures=procedures,
         service_requests=service_requests,
     )
+
+
+def _formulary_for(path: Path, spec: VignetteSpec) -> Formulary | None:
+    """The packs beside the vignette's own (``rules/<pack>/vignettes/x.yaml``), its pack
+    and those it runs looked up first; None when the file is not in a pack folder."""
+    folder = path.resolve().parent.parent
+    if spec.request_file is not None or not (folder / "pack.yaml").is_file():
+        return None
+    return formulary_in(folder.parent, (folder.name, *(spec.packs or ())))
 
 
 def load_vignette(path: Path, repo_root: Path | None = None) -> Vignette:
@@ -228,7 +252,7 @@ def load_vignette(path: Path, repo_root: Path | None = None) -> Vignette:
         description=spec.description,
         now=now,
         profile=spec.profile.upper(),
-        request=build_request(spec, now, base),
+        request=build_request(spec, now, base, _formulary_for(path, spec)),
         expect=spec.expect.model_dump(exclude_defaults=False),
         part_d=spec.part_d,
         covers=list(spec.covers),

@@ -70,7 +70,7 @@ def options(export: Path, tmp_path: Path, **kw: Any) -> SweepOptions:
 def patient_view_request(p: SyntheticPatient, now: datetime = FIXED_NOW) -> dict[str, Any]:
     """The CDS Hooks patient-view call an EHR would make for ``p`` (everything prefetched)."""
     from cds.testing import builders as b
-    from cds.testing.population import MEDICATIONS
+    from cds.testing.population import shared_medications
 
     by_type: dict[str, list[dict[str, Any]]] = {}
     for res in p.resources:
@@ -81,7 +81,7 @@ def patient_view_request(p: SyntheticPatient, now: datetime = FIXED_NOW) -> dict
         for m in meds
         if "medicationReference" in m
     }
-    meds = meds + [m for m in MEDICATIONS.values() if m["id"] in referenced]
+    meds = meds + [m for m in shared_medications().values() if m["id"] in referenced]
     return {
         "hook": "patient-view",
         "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",

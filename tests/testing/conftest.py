@@ -1,4 +1,4 @@
-"""Fixtures for the testing kit's own tests: the real pack and broken copies, compiled once."""
+"""Fixtures for the testing kit's own tests: the real packs and broken copies, compiled once."""
 
 from __future__ import annotations
 
@@ -7,15 +7,27 @@ from pathlib import Path
 import pytest
 
 from cds.engine.registry import PackRegistry
+from cds.testing.formulary import PackDrug, drug_in
 from cds.testing.invariants import registry_for
 from tests.conftest import REPO
 from tests.testing.broken_packs import make_broken_pack
 
+# The drugs the kit's tests generate, read from the shipped packs (a strategy is built at
+# import time, before any fixture exists).
+BACLOFEN: PackDrug = drug_in(REPO / "rules", "baclofen")
+GABAPENTIN: PackDrug = drug_in(REPO / "rules", "gabapentin")
+
 
 @pytest.fixture(scope="session")
 def real_pack() -> PackRegistry:
-    """The shipped pack, US profile (compiled once for the session)."""
+    """The shipped baclofen pack, US profile (compiled once for the session)."""
     return registry_for(REPO / "rules", "baclofen", "US")
+
+
+@pytest.fixture(scope="session")
+def gabapentin_pack() -> PackRegistry:
+    """The shipped gabapentin pack, US profile (compiled once for the session)."""
+    return registry_for(REPO / "rules", "gabapentin", "US")
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,12 @@ from hypothesis import Phase, settings
 
 import cds.clinical.extract as extract_mod
 import cds.hooks.prefetch as prefetch_mod
+import cds.testing.evaluation as evaluation_mod
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
+from tests.conftest import REPO
 from tests.testing.broken_packs import BROKEN_PACKS
+from tests.testing.conftest import BACLOFEN
 from tests.testing.test_found_bugs import REGRESSIONS
 
 BY_NAME = {i.name: i for i in inv.INVARIANTS}
@@ -31,37 +34,45 @@ DETECT = settings(
 )
 
 
+PACKS = ("baclofen", "gabapentin")
+
+
 def _real_pack_cases() -> list[Any]:
-    """Every invariant, with the minimal requests of the bugs it found as explicit
-    examples (see ``test_found_bugs``). While a bug is open its invariant is marked
-    ``xfail(strict=True)`` here: list its name in ``OPEN_BUGS``."""
+    """Every invariant on every shipped pack, with the minimal requests of the bugs it
+    found as explicit examples (see ``test_found_bugs``; baclofen's). While a bug is open
+    its invariant is marked ``xfail(strict=True)`` here: list (pack, name) in
+    ``OPEN_BUGS``."""
     cases = []
-    for i in inv.INVARIANTS:
-        known = [(req, extra) for _, req, extra in REGRESSIONS.get(i.name, [])]
-        marks = (
-            [pytest.mark.xfail(strict=True, reason=OPEN_BUGS[i.name])]
-            if (i.name in OPEN_BUGS)
-            else []
-        )
-        cases.append(pytest.param(i, known, marks=marks, id=i.name))
+    for pack in PACKS:
+        for i in inv.INVARIANTS:
+            regressions = REGRESSIONS.get(i.name, []) if pack == "baclofen" else []
+            known = [(req, extra) for _, req, extra in regressions]
+            reason = OPEN_BUGS.get((pack, i.name))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            cases.append(pytest.param(pack, i, known, marks=marks, id=f"{pack}-{i.name}"))
     return cases
 
 
-# invariant name -> reason naming the code at fault, while a bug it found is open
-OPEN_BUGS: dict[str, str] = {}
+# (pack, invariant name) -> reason naming the code at fault, while a bug it found is open
+OPEN_BUGS: dict[tuple[str, str], str] = {}
 
 
-@pytest.mark.parametrize(("invariant", "known"), _real_pack_cases())
-def test_the_real_pack_keeps_every_invariant(invariant: inv.Invariant, known, real_pack) -> None:
-    result = inv.run_property(invariant, real_pack, examples=known)
+@pytest.mark.parametrize(("pack", "invariant", "known"), _real_pack_cases())
+def test_the_real_packs_keep_every_invariant(pack: str, invariant: inv.Invariant, known) -> None:
+    reg = inv.registry_for(REPO / "rules", pack, "US")
+    result = inv.run_property(invariant, reg, examples=known)
     assert result.ok, result.message
     assert result.examples >= s.active_settings().max_examples
+    # the requests held the pack's own drug: the run tested the pack, not another drug
+    assert result.drug == reg.packs()[0].drug.name
+    assert result.with_drug >= result.examples // 2, (result.with_drug, result.examples)
 
 
 def adult_oral_order_sign(**kw: Any):
     """Requests focused the way a rule author focuses them on an edit: adults, order-sign,
     one oral draft, complete prefetch (the whole space is for ``deep`` runs)."""
     base: dict[str, Any] = dict(
+        drug=BACLOFEN,
         hooks=("order-sign",),
         routes=("oral",),
         min_age=18,
@@ -118,8 +129,13 @@ FOCUS = {
     # one scheduled instruction in mg: the orders a dose fix can rewrite
     "start-suggestion-above-start": adult_oral_order_sign(
         max_active=0,
-        draft_orders=s.baclofen_requests(
-            routes=("oral",), prn=("no",), units=("mg",), max_instructions=1, allow_taper=False
+        draft_orders=s.drug_requests(
+            drug=BACLOFEN,
+            routes=("oral",),
+            prn=("no",),
+            units=("mg",),
+            max_instructions=1,
+            allow_taper=False,
         ),
     ),
     "renal-band-gap": adult_oral_order_sign(min_labs=1),
@@ -160,7 +176,7 @@ def test_a_failure_shrinks_to_a_readable_request(broken_pack) -> None:
 
 
 def test_determinism_catches_state_leaking_between_calls(real_pack, monkeypatch) -> None:
-    real = inv.evaluate
+    real = evaluation_mod.evaluate
     calls = itertools.count()
 
     def forgetful(inp, packs, *, now, recheck=True):  # every other call loses the labs
@@ -170,7 +186,7 @@ def test_determinism_catches_state_leaking_between_calls(real_pack, monkeypatch)
             )
         return real(inp, packs, now=now, recheck=recheck)
 
-    monkeypatch.setattr(inv, "evaluate", forgetful)
+    monkeypatch.setattr(evaluation_mod, "evaluate", forgetful)
     result = inv.run_property(BY_NAME["determinism"], real_pack, settings_=DETECT)
     assert not result.ok and "[determinism]" in result.message
 
@@ -238,6 +254,8 @@ def test_interaction_monotonicity_catches_one_interaction_per_order(real_pack, m
         BY_NAME["monotonic in interactions"],
         real_pack,
         settings_=DETECT,
-        requests=s.hook_requests(hooks=("order-sign",), max_others=1, prefetch_modes=("complete",)),
+        requests=s.hook_requests(
+            drug=BACLOFEN, hooks=("order-sign",), max_others=1, prefetch_modes=("complete",)
+        ),
     )
     assert not result.ok and "[monotonic in interactions]" in result.message

@@ -12,10 +12,12 @@ import pytest
 from rich.console import Console
 
 import cds.testing
+import cds.testing.runner as runner_mod
 from cds.testing import builders as b
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
 from tests.conftest import REPO
+from tests.testing.conftest import BACLOFEN
 
 NOW = s.DEFAULT_NOW
 
@@ -52,7 +54,21 @@ def test_every_exported_name_resolves() -> None:
         cds.testing.no_such_thing  # noqa: B018
 
 
-@pytest.mark.parametrize("module", ["cds.testing.strategies", "cds.testing.invariants"])
+KIT_MODULES = [
+    "cds.testing.strategies",
+    "cds.testing.invariants",
+    "cds.testing.formulary",
+    "cds.testing.evaluation",
+    "cds.testing.compare",
+    "cds.testing.rewrites",
+    "cds.testing.fhirserver",
+    "cds.testing.checks",
+    "cds.testing.describe",
+    "cds.testing.runner",
+]
+
+
+@pytest.mark.parametrize("module", KIT_MODULES)
 def test_module_all_is_complete(module: str) -> None:
     mod = importlib.import_module(module)
     for name in mod.__all__:
@@ -78,12 +94,12 @@ def test_card_key_ignores_uuids_and_unit_spelling(real_pack) -> None:
 
 def test_unit_rewrites_change_the_spelling_only() -> None:
     req = request_for([draft(7.5, timing_code="TID", frequency=None)])
-    ug = inv.doses_in_micrograms(req)
+    ug = inv.doses_in_micrograms(req, BACLOFEN)
     q = ug["context"]["draftOrders"]["entry"][0]["resource"]["dosageInstruction"][0]
     assert q["doseAndRate"][0]["doseQuantity"]["value"] == 7500
-    back = inv.doses_in_micrograms(ug)
+    back = inv.doses_in_micrograms(ug, BACLOFEN)
     assert back["context"]["draftOrders"] == req["context"]["draftOrders"]
-    timed = inv.timing_in_other_form(req)
+    timed = inv.timing_in_other_form(req, BACLOFEN)
     t = timed["context"]["draftOrders"]["entry"][0]["resource"]["dosageInstruction"][0]
     assert t["timing"] == {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}}
     cr = inv.creatinine_in_other_unit(req)
@@ -106,7 +122,7 @@ def test_prefetch_server_answers_every_prefetch_query(real_pack) -> None:
     req = request_for([draft()])
     server = inv.PrefetchServer(req, NOW, real_pack)
     out = inv.run_request(
-        inv._with_server(req, drop=s.PREFETCH_KEYS),
+        inv.with_server(req, drop=s.PREFETCH_KEYS),
         real_pack,
         NOW,
         client=server.client(),
@@ -137,11 +153,11 @@ def test_the_cli_prints_a_table_and_saves_a_failure(
     broken_pack, monkeypatch, tmp_path: Path
 ) -> None:
     by_name = {i.name: i for i in inv.INVARIANTS}
-    monkeypatch.setattr(inv, "INVARIANTS", (by_name["valid cards"], by_name["determinism"]))
-    monkeypatch.setattr(inv.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(runner_mod, "INVARIANTS", (by_name["valid cards"], by_name["determinism"]))
+    monkeypatch.setattr(runner_mod.tempfile, "gettempdir", lambda: str(tmp_path))
     reg = broken_pack("no-override-reasons")
-    monkeypatch.setattr(inv, "_pack_profiles", lambda rules_dir, pack_id: ["US"])
-    monkeypatch.setattr(inv, "registry_for", lambda rules_dir, pack_id, profile: reg)
+    monkeypatch.setattr(runner_mod, "pack_profiles", lambda rules_dir, pack_id: ["US"])
+    monkeypatch.setattr(runner_mod, "registry_for", lambda rules_dir, pack_id, profile: reg)
     console = Console(record=True, width=200)
     ok = inv.run_properties_cli(REPO / "rules", "baclofen", console)
     out = console.export_text()
@@ -157,7 +173,7 @@ def test_the_cli_prints_a_table_and_saves_a_failure(
 
 def test_the_cli_passes_on_the_real_pack(monkeypatch) -> None:
     by_name = {i.name: i for i in inv.INVARIANTS}
-    monkeypatch.setattr(inv, "INVARIANTS", (by_name["determinism"],))
+    monkeypatch.setattr(runner_mod, "INVARIANTS", (by_name["determinism"],))
     console = Console(record=True, width=200)
     assert inv.run_properties_cli(REPO / "rules", "baclofen", console)
     out = console.export_text()

@@ -15,6 +15,7 @@ from cds.clinical.dosing import admins_per_day
 from cds.clinical.terminology import get_terminology
 from cds.testing import strategies as s
 from cds.testing.invariants import run_request
+from tests.testing.conftest import BACLOFEN, GABAPENTIN
 
 NOW = s.DEFAULT_NOW
 FEW = settings(s.active_settings(), max_examples=30)
@@ -31,18 +32,25 @@ def birth_age(patient: dict[str, Any], now: datetime = NOW) -> int:
 
 RESOURCE_STRATEGIES = {
     "patients": s.patients(),
-    "baclofen_requests": s.baclofen_requests(),
-    "active_baclofen": s.baclofen_requests(
-        statuses=("active", "stopped"), started_days_ago=(1, 400)
-    ),
-    "intrathecal": s.baclofen_requests(routes=("intrathecal",)),
-    "interacting_requests": s.interacting_requests(),
-    "baclofen_statements": s.baclofen_statements(),
+    **{
+        f"{name}-{d.pack_id}": strategy
+        for d in (BACLOFEN, GABAPENTIN)
+        for name, strategy in (
+            ("drug_requests", s.drug_requests(drug=d)),
+            (
+                "active_orders",
+                s.drug_requests(drug=d, statuses=("active", "stopped"), started_days_ago=(1, 400)),
+            ),
+            ("interacting_requests", s.interacting_requests(drug=d)),
+            ("drug_statements", s.drug_statements(drug=d)),
+            ("conditions", s.conditions(drug=d)),
+        )
+    },
+    "intrathecal": s.drug_requests(drug=BACLOFEN, routes=("intrathecal",)),
     "creatinines": s.creatinines(),
     "egfrs": s.egfrs(),
     "crcl_measured": s.crcl_measured(),
     "vitals": s.vitals(),
-    "conditions": s.conditions(),
     "encounters": s.encounters(),
 }
 
@@ -58,7 +66,12 @@ def test_every_resource_strategy_gives_valid_r4(name: str) -> None:
 
 
 @FEW
-@given(s.hook_requests(damage_required=True))
+@given(
+    st.one_of(
+        s.hook_requests(drug=BACLOFEN, damage_required=True),
+        s.hook_requests(drug=GABAPENTIN, damage_required=True),
+    )
+)
 def test_every_resource_in_a_request_is_valid_r4(request: dict[str, Any]) -> None:
     resources = s.request_resources(request)
     assert any(r["resourceType"] == "Bundle" for r in resources)
@@ -94,7 +107,7 @@ def test_every_timing_form_is_read_by_the_normaliser(timing: dict[str, Any]) -> 
 
 
 @FEW
-@given(s.dose_quantities(units=("ug", "mcg", "mcg-text"), product="tab10"))
+@given(s.dose_quantities(drug=BACLOFEN, units=("ug", "mcg", "mcg-text"), product="tab10"))
 def test_microgram_doses(q: dict[str, Any]) -> None:
     assert q["unit"] in ("ug", "mcg") and q["value"] >= 500
 
@@ -120,7 +133,7 @@ def test_every_egfr_loinc_is_generated() -> None:
 
 
 @FEW
-@given(s.tapers())
+@given(s.tapers(drug=BACLOFEN))
 def test_tapers_are_sequenced_with_bounds(steps: list[dict[str, Any]]) -> None:
     assert [d["sequence"] for d in steps] == list(range(1, len(steps) + 1))
     assert all("boundsPeriod" in d["timing"]["repeat"] for d in steps)
@@ -129,7 +142,7 @@ def test_tapers_are_sequenced_with_bounds(steps: list[dict[str, Any]]) -> None:
 @pytest.mark.parametrize("hook", s.HOOKS)
 def test_complete_requests_are_accepted_for_every_hook(hook: str, real_pack) -> None:
     @FEW
-    @given(s.hook_requests(hooks=(hook,), prefetch_modes=("complete",)))
+    @given(s.hook_requests(drug=BACLOFEN, hooks=(hook,), prefetch_modes=("complete",)))
     def check(request: dict[str, Any]) -> None:
         assert request["hook"] == hook
         assert ("draftOrders" in request["context"]) == (hook != "patient-view")
@@ -142,7 +155,9 @@ def test_complete_requests_are_accepted_for_every_hook(hook: str, real_pack) -> 
 @FEW
 @given(
     st.sampled_from(["partial", "null", "outcome"]).flatmap(
-        lambda m: st.tuples(st.just(m), s.hook_requests(prefetch_modes=(m,), damage_required=True))
+        lambda m: st.tuples(
+            st.just(m), s.hook_requests(drug=BACLOFEN, prefetch_modes=(m,), damage_required=True)
+        )
     )
 )
 def test_prefetch_modes(pair: tuple[str, dict[str, Any]]) -> None:
