@@ -16,7 +16,9 @@ from rich.table import Table
 from cds.settings import Settings
 
 app = typer.Typer(
-    help="CDS Hooks rules engine (baclofen pack).", no_args_is_help=True, add_completion=False
+    help="CDS Hooks clinical decision-support rules engine.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 rules_app = typer.Typer(help="Check and test rule packs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -217,10 +219,11 @@ def rules_check(
     from collections import Counter
 
     from cds.engine.pack import compile_pack, pack_folder
+    from cds.engine.registry import resolve_pack_ids
     from cds.errors import PackError
 
     settings = Settings()
-    pack_ids = [pack] if pack else settings.pack_ids
+    pack_ids = [pack] if pack else resolve_pack_ids(_rules_dir(settings), settings.pack_ids)
     failed = False
     for pid in pack_ids:
         try:
@@ -279,10 +282,11 @@ def rules_test(
     ] = False,
 ) -> None:
     """Run the pack's vignettes (and, with --properties, its invariants)."""
+    from cds.engine.registry import resolve_pack_ids
     from cds.testing.vignettes import run_vignettes_cli
 
     settings = Settings()
-    pack_ids = [pack] if pack else settings.pack_ids
+    pack_ids = [pack] if pack else resolve_pack_ids(_rules_dir(settings), settings.pack_ids)
     ok = True
     for pid in pack_ids:
         ok = run_vignettes_cli(_rules_dir(settings), pid, console) and ok

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 5_000_000
     fetch_deadline_seconds: float = 2.0
     serve_unaudited: bool = False  # opt-in: return cards when the audit store is down
-    packs: str = "baclofen"  # comma-separated pack ids under rules/
+    packs: str = "*"  # comma-separated pack ids under rules/; "*": every pack found there
     rules_dir: Path | None = None  # override the shipped rules/ folder (rule authors)
     # console cookie signing; generated if unset. SecretStr: never shown by repr or logs.
     session_secret: SecretStr | None = None

@@ -84,7 +84,7 @@ class ObservationKind:
 
 @dataclass(frozen=True)
 class DrugSpec:
-    name: str  # card words ("baclofen")
+    name: str  # the drug in card words (pack.yaml drug.name)
     identity: str  # ValueSet id
     routes: dict[str, str]  # route -> unit ("oral": "mg", "intrathecal": "ug")
     term: Terminology

@@ -1,4 +1,4 @@
-"""One baclofen order -> :class:`OrderFacts`: dose, regimen totals, titration, withdrawal.
+"""One order of the pack's drug -> :class:`OrderFacts`: dose, regimen totals, titration, withdrawal.
 
 Why here: these facts combine one order with the regimen around it (what it replaces, what
 was taken before, since when). The numbers are measurements only; every comparison with a
@@ -7,7 +7,7 @@ pack threshold is a rule.
 Definitions (A4, A6, A9; calendar days are date differences in ``now``'s zone):
 - ``current_daily``: the route's daily dose of the active records before signing (the step
   in effect now); ``current_start``: the newest start among them.
-- ``new_start``: no baclofen order or statement (any status but entered-in-error, any route)
+- ``new_start``: no order or statement of the drug (any status but entered-in-error, any route)
   in effect during the last ``new_start_lookback_days``.
 - ``change``: "stop" when nothing by the route is left after signing; "new" when there was no
   current regimen by the route; else "same"/"increase"/"decrease" of the after-signing
@@ -16,8 +16,8 @@ Definitions (A4, A6, A9; calendar days are date differences in ``now``'s zone):
   none) when positive; not for a new start, which A4 checks with its own rule.
 - ``days_on_current``: ``current_start`` to the effect time (the draft's first
   ``boundsPeriod.start`` when later than now, else now).
-- ``chronic_user``: scheduled oral baclofen continuously for ``chronic_min_days`` up to now, or
-  any intrathecal baclofen active, on hold, or stopped within that many days.
+- ``chronic_user``: the drug scheduled by mouth continuously for ``chronic_min_days`` up to
+  now, or any intrathecal order of it active, on hold, or stopped within that many days.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The baclofen regimen before and after signing (part A "Conventions"), and route totals.
+"""The regimen of the pack's drug before and after signing (part A "Conventions"), and route totals.
 
 Why: every dose rule judges the *regimen after signing*, not the draft alone. Oral orders add
 up (a scheduled order plus a PRN is 100 mg/day possible, D5); a renewal replaces the order it
 renews; a re-signed stop removes it. This module builds both sides once per request:
 
-- **current** (before signing): active baclofen MedicationRequests and active home-use
+- **current** (before signing): the drug's active MedicationRequests and active home-use
   MedicationStatements. A statement that documents an active order (``basedOn``/
   ``derivedFrom`` it) is the same drug and is not counted twice. A draft that stops, cancels
   or holds an order absent from the data stands in for that order (its own dose is what was
@@ -14,7 +14,7 @@ renews; a re-signed stop removes it. This module builds both sides once per requ
   stopped/cancelled/held.
 
 Intrathecal boluses are one-off doses: they keep their own ``bolus_ug`` and never enter the
-regimen totals, which for intrathecal baclofen are the pump's daily dose.
+regimen totals, which for an intrathecal drug are the pump's daily dose.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ _REL_TOL = 1e-9
 
 @dataclass
 class Regimen:
-    before: list[MedRecord]  # every non-draft baclofen record (any status), deduplicated
-    drafts: list[MedRecord]  # baclofen drafts of this request
+    before: list[MedRecord]  # every non-draft record of the drug (any status), deduplicated
+    drafts: list[MedRecord]  # the drug's drafts in this request
     current: list[MedRecord] = field(default_factory=list)
     after: list[MedRecord] = field(default_factory=list)
     stand_ins: list[MedRecord] = field(default_factory=list)

@@ -19,6 +19,23 @@ from cds.errors import PackError
 
 log = logging.getLogger("cds.packs")
 
+ALL_PACKS = "*"  # as a pack id: every pack found in the rules folder
+
+
+def resolve_pack_ids(rules_dir: Path, pack_ids: list[str]) -> list[str]:
+    """``pack_ids`` with :data:`ALL_PACKS` replaced by every folder of ``rules_dir`` that
+    holds a ``pack.yaml`` (sorted), each id once, in order."""
+    out: list[str] = []
+    for pid in pack_ids:
+        if pid == ALL_PACKS:
+            found = sorted(p.parent.name for p in Path(rules_dir).glob("*/pack.yaml"))
+            if not found:
+                raise PackError(f"no pack under {rules_dir}")
+            out += found
+        else:
+            out.append(pid)
+    return list(dict.fromkeys(out))
+
 
 @dataclass
 class ReloadResult:
@@ -39,6 +56,9 @@ class PackRegistry:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     last_errors: dict[str, str] = field(default_factory=dict)
     loaded_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.pack_ids = resolve_pack_ids(self.rules_dir, list(self.pack_ids))
 
     def load(self) -> None:
         """Initial load: every configured pack must compile (fail fast at start-up)."""

@@ -1,7 +1,7 @@
 """The rule pack schema (pydantic): a pack is data, validated before anything runs.
 
 Errors name the file, the rule and the field (``PackError``), so a rule author sees
-"rules/baclofen/renal.yaml, rule renal-band-above: unknown fact field 'renal_valu';
+"rules/<pack>/a5-renal.yaml, rule renal-band-above: unknown fact field 'renal_valu';
 did you mean 'renal_value'?" rather than a traceback.
 """
 
@@ -187,7 +187,7 @@ class RuleDef(_Strict):
     # renal suggestion as offered is not abrupt). Decided after the engine, by the pipeline.
     unless_offered: Category | None = None
     # The rule stays silent when this other pack runs in the same service: it owns the
-    # card for the pair (baclofen with gabapentin: one card, the baclofen pack's).
+    # card for the pair (two packs' drugs together: one card, the owning pack's).
     unless_pack: str | None = None
     # A reason, not a card of its own, when the order already has a card of this category
     # at least as severe: it joins the most severe one (Beers "CNS-active burden")
@@ -231,7 +231,7 @@ class TitrationRateDef(_Strict):
 class DrugDef(_Strict):
     """What makes an order the pack's drug, and how it is given (``pack.yaml`` ``drug:``)."""
 
-    name: str = Field(min_length=1)  # card words ("baclofen"), never a code
+    name: str = Field(min_length=1)  # the drug in card words, never a code
     identity: str  # id of the ValueSet whose codes (or words) name the drug
     products: str | None = None  # product table: a Bundle of Medications (pack-relative)
     routes: dict[Literal["oral", "intrathecal"], Literal["mg", "ug"]] = Field(min_length=1)

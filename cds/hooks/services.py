@@ -1,6 +1,6 @@
 """The services this CDS service offers, and what each asks the EHR to prefetch.
 
-One medication-safety service per hook runs every loaded pack (baclofen, gabapentin...).
+One medication-safety service per hook runs every loaded pack (one pack per drug).
 Why not one service per pack: an EHR integrator registers, configures and monitors each
 CDS service separately (its URL, its prefetch, its JWT audience, its place in the order
 workflow), and every service is one more HTTP call at order-sign; one service per hook is

@@ -119,7 +119,7 @@ def _corrected(resource: dict[str, Any], dispensed: Dispensed | None) -> dict[st
 
 
 def product_note(dispensed: Dispensed | None) -> str:
-    """ " (use Baclofen 5 MG Oral Tablet)" when the fix names another product."""
+    """ " (use <the product's display>)" when the fix names another product."""
     if dispensed is None or not dispensed.switched or dispensed.product is None:
         return ""
     return f" (as {dispensed.product.display})"

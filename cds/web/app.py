@@ -158,7 +158,7 @@ def create_app(
                 engine.dispose()
 
     app = FastAPI(
-        title="CDS Hooks service: baclofen",
+        title="CDS Hooks service",
         version=__version__,
         description=(
             "CDS Hooks 2.0 service (with CDS Hooks 3.0 additions) answering order-select, "

@@ -321,7 +321,7 @@ async def call_service(
                 evaluated_at=received,
                 duration_ms=round((t0 - t_start) * 1000, 3),
                 timings=timings,
-                # every pack that ran ("baclofen+gabapentin"); each card names its own
+                # every pack that ran ("<pack>+<pack>"); each card names its own
                 pack_id="+".join(p.id for p in packs)[:64] or None,
                 pack_version="+".join(p.version for p in packs)[:32] or None,
                 fetched_keys=sorted(resolved.fetched),
