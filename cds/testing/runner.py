@@ -338,7 +338,7 @@ def run_properties_cli(rules_dir: Path, pack_id: str, console: Any) -> bool:
         path = save_failure(r, pack_id)
         if path is not None:
             console.print(
-                f"minimal request saved: {path}\nreplay: cds evaluate {path} "
+                f"minimal request saved: {path}\nreplay: CDS_PACKS={pack_id} cds evaluate {path} "
                 f"--now {strat.DEFAULT_NOW.isoformat()} --profile {r.profile}",
                 markup=False,
                 highlight=False,

@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from cds.testing import builders as b
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
@@ -171,3 +173,85 @@ def test_continue_the_current_dose_continues_the_current_dose(real_pack) -> None
 
 def test_a_restart_after_a_hold_gets_a_safe_fix(real_pack) -> None:
     inv.check_suggestions_safe(a_restart_after_a_hold(), real_pack, NOW)
+
+
+# ---- the gabapentin pack (found once the kit generated the pack's own orders) -------------
+
+
+def gabapentin_opioid_and_pregabalin_at_crcl_47() -> dict[str, Any]:
+    """55 M 80 kg, creatinine 2.0 mg/dL (Cockcroft-Gault 47 mL/min); a new gabapentin
+    300 mg TID draft beside an oxycodone draft and an active pregabalin: two interaction
+    cards on the gabapentin order (opioid, gabapentinoid)."""
+    draft = b.medication_request(
+        rid="rx-new", status="draft", product="cap300", dosages=[b.dosage(dose=300, frequency=3)]
+    )
+    opioid = b.medication_request(
+        rid="rx-oxy", status="draft", drug="oxycodone", dosages=[b.dosage(dose=5, frequency=3)]
+    )
+    pregabalin = b.medication_request(
+        rid="rx-preg",
+        drug="pregabalin",
+        dosages=[b.dosage(dose=75, frequency=2)],
+        authored=NOW - timedelta(days=60),
+    )
+    return request_for(
+        [draft, opioid],
+        medications=[pregabalin],
+        labs=[b.creatinine(2.0, "mg/dL", NOW - timedelta(days=2), oid="cr-1")],
+    )
+
+
+def gabapentin_stepped_new_start_at_egfr_30() -> dict[str, Any]:
+    """23 F, no weight, creatinine 2.3 mg/dL an hour ago (eGFR CKD-EPI 2021 29.9); a new
+    gabapentin start on 100 mg capsules in two sequenced steps: 250 mg QID for 3 days
+    (1000 mg/day), then 150 mg QID."""
+    steps = [
+        b.dosage(dose=250, frequency=4, sequence=1, start=NOW, end=NOW + timedelta(days=2)),
+        b.dosage(dose=150, frequency=4, sequence=2, start=NOW + timedelta(days=3)),
+    ]
+    draft = b.medication_request(rid="rx-new", status="draft", product="cap100", dosages=steps)
+    return b.hook_request(
+        hook="order-sign",
+        now=NOW,
+        patient_res=b.patient(now=NOW, age=23, sex="female"),
+        drafts=[draft],
+        labs=[b.creatinine(2.3, "mg/dL", NOW - timedelta(hours=1), oid="cr-1")],
+        hook_instance=s.HOOK_INSTANCE,
+    )
+
+
+REASON_IN_TWO_CARDS = (
+    "OPEN: rules/gabapentin/a8-interactions.yaml interaction-reason-renal (fact: interaction, "
+    "group: drug_class) fires once per interacting class, so the gabapentin order gets it in "
+    "the opioid card and in the gabapentinoid card: the same rule on one order in two cards, "
+    "against the card contract ('never two cards for the same rule and order'). Either the "
+    "reason joins one card per order (the most severe), or DESIGN's contract grants "
+    "interaction-class reasons an exception (found by 'valid cards', ci profile)"
+)
+STEPPED_START_ABOVE_RENAL_LIMIT = (
+    "OPEN: the merged fix of renal-above-limit-us.low (UK: renal-above-limit-uk.severe) and "
+    "new-start-above-900 on a new start written in sequenced steps is 'Start as labelled: "
+    "300 mg once daily (day 1), 300 mg twice daily (day 2), then 300 mg three times daily "
+    "from day 3' (900 mg/day), above the band's 700 mg/day: accepting it fires the renal "
+    "rule again, so the re-check drops it and both cards lose their fix. The same start "
+    "written as one instruction (250 mg QID) is capped at 300 mg BID (found by 'safe "
+    "suggestions', 200 examples)"
+)
+
+# invariant name -> [(what went wrong, minimal request, extra keyword arguments)]
+GABAPENTIN_REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
+    "valid cards": [(REASON_IN_TWO_CARDS, gabapentin_opioid_and_pregabalin_at_crcl_47(), {})],
+    "safe suggestions": [
+        (STEPPED_START_ABOVE_RENAL_LIMIT, gabapentin_stepped_new_start_at_egfr_30(), {})
+    ],
+}
+
+
+@pytest.mark.xfail(strict=True, reason=REASON_IN_TWO_CARDS)
+def test_an_interaction_reason_is_in_one_card_per_order(gabapentin_pack) -> None:
+    inv.check_valid_cards(gabapentin_opioid_and_pregabalin_at_crcl_47(), gabapentin_pack, NOW)
+
+
+@pytest.mark.xfail(strict=True, reason=STEPPED_START_ABOVE_RENAL_LIMIT)
+def test_a_stepped_new_start_gets_a_fix_within_the_renal_limit(gabapentin_pack) -> None:
+    inv.check_suggestions_safe(gabapentin_stepped_new_start_at_egfr_30(), gabapentin_pack, NOW)

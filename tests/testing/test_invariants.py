@@ -24,7 +24,12 @@ from cds.testing import strategies as s
 from tests.conftest import REPO
 from tests.testing.broken_packs import BROKEN_PACKS
 from tests.testing.conftest import BACLOFEN
-from tests.testing.test_found_bugs import REGRESSIONS
+from tests.testing.test_found_bugs import (
+    GABAPENTIN_REGRESSIONS,
+    REASON_IN_TWO_CARDS,
+    REGRESSIONS,
+    STEPPED_START_ABOVE_RENAL_LIMIT,
+)
 
 BY_NAME = {i.name: i for i in inv.INVARIANTS}
 # Detecting is enough here: skip shrinking (exercised by the CLI test and below), and
@@ -35,18 +40,17 @@ DETECT = settings(
 
 
 PACKS = ("baclofen", "gabapentin")
+KNOWN_BUGS = {"baclofen": REGRESSIONS, "gabapentin": GABAPENTIN_REGRESSIONS}
 
 
 def _real_pack_cases() -> list[Any]:
     """Every invariant on every shipped pack, with the minimal requests of the bugs it
-    found as explicit examples (see ``test_found_bugs``; baclofen's). While a bug is open
-    its invariant is marked ``xfail(strict=True)`` here: list (pack, name) in
-    ``OPEN_BUGS``."""
+    found as explicit examples (see ``test_found_bugs``). While a bug is open its
+    invariant is marked ``xfail(strict=True)`` here: list (pack, name) in ``OPEN_BUGS``."""
     cases = []
     for pack in PACKS:
         for i in inv.INVARIANTS:
-            regressions = REGRESSIONS.get(i.name, []) if pack == "baclofen" else []
-            known = [(req, extra) for _, req, extra in regressions]
+            known = [(req, extra) for _, req, extra in KNOWN_BUGS[pack].get(i.name, [])]
             reason = OPEN_BUGS.get((pack, i.name))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             cases.append(pytest.param(pack, i, known, marks=marks, id=f"{pack}-{i.name}"))
@@ -54,7 +58,10 @@ def _real_pack_cases() -> list[Any]:
 
 
 # (pack, invariant name) -> reason naming the code at fault, while a bug it found is open
-OPEN_BUGS: dict[tuple[str, str], str] = {}
+OPEN_BUGS: dict[tuple[str, str], str] = {
+    ("gabapentin", "valid cards"): REASON_IN_TWO_CARDS,
+    ("gabapentin", "safe suggestions"): STEPPED_START_ABOVE_RENAL_LIMIT,
+}
 
 
 @pytest.mark.parametrize(("pack", "invariant", "known"), _real_pack_cases())
