@@ -745,8 +745,8 @@ def _itb_order(
 
 
 def default_routes(drug: PackDrug) -> tuple[str, ...]:
-    """The routes to generate for ``drug``: its oral route three times out of four, and
-    each other route it declares (intrathecal) once."""
+    """The routes to generate for ``drug``: its oral route three times, and each other
+    route it declares (intrathecal) once."""
     return tuple(r for route in drug.routes for r in ([route] * 3 if route == "oral" else [route]))
 
 
@@ -824,7 +824,9 @@ def drug_requests(
     parts: list[SearchStrategy[JSON]] = []
     for route in routes:
         if route == "oral" and orals:
-            # one_of over a list, not sampled_from(...).flatmap: flatmap shrinks badly
+            # one_of over a list, not sampled_from(...).flatmap: flatmap shrinks badly.
+            # (hypothesis flattens nested one_of: each oral product and route is a branch
+            # of its own, as likely as the intrathecal one)
             parts.append(st.one_of([oral_for(p) for p in orals]))
         elif route == "intrathecal" and route in drug.routes:
             itb = [p for p in drug.intrathecal_products() if p.route != "intrathecal"]

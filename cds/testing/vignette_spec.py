@@ -130,7 +130,7 @@ class ServiceRequestSpec(_Strict):
     """A draft ServiceRequest in ``draftOrders`` (a planned procedure, e.g. a pump removal)."""
 
     id: str
-    service_request: str  # key of builders.PROCEDURES
+    service_request: str  # key of builders.PROCEDURES, or a concept code of a pack ValueSet
     status: str = "draft"
 
 

@@ -196,3 +196,45 @@ def test_the_readme_examples_run() -> None:
         assert tests
         for t in tests:
             t()
+
+
+def test_a_run_without_the_pack_s_drug_fails(gabapentin_pack) -> None:
+    """The guard behind every invariant: requests that hold none of the pack's drug (here,
+    the other pack's orders) test nothing, so the run fails whatever the check says."""
+    from hypothesis import settings
+
+    from tests.testing.conftest import BACLOFEN
+
+    determinism = next(i for i in inv.INVARIANTS if i.name == "determinism")
+    result = inv.run_property(
+        determinism,
+        gabapentin_pack,
+        requests=s.hook_requests(drug=BACLOFEN, routes=("oral",)),
+        settings_=settings(s.active_settings(), max_examples=20),
+    )
+    assert not result.ok and result.with_drug == 0
+    assert re.search(r"none of the \d+ examples held an order of gabapentin", result.message)
+    # the same invariant on the pack's own drug runs
+    ok = inv.run_property(
+        determinism, gabapentin_pack, settings_=settings(s.active_settings(), max_examples=20)
+    )
+    assert ok.ok and ok.with_drug > 0, ok.message
+
+
+def test_the_kit_recognises_each_pack_s_drug_only(real_pack, gabapentin_pack) -> None:
+    from tests.testing.conftest import BACLOFEN, GABAPENTIN
+
+    gaba = b.medication_request(rid="g", product="cap300", dosages=[b.dosage(dose=300)])
+    bac = b.medication_request(rid="b", product="tab10", dosages=[b.dosage(dose=10)])
+    by_name = b.medication_request(rid="n", product="tab10", coded=False)
+    assert GABAPENTIN.matches(gaba) and not GABAPENTIN.matches(bac)
+    assert BACLOFEN.matches(bac) and BACLOFEN.matches(by_name) and not BACLOFEN.matches(gaba)
+    req = request_for([gaba, bac])
+    raised = inv.raise_doses(req, 2, GABAPENTIN)
+    doses = {
+        e["resource"]["id"]: e["resource"]["dosageInstruction"][0]["doseAndRate"][0][
+            "doseQuantity"
+        ]["value"]
+        for e in raised["context"]["draftOrders"]["entry"]
+    }
+    assert doses == {"g": 600, "b": 10}

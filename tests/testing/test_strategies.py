@@ -180,3 +180,78 @@ def test_settings_profiles_are_registered(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.active_settings().max_examples == settings.get_profile("ci").max_examples
     monkeypatch.setenv(s.PROFILE_ENV, "deep")
     assert s.active_settings().max_examples > settings.get_profile("ci").max_examples
+
+
+# ---- what is generated comes from the pack under test ------------------------------------
+
+
+def _collect(strategy: Any, n: int = 300) -> list[Any]:
+    seen: list[Any] = []
+
+    @settings(s.active_settings(), max_examples=n, derandomize=True)
+    @given(strategy)
+    def collect(value: Any) -> None:
+        seen.append(value)
+
+    collect()
+    return seen
+
+
+@pytest.mark.parametrize("drug", [BACLOFEN, GABAPENTIN], ids=lambda d: d.pack_id)
+def test_every_product_of_the_pack_is_generated(drug) -> None:
+    orders = _collect(s.drug_requests(drug=drug), 300)
+    if "intrathecal" in drug.routes:
+        orders += _collect(s.drug_requests(drug=drug, routes=("intrathecal",)), 50)
+    codes = {c["code"] for r in orders for c in r["medicationCodeableConcept"].get("coding", [])}
+    assert {p.concept.code for p in drug.products} <= codes
+    # and nothing but the pack's own products and ingredient
+    assert codes <= {p.concept.code for p in drug.products}
+
+
+def test_regimen_only_keeps_the_families_whose_doses_count() -> None:
+    families = {p.concept.code: p.in_regimen for p in GABAPENTIN.products}
+    assert not all(families.values()), "the gabapentin pack has a family apart (enacarbil)"
+    requests = _collect(s.drug_requests(drug=GABAPENTIN, regimen_only=True), 200)
+    assert all(
+        families[c["code"]] for r in requests for c in r["medicationCodeableConcept"]["coding"]
+    )
+
+
+def test_intrathecal_orders_only_for_a_pack_with_that_route() -> None:
+    assert "intrathecal" in BACLOFEN.routes and "intrathecal" not in GABAPENTIN.routes
+    assert "intrathecal" in s.default_routes(BACLOFEN)
+    assert s.default_routes(GABAPENTIN) == ("oral", "oral", "oral")
+    routes = {
+        c["code"]
+        for r in _collect(s.drug_requests(drug=GABAPENTIN), 200)
+        for d in r.get("dosageInstruction", [])
+        for c in (d.get("route") or {}).get("coding", [])
+    }
+    assert s.ROUTE_CODES["intrathecal"][1] not in routes
+
+
+@pytest.mark.parametrize("drug", [BACLOFEN, GABAPENTIN], ids=lambda d: d.pack_id)
+def test_every_interacting_class_of_the_pack_is_generated(drug) -> None:
+    class_of = {c: name for name, cs in drug.interactions for c in cs}
+    seen = {class_of.get(c) for c in _collect(s.interacting_drugs(drug, comedications=False))}
+    assert seen == {name for name, _ in drug.interactions}
+
+
+@pytest.mark.parametrize("drug", [BACLOFEN, GABAPENTIN], ids=lambda d: d.pack_id)
+def test_every_condition_flag_of_the_pack_is_generated(drug) -> None:
+    concepts = set(_collect(s.problems(drug), 400))
+    for flag, cs in drug.conditions:
+        assert concepts & set(cs), f"no problem generated for {flag}"
+
+
+@pytest.mark.parametrize("drug", [BACLOFEN, GABAPENTIN], ids=lambda d: d.pack_id)
+def test_doses_follow_the_pack_s_strengths(drug) -> None:
+    step = drug.dose_step
+    doses = _collect(s.oral_dose_mg(step=step), 100)
+    assert min(doses) >= 0.2 * step - 1e-9 and max(doses) <= 24 * step + 1e-9
+    assert any(abs(d - 2 * step) < 1e-9 for d in doses)
+
+
+def test_the_dose_step_is_half_the_smallest_tablet() -> None:
+    assert BACLOFEN.dose_step == 2.5  # 5 mg tablets
+    assert GABAPENTIN.dose_step == 50  # 100 mg capsules
