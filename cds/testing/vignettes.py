@@ -194,8 +194,8 @@ def build_request(
             if c.status != "active":
                 res["clinicalStatus"]["coding"][0]["code"] = c.status
             conditions.append(res)
-    procedures = None
-    service_requests = []
+    procedures: list[dict[str, Any]] | None = None
+    service_requests: list[dict[str, Any]] = []
     if spec.procedures is not None:
         procedures = []
         for pr in spec.procedures:

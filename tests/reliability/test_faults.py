@@ -240,7 +240,9 @@ def discovery_version(client: TestClient) -> str:
 def test_broken_pack_at_reload_keeps_the_previous_version(
     migrated_sqlite: str, rules_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(auth="off", database_url=migrated_sqlite, rules_dir=rules_copy)
+    settings = Settings(
+        auth="off", database_url=migrated_sqlite, rules_dir=rules_copy, packs="baclofen"
+    )
     app = create_app(settings, clock=lambda: FIXED_NOW)
     registry: PackRegistry = app.state.registry
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -87,7 +87,12 @@ def test_sighup_reloads_a_single_process_server_without_redis(tmp_path: Path) ->
         port=free_port(),
         workers=1,
         log=tmp_path / "serve.log",
-        env={"CDS_DATABASE_URL": url, "CDS_AUTH": "off", "CDS_RULES_DIR": str(rules)},
+        env={
+            "CDS_DATABASE_URL": url,
+            "CDS_AUTH": "off",
+            "CDS_RULES_DIR": str(rules),
+            "CDS_PACKS": "baclofen",  # the pack whose version this test watches
+        },
     )
 
     def version() -> str:

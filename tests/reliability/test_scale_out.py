@@ -83,6 +83,7 @@ def cluster(
         "CDS_REDIS_URL": redis_url,
         "CDS_RULES_DIR": str(rules),
         "CDS_PUBLIC_BASE_URL": PUBLIC,
+        "CDS_PACKS": "baclofen",  # the pack whose version this test watches
     }
     servers: list[Server] = []
     try:
