@@ -4,6 +4,10 @@ Vignettes and property tests describe a clinical situation in a few lines ("55 M
 creatinine 2.0 two days ago, 20 mg TID renewed"); these builders turn it into the JSON an
 EHR would send, so every test goes through the same parsing as production. Times are
 relative to an explicit ``now``.
+
+Nothing here names a pack's drug: a product key (``tab10``, ``cap300``...), a pack's drug
+name and a pack's local concept codes are looked up in the packs themselves
+(``cds.testing.formulary``; by default every shipped pack, the vignette's own first).
 """
 
 from __future__ import annotations
