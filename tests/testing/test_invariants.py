@@ -72,7 +72,7 @@ def test_the_real_packs_keep_every_invariant(pack: str, invariant: inv.Invariant
     assert result.examples >= s.active_settings().max_examples
     # the requests held the pack's own drug: the run tested the pack, not another drug
     assert result.drug == reg.packs()[0].drug.name
-    assert result.with_drug >= result.examples // 2, (result.with_drug, result.examples)
+    assert result.with_drug >= result.examples // 4, (result.with_drug, result.examples)
 
 
 def adult_oral_order_sign(**kw: Any):
