@@ -126,7 +126,7 @@ class Settings(BaseSettings):
 
 
 def parse_shadow_packs(text: str) -> dict[str, Path]:
-    """``"baclofen=/path/to/pack,gabapentin=/other"`` -> {pack id: folder}; ValueError on a
+    """``"pack-a=/path/to/pack,pack-b=/other"`` -> {pack id: folder}; ValueError on a
     malformed entry (the message names it; ``cds serve`` prints it as a configuration error).
     """
     out: dict[str, Path] = {}
@@ -137,7 +137,7 @@ def parse_shadow_packs(text: str) -> dict[str, Path]:
         if not sep or not pack_id or not folder:
             raise ValueError(
                 f"CDS_SHADOW_PACKS entry {entry[:200]!r} is not pack=folder "
-                "(e.g. baclofen=/srv/packs/baclofen-1.2.0)"
+                "(e.g. mypack=/srv/packs/mypack-1.2.0)"
             )
         if pack_id in out:
             raise ValueError(f"CDS_SHADOW_PACKS names pack {pack_id!r} twice")

@@ -94,6 +94,12 @@ KNOWN: dict[tuple[str, str], str] = {
         "Session/sessionmaker for annotations (under TYPE_CHECKING): take the types from "
         "cds.store (e.g. an alias in cds.store.db)"
     ),
+    ("cds.batch.replay", "sqlalchemy.orm"): (
+        "Session/sessionmaker for annotations (under TYPE_CHECKING): take the types from cds.store"
+    ),
+    ("cds.hooks.shadow", "sqlalchemy.orm"): (
+        "Session/sessionmaker for annotations (under TYPE_CHECKING): take the types from cds.store"
+    ),
     ("cds.users_cli", "sqlalchemy.orm"): (
         "Session/sessionmaker for annotations: take the types from cds.store"
     ),

@@ -2,9 +2,10 @@
 
 Why: two packs loaded together must give one card for their pair, not two and not none
 (drug A with drug B: pack A's card; pack B carries the same rule silenced by
-``unless_pack: A`` so it still covers the pair where pack A is not deployed). Each pack's interaction classes are ValueSets; a class *covers* another
-pack's drug when a code of that drug's identity ValueSet is in it, and a rule on the class
-fires unless it names the other pack in ``unless_pack``. Pure data: no engine run.
+``unless_pack: A`` so it still covers the pair where pack A is not deployed). Each pack's
+interaction classes are ValueSets; a class *covers* another pack's drug when a code of
+that drug's identity ValueSet is in it, and a rule on the class fires unless it names the
+other pack in ``unless_pack``. Pure data: no engine run.
 """
 
 from __future__ import annotations

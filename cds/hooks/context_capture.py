@@ -232,7 +232,7 @@ def _instruction(d: Any) -> str | None:
 
 
 def order_words(resource: Any, limit: int = 500) -> str | None:
-    """``Baclofen 20 MG Oral Tablet: 1 pill 3 times a day`` (each dosage step; the status
+    """``<Drug> 20 MG Oral Tablet: 1 pill 3 times a day`` (each dosage step; the status
     when it is not a plain draft or active order)."""
     if not isinstance(resource, Mapping):
         return None

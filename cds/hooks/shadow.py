@@ -1,7 +1,7 @@
 """Shadow packs and kept requests: the work a hook call leaves for after its answer.
 
 Two settings ask for it. ``CDS_KEEP_REQUESTS_DAYS`` keeps each call's input (what
-``cds rules replay`` runs again); ``CDS_SHADOW_PACKS=baclofen=/path/to/pack`` evaluates a
+``cds rules replay`` runs again); ``CDS_SHADOW_PACKS=<pack>=/path/to/pack`` evaluates a
 pack version on every live call as if it replaced the live one, stores its would-be cards
 apart (``shadow_evaluations``, ``shadow_cards``), and never returns them to the EHR.
 
