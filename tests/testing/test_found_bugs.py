@@ -131,7 +131,7 @@ CONTINUE_DOSE = (
 )
 
 RESTART_AFTER_HOLD = (
-    "OPEN: cds/suggestions.py dose_plan, titration_step branch: with no current regimen "
+    "Fixed: cds/suggestions.py dose_plan, titration_step branch: with no current regimen "
     "(order.current_daily None: the only recent order is on hold) it adds no titration cap, "
     "although the facts measure the increase from 0 and titration-step-too-large fires; "
     "the merged fix (20 mg TID, from the ceiling rule) fires that rule again, so the "
@@ -221,7 +221,7 @@ def gabapentin_stepped_new_start_at_egfr_30() -> dict[str, Any]:
 
 
 REASON_IN_TWO_CARDS = (
-    "OPEN: rules/gabapentin/a8-interactions.yaml interaction-reason-renal (fact: interaction, "
+    "Fixed (reasons are order facts joining the most severe card): rules/gabapentin/a8-interactions.yaml interaction-reason-renal (fact: interaction, "
     "group: drug_class) fires once per interacting class, so the gabapentin order gets it in "
     "the opioid card and in the gabapentinoid card: the same rule on one order in two cards, "
     "against the card contract ('never two cards for the same rule and order'). Either the "
@@ -229,7 +229,7 @@ REASON_IN_TWO_CARDS = (
     "interaction-class reasons an exception (found by 'valid cards', ci profile)"
 )
 STEPPED_START_ABOVE_RENAL_LIMIT = (
-    "OPEN: the merged fix of renal-above-limit-us.low (UK: renal-above-limit-uk.severe) and "
+    "Fixed (the labelled start is capped by daily_limit): the merged fix of renal-above-limit-us.low (UK: renal-above-limit-uk.severe) and "
     "new-start-above-900 on a new start written in sequenced steps is 'Start as labelled: "
     "300 mg once daily (day 1), 300 mg twice daily (day 2), then 300 mg three times daily "
     "from day 3' (900 mg/day), above the band's 700 mg/day: accepting it fires the renal "
@@ -247,11 +247,9 @@ GABAPENTIN_REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]
 }
 
 
-@pytest.mark.xfail(strict=True, reason=REASON_IN_TWO_CARDS)
 def test_an_interaction_reason_is_in_one_card_per_order(gabapentin_pack) -> None:
     inv.check_valid_cards(gabapentin_opioid_and_pregabalin_at_crcl_47(), gabapentin_pack, NOW)
 
 
-@pytest.mark.xfail(strict=True, reason=STEPPED_START_ABOVE_RENAL_LIMIT)
 def test_a_stepped_new_start_gets_a_fix_within_the_renal_limit(gabapentin_pack) -> None:
     inv.check_suggestions_safe(gabapentin_stepped_new_start_at_egfr_30(), gabapentin_pack, NOW)
