@@ -17,9 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds.clinical import extract
+from cds.engine.pack import compile_pack
 from cds.hooks import pipeline
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
+from cds.testing.formulary import pack_drug
 from tests.conftest import REPO
 from tests.reliability.conftest import typical
 
@@ -29,6 +31,13 @@ NOW = s.DEFAULT_NOW
 PACK_SETS = [["baclofen"]] + (
     [["baclofen", "gabapentin"]] if (REPO / "rules" / "gabapentin").is_dir() else []
 )
+
+
+# the drugs the requests are about: each shipped pack's own products (cds.testing.formulary)
+_DRUGS = [
+    pack_drug(compile_pack(REPO / "rules" / pid, "US"))
+    for pid in sorted({p for ps in PACK_SETS for p in ps})
+]
 
 
 @pytest.fixture(scope="module", params=PACK_SETS, ids=lambda p: "+".join(p))
@@ -57,7 +66,13 @@ def _comparable(ev: pipeline.Evaluation) -> Any:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(request=st.one_of(s.hook_requests(now=NOW), s.suggestion_requests(now=NOW)))
+@given(
+    request=st.sampled_from(_DRUGS).flatmap(
+        lambda d: st.one_of(
+            s.hook_requests(drug=d, now=NOW), s.suggestion_requests(drug=d, now=NOW)
+        )
+    )
+)
 def test_reuse_gives_the_facts_and_cards_of_a_fresh_extraction(
     packs: Any, request: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from cds.testing import builders as b
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
@@ -221,7 +219,8 @@ def gabapentin_stepped_new_start_at_egfr_30() -> dict[str, Any]:
 
 
 REASON_IN_TWO_CARDS = (
-    "Fixed (reasons are order facts joining the most severe card): rules/gabapentin/a8-interactions.yaml interaction-reason-renal (fact: interaction, "
+    "Fixed (reasons are order facts joining the most severe card): "
+    "rules/gabapentin/a8-interactions.yaml interaction-reason-renal (fact: interaction, "
     "group: drug_class) fires once per interacting class, so the gabapentin order gets it in "
     "the opioid card and in the gabapentinoid card: the same rule on one order in two cards, "
     "against the card contract ('never two cards for the same rule and order'). Either the "
@@ -229,7 +228,8 @@ REASON_IN_TWO_CARDS = (
     "interaction-class reasons an exception (found by 'valid cards', ci profile)"
 )
 STEPPED_START_ABOVE_RENAL_LIMIT = (
-    "Fixed (the labelled start is capped by daily_limit): the merged fix of renal-above-limit-us.low (UK: renal-above-limit-uk.severe) and "
+    "Fixed (the labelled start is capped by daily_limit): the merged fix of "
+    "renal-above-limit-us.low (UK: renal-above-limit-uk.severe) and "
     "new-start-above-900 on a new start written in sequenced steps is 'Start as labelled: "
     "300 mg once daily (day 1), 300 mg twice daily (day 2), then 300 mg three times daily "
     "from day 3' (900 mg/day), above the band's 700 mg/day: accepting it fires the renal "

@@ -26,9 +26,7 @@ from tests.testing.broken_packs import BROKEN_PACKS
 from tests.testing.conftest import BACLOFEN
 from tests.testing.test_found_bugs import (
     GABAPENTIN_REGRESSIONS,
-    REASON_IN_TWO_CARDS,
     REGRESSIONS,
-    STEPPED_START_ABOVE_RENAL_LIMIT,
 )
 
 BY_NAME = {i.name: i for i in inv.INVARIANTS}
@@ -58,10 +56,7 @@ def _real_pack_cases() -> list[Any]:
 
 
 # (pack, invariant name) -> reason naming the code at fault, while a bug it found is open
-OPEN_BUGS: dict[tuple[str, str], str] = {
-    ("gabapentin", "valid cards"): REASON_IN_TWO_CARDS,
-    ("gabapentin", "safe suggestions"): STEPPED_START_ABOVE_RENAL_LIMIT,
-}
+OPEN_BUGS: dict[tuple[str, str], str] = {}  # both gabapentin findings are fixed
 
 
 @pytest.mark.parametrize(("pack", "invariant", "known"), _real_pack_cases())
