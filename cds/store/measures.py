@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from cds.store.models import Card, hour_of
@@ -154,7 +154,7 @@ def _filters(
 
 
 def _is_repeat() -> Any:
-    return case((and_(Card.problem_id.is_not(None), Card.problem_id != Card.id), 1), else_=0)
+    return Card.is_repeat
 
 
 def _top(counts: dict[str, int]) -> list[tuple[str, int]]:
