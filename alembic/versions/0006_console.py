@@ -65,8 +65,6 @@ _STATS = [
 ]
 _REVIEWED = [
     "primary_rule",
-    "category",
-    "indicator",
     "pack_id",
     "pack_version",
     "review_minutes",

@@ -227,15 +227,8 @@ def dashboard(
             pack_reasons[label][reason or NO_REASON] += issued
 
     # Minutes to the first review: reviewed cards only (the partial ix_cards_reviewed).
-    review = (
-        Card.primary_rule,
-        Card.category,
-        Card.indicator,
-        Card.pack_id,
-        Card.pack_version,
-        Card.review_minutes,
-    )
-    for rule_id, _c, _i, pack_id, version, minutes, count in conn.execute(
+    review = (Card.primary_rule, Card.pack_id, Card.pack_version, Card.review_minutes)
+    for rule_id, pack_id, version, minutes, count in conn.execute(
         select(*review, func.count())
         .where(Card.review_minutes.is_not(None), *conds)
         .group_by(*review)

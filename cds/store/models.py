@@ -180,8 +180,6 @@ class Card(Base):
         Index(
             "ix_cards_reviewed",
             "primary_rule",
-            "category",
-            "indicator",
             "pack_id",
             "pack_version",
             "review_minutes",
