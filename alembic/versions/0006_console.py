@@ -61,13 +61,10 @@ _STATS = [
     "created_at",
     "accepted_n",
     "overridden_n",
-    "problem_id",
-    "id",
+    "is_repeat",
 ]
 _REVIEWED = [
     "primary_rule",
-    "category",
-    "indicator",
     "pack_id",
     "pack_version",
     "review_minutes",
@@ -81,8 +78,7 @@ _HOURLY = [
     "pack_id",
     "accepted_n",
     "overridden_n",
-    "problem_id",
-    "id",
+    "is_repeat",
 ]
 _PERIOD = [
     "created_at",
@@ -128,6 +124,9 @@ def upgrade() -> None:
             ("problem_id", 36),
         ):
             batch_op.add_column(sa.Column(name, sa.String(length=length), nullable=True))
+        batch_op.add_column(
+            sa.Column("is_repeat", sa.Integer(), server_default="0", nullable=False)
+        )
         batch_op.add_column(
             sa.Column("accepted_n", sa.Integer(), server_default="0", nullable=False)
         )
@@ -200,6 +199,7 @@ def _backfill() -> None:
             "ORDER BY c2.created_at, c2.id LIMIT 1), cards.id)"
         )
     )
+    bind.execute(sa.text("UPDATE cards SET is_repeat = 1 WHERE problem_id <> id"))
     # Every feedback event counted, and the state they add up to.
     for outcome, column in (("accepted", "accepted_n"), ("overridden", "overridden_n")):
         bind.execute(
@@ -295,6 +295,7 @@ _CARD_COLUMNS = (
     "feedback_state",
     "overridden_n",
     "accepted_n",
+    "is_repeat",
     "problem_id",
     "order_text",
     "prescriber_name",

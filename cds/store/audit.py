@@ -190,6 +190,7 @@ def _card_rows(
         if p == patient_ref:
             problems.setdefault((order, rule), first)
     for c in cards:
+        problem = problems.get((bounded_ref(c.order_id), c.primary_rule))
         top = max(SEVERITY_RANK[s] for _, s in c.rules) if c.rules else 1
         card_rows.append(
             {
@@ -220,8 +221,8 @@ def _card_rows(
                 "prescriber_ref": bounded_ref(invocation.user_ref),
                 "prescriber_name": ctx.get("prescriber_name"),
                 "order_text": _order_text(c),
-                "problem_id": problems.get((bounded_ref(c.order_id), c.primary_rule))
-                or c.card["uuid"],
+                "problem_id": problem or c.card["uuid"],
+                "is_repeat": 1 if problem else 0,
                 "accepted_n": 0,
                 "overridden_n": 0,
                 "feedback_state": "none",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from cds.store.models import Card, hour_of
@@ -154,7 +154,7 @@ def _filters(
 
 
 def _is_repeat() -> Any:
-    return case((and_(Card.problem_id.is_not(None), Card.problem_id != Card.id), 1), else_=0)
+    return Card.is_repeat
 
 
 def _top(counts: dict[str, int]) -> list[tuple[str, int]]:
@@ -227,15 +227,8 @@ def dashboard(
             pack_reasons[label][reason or NO_REASON] += issued
 
     # Minutes to the first review: reviewed cards only (the partial ix_cards_reviewed).
-    review = (
-        Card.primary_rule,
-        Card.category,
-        Card.indicator,
-        Card.pack_id,
-        Card.pack_version,
-        Card.review_minutes,
-    )
-    for rule_id, _c, _i, pack_id, version, minutes, count in conn.execute(
+    review = (Card.primary_rule, Card.pack_id, Card.pack_version, Card.review_minutes)
+    for rule_id, pack_id, version, minutes, count in conn.execute(
         select(*review, func.count())
         .where(Card.review_minutes.is_not(None), *conds)
         .group_by(*review)

@@ -116,6 +116,7 @@ class Card(Base):
     order_text: Mapped[str | None] = mapped_column(String(512))  # the order as received
     # - the problem: the first card of the same (patient, order, rule); itself when first;
     problem_id: Mapped[str | None] = mapped_column(String(36))
+    is_repeat: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 1: a repeat
     # - every feedback event counted, the latest override reason in the words offered;
     accepted_n: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     overridden_n: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -172,16 +173,13 @@ class Card(Base):
             "created_at",
             "accepted_n",
             "overridden_n",
-            "problem_id",
-            "id",
+            "is_repeat",
         ),
         # Time to review (migration 0006): only reviewed cards, so a new card costs
         # nothing here; grouped in index order, minutes included.
         Index(
             "ix_cards_reviewed",
             "primary_rule",
-            "category",
-            "indicator",
             "pack_id",
             "pack_version",
             "review_minutes",
@@ -199,8 +197,7 @@ class Card(Base):
             "pack_id",
             "accepted_n",
             "overridden_n",
-            "problem_id",
-            "id",
+            "is_repeat",
         ),
         Index(
             "ix_cards_period",

@@ -374,6 +374,7 @@ def seed_cards(
                     "prescriber_name": PRESCRIBERS[prescriber],
                     "order_text": "Baclofen 10 mg tablet: 20 mg 3 times a day",
                     "problem_id": problem,
+                    "is_repeat": int(problem != card_id),
                     "accepted_n": outcomes.count("accepted"),
                     "overridden_n": outcomes.count("overridden"),
                     "feedback_state": _state(outcomes),

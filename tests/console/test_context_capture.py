@@ -206,3 +206,5 @@ def test_a_hook_call_keeps_what_it_saw_and_logs_none_of_it(
         repeats = [r for r in rows if r.problem_id != r.id]
         assert len(first) == len(cards) == len(repeats)
         assert {r.problem_id for r in repeats} == set(first.values())
+        assert {r.is_repeat for r in repeats} == {1}
+        assert {r.is_repeat for r in rows if r.problem_id == r.id} == {0}

@@ -174,6 +174,7 @@ def _check(url: str) -> None:
         rows = {r.id: r for r in c.execute(select(cards))}
     engine.dispose()
     assert [rows[i].problem_id for i in ("c1", "c2", "c3", "c4")] == ["c1", "c1", "c1", "c4"]
+    assert [rows[i].is_repeat for i in ("c1", "c2", "c3", "c4")] == [0, 1, 1, 0]
     assert (rows["c1"].accepted_n, rows["c1"].overridden_n, rows["c1"].feedback_state) == (
         2,
         1,

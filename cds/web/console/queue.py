@@ -93,7 +93,6 @@ def queue(request: Request, user: CurrentUser, maker: Maker) -> Response:
             )
         facets = store.facet_counts(session=s, filter=parsed.filter)
         escalated = store.escalated_count(session=s, to=me(user))
-        users = store.user_names(session=s)
     if view == "cards":
         query["view"] = "cards"
         if limit != PAGE_SIZES[1]:
@@ -125,7 +124,6 @@ def queue(request: Request, user: CurrentUser, maker: Maker) -> Response:
         statuses=store.REVIEW_STATUSES,
         first_page=before is None and after is None and start is None,
         escalated=escalated,
-        users=users,
         drawn_at=datetime.now(UTC).isoformat(),
         done=GROUP_ACTIONS.get(done or ""),
         done_n=parse_int(params.get("n"), 0, 0, store.MAX_GROUP_ACTION),

@@ -66,7 +66,10 @@ def rules(request: Request, user: CurrentUser, maker: Maker) -> Response:
             rule=rule,
             pack=pack,
         )
-        packs = store.known_values(session=s)["pack"]
+    # pack choices: the packs loaded now and those with cards in the period (no extra read)
+    registry = getattr(request.app.state, "registry", None)
+    loaded = {p.id for p in registry.packs()} if registry is not None else set()
+    packs = sorted(loaded | {s.category for s in board.packs} | ({pack} if pack else set()))
     start: date = since_day or chart_start
     threshold = threshold_pct / 100
     flagged = [
