@@ -119,6 +119,7 @@ def hand_off(
     received: datetime,
     packs: Sequence[CompiledPack],
     cards: Sequence[Any],
+    unavailable: Sequence[str] = (),
 ) -> None:
     """Queue a hook call for the sidecar, after its answer is computed and audited.
 
@@ -136,6 +137,7 @@ def hand_off(
                 "received_at": received,
                 "context": call.context,
                 "resources": resources,
+                "unavailable": sorted(unavailable),
                 "live_packs": [(p.id, p.version, p.digest) for p in packs],
                 "live": [v.as_dict() for v in views_of(cards)],
             }
@@ -432,6 +434,7 @@ class SidecarWorker:
                     received_at=msg["received_at"],
                     context=msg["context"],
                     resources=msg["resources"],
+                    unavailable=list(msg.get("unavailable") or []),
                 )
                 if self.config.keep_days > 0:
                     kept.append(

@@ -1,8 +1,9 @@
 """A hook call as it was evaluated, kept to be evaluated again (replay, shadow packs).
 
 What is kept is what the pipeline read: the hook, ``hookInstance``, the ``context`` (with
-its draft orders) and the resolved prefetch resources (those the EHR sent plus those the
-service fetched), and the instant the call was received. Never ``fhirAuthorization``
+its draft orders), the resolved prefetch resources (those the EHR sent plus those the
+service fetched), the prefetch keys that could not be obtained (the clinical layer says so
+in a data-quality card), and the instant the call was received. Never ``fhirAuthorization``
 (a token) nor ``fhirServer``: a stored call is evaluated again without fetching anything.
 
 :func:`evaluate_stored` takes the hook route's own steps from the validated call on:
@@ -14,7 +15,7 @@ of any rule: a replay or a shadow pack sees exactly what the hook call saw.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +41,7 @@ class StoredCall:
     received_at: datetime
     context: dict[str, Any]
     resources: list[dict[str, Any]]
+    unavailable: list[str] = field(default_factory=list)  # prefetch keys not obtained
 
     def to_doc(self) -> dict[str, Any]:
         """The JSON kept in ``hook_requests.body``."""
@@ -51,6 +53,7 @@ class StoredCall:
             "receivedAt": _utc(self.received_at).isoformat(),
             "context": self.context,
             "resources": self.resources,
+            "unavailable": self.unavailable,
         }
 
     @classmethod
@@ -69,6 +72,7 @@ class StoredCall:
             received_at=_utc(datetime.fromisoformat(str(doc["receivedAt"]))),
             context=context,
             resources=[r for r in resources if isinstance(r, dict)],
+            unavailable=[str(k) for k in doc.get("unavailable") or []],
         )
 
 
@@ -84,7 +88,7 @@ def evaluate_stored(
         expected_hook=call.hook,
     )
     require_patient(call.resources, hook_call.patient_id)
-    inp = hook_call.pipeline_input(call.resources)
+    inp = hook_call.pipeline_input(call.resources, call.unavailable)
     return evaluate(inp, packs, now=_utc(call.received_at), recheck=recheck)
 
 

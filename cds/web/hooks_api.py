@@ -359,6 +359,7 @@ async def call_service(
             service_id=svc.id,
             call=call,
             resources=resolved.resources,
+            unavailable=sorted(resolved.unavailable),
             received=received,
             packs=packs,
             cards=result.cards,

@@ -424,6 +424,7 @@ def test_kept_requests_hold_no_token_and_are_purged_on_schedule(
             "receivedAt",
             "context",
             "resources",
+            "unavailable",
         }
         assert row.body_bytes > len(row.body)  # compressed
     assert "secret-token-value-123" not in caplog.text
@@ -564,3 +565,24 @@ def test_the_console_shows_the_stored_reports(
         assert f"{PACK_VERSION} → {CANDIDATE_VERSION}" in page.text
         missing = client.get("/review/rule-changes?report=not-a-report")
         assert missing.status_code == 200 and "does not exist" in missing.text
+
+
+def test_a_prefetch_key_not_obtained_replays_as_the_hook_saw_it(
+    maker: sessionmaker[Session],
+) -> None:
+    """A key the EHR neither sent nor let the service fetch is a data issue of the call
+    (a card naming it): the kept call remembers it, so the replay gives the same card."""
+    body = renewal(15, 4, product="tab15")
+    del body["prefetch"]["renal"]
+    [answer] = post_calls(maker, [(SIGN, body, FIXED_NOW)])
+    with maker() as s:
+        row = s.get(HookRequest, answer["invocation_id"])
+        assert row is not None
+        call = StoredCall.from_doc(row.invocation_id, decode_body(row.body))
+    assert call.unavailable == ["renal"]
+    registry = PackRegistry(rules_dir=REPO / "rules", pack_ids=["baclofen"], profile="US")
+    registry.load()
+    replayed = _keys([c.card for c in evaluate_stored(call, registry.packs()).cards])
+    assert replayed == _keys(answer["cards"]) != []
+    forgotten = StoredCall(**{**vars(call), "unavailable": []})
+    assert _keys([c.card for c in evaluate_stored(forgotten, registry.packs()).cards]) != replayed
