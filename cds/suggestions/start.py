@@ -32,6 +32,11 @@ def labelled_start(
     if finding.suggestion is None or order.daily is None or not order.new_start:
         return None
     p = finding.suggestion.params
+    ordered = order.regimen_first_daily if order.regimen_first_daily is not None else order.daily
+    if ordered - (order.first_step_daily or order.daily) > EPS:
+        # other orders of the drug share the regimen: the label's schedule is for the whole
+        # drug, and splitting it between orders is the prescriber's call (no fix offered)
+        return None
     chosen: list[tuple[float, float, int]] = []
     for day, per, n in p["steps"]:
         daily = float(per) * int(n)

@@ -579,7 +579,9 @@ def test_a_prefetch_key_not_obtained_replays_as_the_hook_saw_it(
         row = s.get(HookRequest, answer["invocation_id"])
         assert row is not None
         call = StoredCall.from_doc(row.invocation_id, decode_body(row.body))
-    assert call.unavailable == ["renal"]
+    # the service runs every shipped pack: the gabapentin pack's own key (screens) is also
+    # absent from this request; the renal key is the one the baclofen card names
+    assert "renal" in call.unavailable
     registry = PackRegistry(rules_dir=REPO / "rules", pack_ids=["baclofen"], profile="US")
     registry.load()
     replayed = _keys([c.card for c in evaluate_stored(call, registry.packs()).cards])
