@@ -12,8 +12,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from cds.testing import builders as b
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
@@ -257,7 +255,8 @@ def gabapentin_ir_and_once_daily_new_start() -> dict[str, Any]:
 
 
 ONCE_DAILY_START_IGNORES_IR = (
-    "OPEN: the once-daily card (once-daily-above-schedule, with once-daily-more-than-once "
+    "Fixed (no labelled start when other orders share the regimen): "
+    "the once-daily card (once-daily-above-schedule, with once-daily-more-than-once "
     "and duplicate-scheduled-orders) of a new start on two drafts, IR 100 mg BID and "
     "once-daily 300 mg TID, offers 'Start as labelled: 300 mg once daily (day 1), 600 mg "
     "once daily (day 2), then 900 mg once daily from day 3': the once-daily schedule for the "
@@ -286,6 +285,5 @@ def test_a_stepped_new_start_gets_a_fix_within_the_renal_limit(gabapentin_pack) 
     inv.check_suggestions_safe(gabapentin_stepped_new_start_at_egfr_30(), gabapentin_pack, NOW)
 
 
-@pytest.mark.xfail(strict=True, reason=ONCE_DAILY_START_IGNORES_IR)
 def test_a_once_daily_start_leaves_room_for_the_other_drafts(gabapentin_pack) -> None:
     inv.check_suggestions_safe(gabapentin_ir_and_once_daily_new_start(), gabapentin_pack, NOW)

@@ -26,7 +26,6 @@ from tests.testing.broken_packs import BROKEN_PACKS
 from tests.testing.conftest import BACLOFEN
 from tests.testing.test_found_bugs import (
     GABAPENTIN_REGRESSIONS,
-    ONCE_DAILY_START_IGNORES_IR,
     REGRESSIONS,
 )
 
@@ -58,9 +57,7 @@ def _real_pack_cases() -> list[Any]:
 
 # (pack, invariant name) -> reason naming the code at fault, while a bug it found is open
 # (the first two gabapentin findings are fixed; their requests stay as regressions)
-OPEN_BUGS: dict[tuple[str, str], str] = {
-    ("gabapentin", "safe suggestions"): ONCE_DAILY_START_IGNORES_IR,
-}
+OPEN_BUGS: dict[tuple[str, str], str] = {}  # the gabapentin findings are fixed
 
 
 @pytest.mark.parametrize(("pack", "invariant", "known"), _real_pack_cases())
