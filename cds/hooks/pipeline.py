@@ -26,6 +26,7 @@ from cds.budget import check_budget
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts, extraction_memo
 from cds.clinical.facts import ClinicalFacts, DataIssue, OrderFacts
+from cds.clinical.orders import STOP_STATUSES
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
 from cds.hooks.recheck import LoopProblem, accepted, apply_action, loop_problems
@@ -241,6 +242,7 @@ class _Planner:
         self._dose: dict[str, Suggestion | None] = {}
         self._checked: dict[int, tuple[Suggestion, Suggestion | None, str | None]] = {}
         self.dropped: list[str] = []
+        self.notes: dict[str, str] = {}  # order id -> why a fix is not offered (planning)
 
     # ---- planners, one per suggestion kind ----------------------------------------------
 
@@ -313,10 +315,52 @@ class _Planner:
     def taper(
         self, order: OrderFacts, fs: list[Finding], first: DosePlan | None = None
     ) -> Suggestion | None:
+        """A taper of this order; when other drafts of the regimen are cut in the same
+        signing, of each of them too (one suggestion, one action per order): the A6 rules
+        judge the regimen, so tapering one order beside another's abrupt cut would still
+        fire them after acceptance. No suggestion when any of the cut orders cannot be
+        tapered."""
+        own = self._taper_update(order, fs, first)
+        if own is None:
+            return None
+        others = self._co_cuts(order)
+        if others is None:
+            self.notes.setdefault(order.order_id, _NO_TAPER_ALONE)
+            return None
+        actions, label = [own[0]], "Taper: " + own[1]
+        for other, ofs in others:
+            also = self._taper_update(other, ofs)
+            if also is None:
+                return None
+            actions.append(also[0])
+            label += f"; and {_order_name(other)}: " + also[1]
+        for a in actions:
+            a["description"] = label
+        return Suggestion(
+            label=label,
+            actions=tuple(actions),
+            recommended=True,
+            kind="taper",
+            rule_ids=tuple(f.rule_id for f in fs if f.suggestion),
+            categories=("withdrawal-risk",),
+        )
+
+    def _taper_update(
+        self, order: OrderFacts, fs: list[Finding], first: DosePlan | None = None
+    ) -> tuple[dict, str] | None:
+        """The update action that tapers one order, and its words."""
         spec = next((f for f in fs if f.suggestion and f.suggestion.kind == "taper"), None)
         if spec is None or order.resource is None:
             return None
-        planned = taper_for(order, spec, now=self.now, first=first)
+        planned = taper_for(
+            order,
+            spec,
+            now=self.now,
+            first=first,
+            dispensable=lambda x: self.dispenser.floor_amount(
+                x, product=order.product, strength=order.strength, family=order.family
+            ),
+        )
         if not planned:
             return None
         steps, target = planned
@@ -335,20 +379,51 @@ class _Planner:
         resource = taper_resource(order, steps, target, dispensed)
         if resource is None:
             return None
-        label = "Taper: " + describe_taper(steps, target) + product_note(dispensed)
-        return Suggestion(
-            label=label,
-            actions=({"type": "update", "description": label, "resource": resource},),
-            recommended=True,
-            kind="taper",
-            rule_ids=tuple(f.rule_id for f in fs if f.suggestion),
-            categories=("withdrawal-risk",),
-        )
+        words = describe_taper(steps, target) + product_note(dispensed)
+        return {"type": "update", "description": words, "resource": resource}, words
+
+    def _co_cuts(self, order: OrderFacts) -> list[tuple[OrderFacts, list[Finding]]] | None:
+        """The other drafts of ``order``'s regimen that lower their own dose in this
+        signing, each with its taper rule (the same regimen-level cut); None when one of
+        them carries none (stopped for an adverse reaction, say): its cut stays whatever
+        this order does, so no fix of this order alone can end the abrupt cut."""
+        out = []
+        for oid, other in self.orders.items():
+            if other is order or not other.is_draft or not self._same_regimen(order, other):
+                continue
+            if not other.current_order_daily:
+                continue
+            stops = other.status in STOP_STATUSES
+            if not stops and other.first_step_daily is None:
+                continue  # its dose is unknown: the rules did not count it as a cut either
+            after = 0.0 if stops else other.first_step_daily
+            if after >= other.current_order_daily - EPS:
+                continue
+            ofs = [
+                f
+                for f in self.by_order.get(oid, [])
+                if f.category == "withdrawal-risk" and f.suggestion and f.suggestion.kind == "taper"
+            ]
+            if not ofs:
+                return None
+            out.append((other, ofs))
+        return out
+
+    def _same_regimen(self, a: OrderFacts, b: OrderFacts) -> bool:
+        """Orders whose doses add up (A-rules judge their sum): same route, and both in the
+        drug's regimen or of the same family kept apart from it."""
+        if a.route != b.route:
+            return False
+        drug = self.pack.drug
+        if drug.in_regimen(a.family) and drug.in_regimen(b.family):
+            return True
+        return a.family == b.family
 
     def keep_taking(
         self, order: OrderFacts, fs: list[Finding], plan: DosePlan | None = None
     ) -> Suggestion | None:
-        """ "Continue the current dose" for an abrupt stop (or, repaired, the allowed dose)."""
+        """ "Continue the current dose" for an abrupt stop (or, repaired, the allowed dose);
+        with the other orders of the regimen cut in the same signing kept as they are too."""
         if order.change != "stop" or not any(f.suggestion for f in fs):
             return None
         resource = continue_resource(order, plan, self.now)
@@ -361,9 +436,24 @@ class _Planner:
                 f"Continue at {dose_words(plan.per_admin, plan.admin_per_day)}, the highest "
                 f"dose the limits allow{product_note(plan.dispensed)} (do not stop abruptly)"
             )
+        resources = [resource]
+        others = self._co_cuts(order)
+        if others is None:
+            return None
+        for other, _ in others:
+            kept = continue_resource(other, None, self.now)
+            if kept is None:
+                return None
+            resources.append(kept)
+        if others:
+            names = ", ".join(_order_name(o) for o, _ in others)
+            label = label.replace("the current dose", "the current doses", 1)
+            label += f"; keeps {names} too"
         return Suggestion(
             label=label,
-            actions=({"type": "update", "description": label, "resource": resource},),
+            actions=tuple(
+                {"type": "update", "description": label, "resource": r} for r in resources
+            ),
             recommended=False,
             kind="continue",
             rule_ids=tuple(f.rule_id for f in fs if f.suggestion),
@@ -501,9 +591,12 @@ class _Planner:
         if order is None or not any(f.suggestion for f in fs):
             return [], []
         suggestions = self.planned(order, category, fs)
+        planning = [self.notes[order.order_id]] if order.order_id in self.notes else []
+        if category != "withdrawal-risk":
+            planning = []
         if not self.recheck:
-            return suggestions, []
-        kept, notes = [], []
+            return suggestions, planning
+        kept, notes = [], planning
         for s in suggestions:
             good, why = self.checked(s, order)
             if good is not None:
@@ -515,6 +608,22 @@ class _Planner:
             )
             notes.append(f"\u201c{s.label}\u201d is not offered: after it, {why}.")
         return kept, notes
+
+
+_NO_TAPER_ALONE = (
+    "No taper is offered: another order of this regimen is stopped or cut in the same "
+    "signing without a withdrawal rule of its own (for an adverse reaction, say), so a "
+    "taper of this order alone would not end the abrupt cut; review both orders."
+)
+
+
+def _order_name(order: OrderFacts) -> str:
+    """How a prescriber tells another order apart in a label: its medication as written and
+    the dose it changes ("the gabapentin 300 MG Oral Capsule 600 mg once daily order")."""
+    name = order.medication_text or f"order {order.order_id}"
+    if order.current_per_admin and order.current_admins:
+        name += " " + dose_words(order.current_per_admin, order.current_admins)
+    return f"the {name} order"
 
 
 def evaluate(

@@ -12,6 +12,7 @@ dose when the current one would itself fire a rule (a renal limit): the re-check
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from cds.clinical.facts import OrderFacts
@@ -44,9 +45,7 @@ def taper_steps(
         plan.append((p, n))
     while n > 0:
         if p > floor + EPS:
-            p = max(p - step, 0.0)
-            if p <= EPS:
-                p = floor  # never a zero dose
+            p = max(p - step, floor)  # never below the floor (nor a zero dose)
         else:
             n -= 1
         if n > 0:
@@ -113,8 +112,15 @@ def taper_for(
     *,
     now: datetime,
     first: DosePlan | None = None,
+    dispensable: Callable[[float], float] | None = None,
 ) -> tuple[list[TaperStep], DosePlan | None] | None:
-    """Taper the order being changed from its current dose to its new dose (or a stop)."""
+    """Taper the order being changed from its current dose to its new dose (or a stop).
+
+    ``dispensable``: the largest amount not above a dose that the product can give. When
+    the doses differ between administrations, the even split rounded down to the taper's
+    step can lose much of the dose at once (2.5 + 15 mg TID is 8.75 mg x 6: 5 mg x 6 is
+    -43% before the first step down); the taper then starts at the even split as dispensed
+    (7.5 mg x 6), and steps down from there."""
     p = finding.suggestion.params if finding.suggestion else {}
     if order.route != "oral":
         return None
@@ -125,9 +131,12 @@ def taper_for(
     if daily is not None and per_admin * admins > daily + EPS:
         # doses that differ between administrations (20 mg mornings, 10 mg nights): the
         # taper starts from the even split of what is taken, never from the largest dose
-        per_admin = rounding_down(
-            daily / admins, float(p["step_per_admin"] or p.get("low_step") or 1.0)
-        )
+        even = daily / admins
+        per_admin = rounding_down(even, float(p["step_per_admin"] or p.get("low_step") or 1.0))
+        held = dispensable(even) if dispensable is not None else 0.0
+        if first is None and held > per_admin + EPS:
+            first = DosePlan(per_admin=held, admin_per_day=int(round(admins)))
+            per_admin = held
         if per_admin <= EPS:
             return None
     target: DosePlan | None = None

@@ -153,6 +153,8 @@ class CardExpect(_Strict):
     rules_exclude: list[str] = Field(default_factory=list)
     suggestion: SuggestionExpect | None = None
     taper: list[list[float]] | None = None
+    # a suggestion that tapers several orders: resource id -> [[dose, frequency], ...]
+    tapers: dict[str, list[list[float]]] | None = None
     no_suggestion: bool = False
     summary_includes: list[str] = Field(default_factory=list)
     summary_excludes: list[str] = Field(default_factory=list)

@@ -342,22 +342,34 @@ def check_card(card: dict[str, Any], exp: dict[str, Any]) -> list[str]:
         if suggs:
             problems.append(f"{cat}: unexpected suggestion {suggs[0]['label']}")
         return problems
-    if exp.get("suggestion") is None and exp.get("taper") is None:
+    if all(exp.get(k) is None for k in ("suggestion", "taper", "tapers")):
         return problems
     if not suggs:
         return [*problems, f"{cat}: no suggestion"]
     if exp.get("suggestion") is not None:
         problems.extend(_check_suggestion(cat, exp["suggestion"], suggs[0]))
     if exp.get("taper") is not None:
-        res = suggs[0]["actions"][0].get("resource", {})
-        got = []
-        for di in res.get("dosageInstruction", []):
-            q = ((di.get("doseAndRate") or [{}])[0]).get("doseQuantity") or {}
-            f = ((di.get("timing") or {}).get("repeat") or {}).get("frequency")
-            got.append([q.get("value"), f])
+        got = _taper_steps(suggs[0]["actions"][0].get("resource", {}))
         if got != exp["taper"]:
             problems.append(f"{cat}: taper {got}, expected {exp['taper']}")
+    if exp.get("tapers") is not None:
+        got_all = {
+            (a.get("resource") or {}).get("id"): _taper_steps(a.get("resource") or {})
+            for a in suggs[0]["actions"]
+        }
+        if got_all != exp["tapers"]:
+            problems.append(f"{cat}: tapers {got_all}, expected {exp['tapers']}")
     return problems
+
+
+def _taper_steps(res: dict[str, Any]) -> list[list[Any]]:
+    """[dose, frequency] of each dosage instruction of a suggested resource."""
+    got = []
+    for di in res.get("dosageInstruction", []):
+        q = ((di.get("doseAndRate") or [{}])[0]).get("doseQuantity") or {}
+        f = ((di.get("timing") or {}).get("repeat") or {}).get("frequency")
+        got.append([q.get("value"), f])
+    return got
 
 
 def compare(response: Any, expect: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 from cds.testing import builders as b
 from cds.testing import invariants as inv
 from cds.testing import strategies as s
+from cds.testing.evaluation import run_request
 from tests.testing.test_kit import request_for
 
 NOW = s.DEFAULT_NOW
@@ -136,7 +137,113 @@ RESTART_AFTER_HOLD = (
     "re-check drops it and both cards lose their fix (found by 'safe suggestions', deep)"
 )
 
+
+def gabapentin_two_orders_cut_together() -> dict[str, Any]:
+    """55 M 80 kg, normal renal function; two chronic gabapentin orders on 300 mg capsules,
+    600 mg TID and 300 mg TID (2700 mg/day), both replaced in one signing by 300 mg once
+    daily: the regimen loses 78% at once."""
+
+    def pair(n: int, dose: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        active = b.medication_request(
+            rid=f"rx-active-{n}",
+            product="cap300",
+            dosages=[b.dosage(dose=dose, frequency=3)],
+            authored=NOW - timedelta(days=60),
+        )
+        draft = b.medication_request(
+            rid=f"rx-draft-{n}",
+            status="draft",
+            product="cap300",
+            dosages=[b.dosage(dose=300, frequency=1)],
+            prior=f"rx-active-{n}",
+        )
+        return active, draft
+
+    (a1, d1), (a2, d2) = pair(1, 600), pair(2, 300)
+    return request_for([d1, d2], medications=[a1, a2])
+
+
+def gabapentin_cut_beside_a_stop_for_an_adverse_reaction() -> dict[str, Any]:
+    """55 M 80 kg; two chronic gabapentin orders on 100 mg capsules, 200 mg TID each; one
+    is halved to 100 mg TID, the other stopped for an adverse reaction in the same signing
+    (the regimen: 1200 to 300 mg/day)."""
+    actives = [
+        b.medication_request(
+            rid=f"rx-active-{n}",
+            product="cap100",
+            dosages=[b.dosage(dose=200, frequency=3)],
+            authored=NOW - timedelta(days=60),
+        )
+        for n in (1, 2)
+    ]
+    halved = b.medication_request(
+        rid="rx-draft-1",
+        status="draft",
+        product="cap100",
+        dosages=[b.dosage(dose=100, frequency=3)],
+        prior="rx-active-1",
+    )
+    stopped = b.medication_request(
+        rid="rx-active-2",
+        status="stopped",
+        product="cap100",
+        dosages=[b.dosage(dose=200, frequency=3)],
+        status_reason=(b.SNOMED, "281647001", "Adverse reaction"),
+    )
+    return request_for([halved, stopped], medications=actives)
+
+
+CUT_BESIDE_ADVERSE_STOP = (
+    "Fixed (no taper of one order while another's cut is exempt): one draft halves its "
+    "order while another stops its order for an adverse reaction (no withdrawal rule on "
+    "that one: the stop is meant to be abrupt); the halved order's withdrawal card offered "
+    "a taper of that order alone, after which the exempt stop still removed more than half "
+    "of the regimen and withdrawal-high-dose fired again. Such a card now has no taper (the "
+    "card still warns: the patient loses more than half the regimen) "
+    "(found by 'safe suggestions', deep profile, this session)"
+)
+
+TWO_ORDERS_CUT_TOGETHER = (
+    "Fixed (a taper tapers every order cut in the same signing): two drafts each cut "
+    "their own chronic order (the regimen: 2550 + 2400 mg/day to 200 mg/day); the "
+    "withdrawal-high-dose card of each offered a taper of its own order alone, so after "
+    "accepting it the other draft's abrupt cut still removed more than half of the regimen "
+    "on day 1 and withdrawal-high-dose fired again on the same order. The taper now carries "
+    "one update per cut order (and no taper when one of them cannot be tapered); the "
+    "continue-the-dose fix keeps every stopped order too "
+    "(found by 'safe suggestions', CI run of stop 18)"
+)
+
+
 # invariant name -> [(what went wrong, minimal request, extra keyword arguments)]
+def uneven_doses_cut() -> dict[str, Any]:
+    """Adult; chronic baclofen on 5 mg tablets written as two instructions, 2.5 mg TID and
+    15 mg TID (52.5 mg/day in six doses), replaced by 2.5 mg TID."""
+    active = b.medication_request(
+        rid="rx-active-1",
+        product="tab5",
+        dosages=[b.dosage(dose=2.5, frequency=3), b.dosage(dose=15, frequency=3)],
+        authored=NOW - timedelta(days=14),
+    )
+    draft = b.medication_request(
+        rid="rx-draft-1",
+        status="draft",
+        product="tab5",
+        dosages=[b.dosage(dose=2.5, frequency=3)],
+        prior="rx-active-1",
+    )
+    return request_for([draft], medications=[active])
+
+
+UNEVEN_DOSES = (
+    "Fixed (the taper starts at the even split as dispensed): doses that differ between "
+    "administrations are tapered from their even split (8.75 mg x 6), which was rounded "
+    "down to the taper's 5 mg step: the plan began at 5 mg x 5 (25 of 52.5 mg/day, -52%), "
+    "so accepting it fired withdrawal-oral-high-dose again. It now starts at 7.5 mg x 6 "
+    "(half tablets), and a step never goes below the floor (7.5 -> 5, not 2.5) "
+    "(found by 'safe suggestions', deep profile, this session)"
+)
+
 REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "unit invariance": [(CODED_START, coded_schedule_with_a_start(), {})],
     "safe suggestions": [
@@ -144,6 +251,7 @@ REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
         (NEW_START_SHARE, two_new_oral_drafts(), {}),
         (CONTINUE_DOSE, a_stop_whose_draft_has_another_dose(), {}),
         (RESTART_AFTER_HOLD, a_restart_after_a_hold(), {}),
+        (UNEVEN_DOSES, uneven_doses_cut(), {}),
     ],
     "order independence": [(SAME_INSTANT, two_vitals_at_the_same_instant(), {"seed": 1})],
 }
@@ -155,6 +263,17 @@ def test_a_coded_schedule_and_its_repeat_give_the_same_suggestion(real_pack) -> 
 
 def test_a_dose_fix_on_a_prn_order_does_not_keep_the_old_maximum(real_pack) -> None:
     inv.check_suggestions_safe(prn_with_a_maximum(), real_pack, NOW)
+
+
+def test_a_taper_of_uneven_doses_keeps_half_on_day_one(real_pack) -> None:
+    inv.check_suggestions_safe(uneven_doses_cut(), real_pack, NOW)
+    out = run_request(uneven_doses_cut(), real_pack, NOW)
+    (taper,) = [s for c in out.cards for s in c.suggestions if s.kind == "taper"]
+    doses = [
+        (d["doseAndRate"][0]["doseQuantity"]["value"], d["timing"]["repeat"]["frequency"])
+        for d in taper.actions[0]["resource"]["dosageInstruction"]
+    ]
+    assert doses[:3] == [(7.5, 6), (5, 6), (5, 5)]
 
 
 def test_a_new_start_fix_counts_the_other_drafts(real_pack) -> None:
@@ -267,12 +386,91 @@ ONCE_DAILY_START_IGNORES_IR = (
     "(found by 'safe suggestions', 400 examples; US and UK)"
 )
 
+
+def gabapentin_two_orders_cut_together() -> dict[str, Any]:
+    """55 M 80 kg, normal renal function; two chronic gabapentin orders on 300 mg capsules,
+    600 mg TID and 300 mg TID (2700 mg/day), both replaced in one signing by 300 mg once
+    daily: the regimen loses 78% at once."""
+
+    def pair(n: int, dose: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        active = b.medication_request(
+            rid=f"rx-active-{n}",
+            product="cap300",
+            dosages=[b.dosage(dose=dose, frequency=3)],
+            authored=NOW - timedelta(days=60),
+        )
+        draft = b.medication_request(
+            rid=f"rx-draft-{n}",
+            status="draft",
+            product="cap300",
+            dosages=[b.dosage(dose=300, frequency=1)],
+            prior=f"rx-active-{n}",
+        )
+        return active, draft
+
+    (a1, d1), (a2, d2) = pair(1, 600), pair(2, 300)
+    return request_for([d1, d2], medications=[a1, a2])
+
+
+def gabapentin_cut_beside_a_stop_for_an_adverse_reaction() -> dict[str, Any]:
+    """55 M 80 kg; two chronic gabapentin orders on 100 mg capsules, 200 mg TID each; one
+    is halved to 100 mg TID, the other stopped for an adverse reaction in the same signing
+    (the regimen: 1200 to 300 mg/day)."""
+    actives = [
+        b.medication_request(
+            rid=f"rx-active-{n}",
+            product="cap100",
+            dosages=[b.dosage(dose=200, frequency=3)],
+            authored=NOW - timedelta(days=60),
+        )
+        for n in (1, 2)
+    ]
+    halved = b.medication_request(
+        rid="rx-draft-1",
+        status="draft",
+        product="cap100",
+        dosages=[b.dosage(dose=100, frequency=3)],
+        prior="rx-active-1",
+    )
+    stopped = b.medication_request(
+        rid="rx-active-2",
+        status="stopped",
+        product="cap100",
+        dosages=[b.dosage(dose=200, frequency=3)],
+        status_reason=(b.SNOMED, "281647001", "Adverse reaction"),
+    )
+    return request_for([halved, stopped], medications=actives)
+
+
+CUT_BESIDE_ADVERSE_STOP = (
+    "Fixed (no taper of one order while another's cut is exempt): one draft halves its "
+    "order while another stops its order for an adverse reaction (no withdrawal rule on "
+    "that one: the stop is meant to be abrupt); the halved order's withdrawal card offered "
+    "a taper of that order alone, after which the exempt stop still removed more than half "
+    "of the regimen and withdrawal-high-dose fired again. Such a card now has no taper (the "
+    "card still warns: the patient loses more than half the regimen) "
+    "(found by 'safe suggestions', deep profile, this session)"
+)
+
+TWO_ORDERS_CUT_TOGETHER = (
+    "Fixed (a taper tapers every order cut in the same signing): two drafts each cut "
+    "their own chronic order (the regimen: 2550 + 2400 mg/day to 200 mg/day); the "
+    "withdrawal-high-dose card of each offered a taper of its own order alone, so after "
+    "accepting it the other draft's abrupt cut still removed more than half of the regimen "
+    "on day 1 and withdrawal-high-dose fired again on the same order. The taper now carries "
+    "one update per cut order (and no taper when one of them cannot be tapered); the "
+    "continue-the-dose fix keeps every stopped order too "
+    "(found by 'safe suggestions', CI run of stop 18)"
+)
+
 # invariant name -> [(what went wrong, minimal request, extra keyword arguments)]
 GABAPENTIN_REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "valid cards": [(REASON_IN_TWO_CARDS, gabapentin_opioid_and_pregabalin_at_crcl_47(), {})],
     "safe suggestions": [
         (STEPPED_START_ABOVE_RENAL_LIMIT, gabapentin_stepped_new_start_at_egfr_30(), {}),
         (ONCE_DAILY_START_IGNORES_IR, gabapentin_ir_and_once_daily_new_start(), {}),
+        (TWO_ORDERS_CUT_TOGETHER, gabapentin_two_orders_cut_together(), {}),
+        (CUT_BESIDE_ADVERSE_STOP, gabapentin_cut_beside_a_stop_for_an_adverse_reaction(), {}),
     ],
 }
 
@@ -287,3 +485,33 @@ def test_a_stepped_new_start_gets_a_fix_within_the_renal_limit(gabapentin_pack) 
 
 def test_a_once_daily_start_leaves_room_for_the_other_drafts(gabapentin_pack) -> None:
     inv.check_suggestions_safe(gabapentin_ir_and_once_daily_new_start(), gabapentin_pack, NOW)
+
+
+def test_a_taper_covers_every_order_cut_in_the_signing(gabapentin_pack) -> None:
+    request = gabapentin_two_orders_cut_together()
+    inv.check_suggestions_safe(request, gabapentin_pack, NOW)
+    inv.check_no_alert_loops(request, gabapentin_pack, NOW)
+    out = run_request(request, gabapentin_pack, NOW)
+    tapers = [
+        s
+        for c in out.cards
+        for s in c.suggestions
+        if c.category == "withdrawal-risk" and s.kind == "taper"
+    ]
+    assert len(tapers) == 2  # one card per order, each tapering both
+    for s in tapers:
+        assert sorted(a["resource"]["id"] for a in s.actions) == ["rx-draft-1", "rx-draft-2"]
+
+
+def test_no_taper_of_one_order_beside_a_stop_for_an_adverse_reaction(gabapentin_pack) -> None:
+    request = gabapentin_cut_beside_a_stop_for_an_adverse_reaction()
+    inv.check_suggestions_safe(request, gabapentin_pack, NOW)
+    out = run_request(request, gabapentin_pack, NOW)
+    cards = [(c.order_id, c.category, c.card["indicator"]) for c in out.cards]
+    # the halved order warns without a fix (and says why); the stop is the exempt one
+    assert cards == [
+        ("rx-draft-1", "withdrawal-risk", "warning"),
+        ("rx-active-2", "withdrawal-risk", "info"),
+    ]
+    assert out.cards[0].suggestions == []
+    assert "No taper is offered" in out.cards[0].card["detail"]
