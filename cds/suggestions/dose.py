@@ -93,6 +93,7 @@ def dose_plan(
     start_plan: tuple[float, int, float] | None = None
     admins_cap: int | None = None
     min_per_admin = 0.0
+    step_caps: list[float] = []  # per-administration steps, judged at the fix's own count
     when: str | None = None
     rate: dict | None = None
     for f in specs:
@@ -109,6 +110,7 @@ def dose_plan(
                 continue
             rate = p
             if p.get("one_step"):
+                step_caps.append(float(p["step_per_admin"]))
                 current_per_admin = (order.current_daily or 0.0) / order.regimen_admin_per_day
                 step = p["step_per_admin"]
                 daily_caps.append((current_per_admin + step) * order.regimen_admin_per_day - others)
@@ -160,6 +162,7 @@ def dose_plan(
                 daily_caps.append(start_cap)
             elif order.regimen_admin_per_day:
                 # nothing active now (a restart after a gap): the step is from 0
+                step_caps.append(float(p["step_per_admin"]))
                 current_per_admin = (order.current_daily or 0.0) / order.regimen_admin_per_day
                 step = p["step_per_admin"]
                 daily_caps.append((current_per_admin + step) * order.regimen_admin_per_day - others)
@@ -183,8 +186,15 @@ def dose_plan(
             x, product=order.product, strength=order.strength, family=order.family
         )
 
+    # A step limit is per administration of the regimen after the fix: a fix that also
+    # changes the count (TID to once daily) may add only step x its own count
+    others_admins = max(0.0, (order.regimen_admin_per_day or 0.0) - admins)
+
     def per_admin_for(k: int) -> float:
-        value = floor(target / k)
+        cap = target
+        for step in step_caps:
+            cap = min(cap, (order.current_daily or 0.0) + step * (k + others_admins) - others)
+        value = floor(cap / k)
         if single_caps:
             value = min(value, floor(min(single_caps)))
         return value

@@ -203,6 +203,37 @@ CUT_BESIDE_ADVERSE_STOP = (
     "(found by 'safe suggestions', deep profile, this session)"
 )
 
+
+def gabapentin_switch_to_once_daily_three_times_a_day() -> dict[str, Any]:
+    """55 M 80 kg; chronic immediate-release 100 mg BID (200 mg/day) stopped, and a new
+    once-daily 300 mg tablet order written 400 mg TID (1200 mg/day)."""
+    active = b.medication_request(
+        rid="rx-ir",
+        product="cap100",
+        dosages=[b.dosage(dose=100, frequency=2)],
+        authored=NOW - timedelta(days=60),
+    )
+    stop = b.medication_request(
+        rid="rx-ir", status="stopped", product="cap100", dosages=[b.dosage(dose=100, frequency=2)]
+    )
+    once_daily = b.medication_request(
+        rid="rx-od",
+        status="draft",
+        product="tab300-once_daily",
+        dosages=[b.dosage(dose=400, frequency=3)],
+    )
+    return request_for([stop, once_daily], medications=[active])
+
+
+STEP_AT_THE_FIX_COUNT = (
+    "Fixed (a per-dose step is judged at the fix's own count): the dose fix of a once-daily "
+    "order written TID (schedule: once daily) with step-above-300-per-dose fired capped the "
+    "rise at 300 mg x the ordered three doses (+900) and offered 900 mg once daily: once "
+    "daily, that is +700 mg in one dose, so the step rule fired again. The step cap now uses "
+    "the administrations of the fix itself (300 mg once daily) "
+    "(found by 'safe suggestions', deep profile, this session)"
+)
+
 TWO_ORDERS_CUT_TOGETHER = (
     "Fixed (a taper tapers every order cut in the same signing): two drafts each cut "
     "their own chronic order (the regimen: 2550 + 2400 mg/day to 200 mg/day); the "
@@ -452,6 +483,37 @@ CUT_BESIDE_ADVERSE_STOP = (
     "(found by 'safe suggestions', deep profile, this session)"
 )
 
+
+def gabapentin_switch_to_once_daily_three_times_a_day() -> dict[str, Any]:
+    """55 M 80 kg; chronic immediate-release 100 mg BID (200 mg/day) stopped, and a new
+    once-daily 300 mg tablet order written 400 mg TID (1200 mg/day)."""
+    active = b.medication_request(
+        rid="rx-ir",
+        product="cap100",
+        dosages=[b.dosage(dose=100, frequency=2)],
+        authored=NOW - timedelta(days=60),
+    )
+    stop = b.medication_request(
+        rid="rx-ir", status="stopped", product="cap100", dosages=[b.dosage(dose=100, frequency=2)]
+    )
+    once_daily = b.medication_request(
+        rid="rx-od",
+        status="draft",
+        product="tab300-once_daily",
+        dosages=[b.dosage(dose=400, frequency=3)],
+    )
+    return request_for([stop, once_daily], medications=[active])
+
+
+STEP_AT_THE_FIX_COUNT = (
+    "Fixed (a per-dose step is judged at the fix's own count): the dose fix of a once-daily "
+    "order written TID (schedule: once daily) with step-above-300-per-dose fired capped the "
+    "rise at 300 mg x the ordered three doses (+900) and offered 900 mg once daily: once "
+    "daily, that is +700 mg in one dose, so the step rule fired again. The step cap now uses "
+    "the administrations of the fix itself (300 mg once daily) "
+    "(found by 'safe suggestions', deep profile, this session)"
+)
+
 TWO_ORDERS_CUT_TOGETHER = (
     "Fixed (a taper tapers every order cut in the same signing): two drafts each cut "
     "their own chronic order (the regimen: 2550 + 2400 mg/day to 200 mg/day); the "
@@ -471,6 +533,7 @@ GABAPENTIN_REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]
         (ONCE_DAILY_START_IGNORES_IR, gabapentin_ir_and_once_daily_new_start(), {}),
         (TWO_ORDERS_CUT_TOGETHER, gabapentin_two_orders_cut_together(), {}),
         (CUT_BESIDE_ADVERSE_STOP, gabapentin_cut_beside_a_stop_for_an_adverse_reaction(), {}),
+        (STEP_AT_THE_FIX_COUNT, gabapentin_switch_to_once_daily_three_times_a_day(), {}),
     ],
 }
 
@@ -515,3 +578,11 @@ def test_no_taper_of_one_order_beside_a_stop_for_an_adverse_reaction(gabapentin_
     ]
     assert out.cards[0].suggestions == []
     assert "No taper is offered" in out.cards[0].card["detail"]
+
+
+def test_a_step_limit_counts_the_doses_of_the_fix(gabapentin_pack) -> None:
+    request = gabapentin_switch_to_once_daily_three_times_a_day()
+    inv.check_suggestions_safe(request, gabapentin_pack, NOW)
+    out = run_request(request, gabapentin_pack, NOW)
+    labels = {s.label for c in out.cards if c.order_id == "rx-od" for s in c.suggestions}
+    assert labels == {"Change to 300 mg once daily"}
