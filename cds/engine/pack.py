@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from pydantic import ValidationError
 
@@ -233,11 +234,17 @@ class CompiledPack:
         if not self.runtime.has(self.ruleset_name):
             self.runtime.install(self.ruleset_name, self.engine_rules())
 
-    def evaluate(self, facts: ClinicalFacts) -> list[Finding]:
-        """Run the facts through durable_rules; one Finding per (rule, fact) that fired."""
-        return self.findings_for(facts.engine_facts())
+    def evaluate(self, facts: ClinicalFacts, *, texts: bool = True) -> list[Finding]:
+        """Run the facts through durable_rules; one Finding per (rule, fact) that fired.
 
-    def findings_for(self, engine_facts: list[dict[str, Any]]) -> list[Finding]:
+        ``texts=False`` leaves summary and detail empty: a suggestion's re-check judges
+        rules, categories and severities, and rendering every template of every finding
+        was a tenth of its cost."""
+        return self.findings_for(facts.engine_facts(), texts=texts)
+
+    def findings_for(
+        self, engine_facts: list[dict[str, Any]], *, texts: bool = True
+    ) -> list[Finding]:
         if not engine_facts:
             return []
         derived.apply(self.derived, engine_facts)
@@ -246,17 +253,17 @@ class CompiledPack:
         # Several rules fire on one fact: its key and escaped texts are made once (the
         # matches hold every fact object until the loop ends, so an id stays one fact).
         keys: dict[int, str] = {}
-        texts: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        made: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = {} if texts else None
         for m in self.runtime.evaluate(self.ruleset_name, engine_facts):
             rule_id = m.rule_id.rsplit("~", 1)[0]
             fact_key = keys.get(id(m.fact))
             if fact_key is None:
-                fact_key = keys[id(m.fact)] = json.dumps(m.fact, sort_keys=True, default=str)
+                fact_key = keys[id(m.fact)] = _fact_key(m.fact)
             key = (rule_id, fact_key)
             if key in seen:
                 continue
             seen.add(key)
-            findings.append(self._finding(self.rules[rule_id], m.fact, texts))
+            findings.append(self._finding(self.rules[rule_id], m.fact, made, texts_wanted=texts))
         findings.sort(key=lambda f: (f.order_id, f.category, -f.rank, f.order))
         return findings
 
@@ -265,11 +272,15 @@ class CompiledPack:
         rule: CompiledRule,
         fact: dict[str, Any],
         texts: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None,
+        *,
+        texts_wanted: bool = True,
     ) -> Finding:
         # Fact strings come from the request (ids, medication text, units): plain text in
         # the summary, escaped Markdown in the detail (never structure). Pack vars are ours.
         done = texts.get(id(fact)) if texts is not None else None
-        if done is None:
+        if not texts_wanted:
+            done = ({}, {})
+        elif done is None:
             text = (str, list, tuple, dict)
             done = (
                 {k: plain_text(v) if isinstance(v, text) else v for k, v in fact.items()},
@@ -284,8 +295,8 @@ class CompiledPack:
             severity=rule.severity,
             order_id=str(fact.get("order_id", "")),
             group=str(fact.get(rule.group, "")) if rule.group else "",
-            summary=render(rule.summary, {**plain, **rule.vars}),
-            detail=render(rule.detail, {**markdown, **rule.vars}),
+            summary=render(rule.summary, {**plain, **rule.vars}) if texts_wanted else "",
+            detail=render(rule.detail, {**markdown, **rule.vars}) if texts_wanted else "",
             evidence=rule.evidence,
             suggestion=rule.suggestion,
             override_reasons=rule.override_reasons,
@@ -302,6 +313,15 @@ class CompiledPack:
 
     def rules_resting_on_policy_only(self) -> list[str]:
         return [r.id for r in self.rules.values() if set(r.evidence) == {"policy"}]
+
+
+def _fact_key(fact: dict[str, Any]) -> str:
+    """A fact's identity for "one finding per (rule, fact)": its sorted JSON (orjson, the
+    standard library for what orjson refuses: a very large integer, a non-text key)."""
+    try:
+        return orjson.dumps(fact, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(fact, sort_keys=True, default=str)
 
 
 # ---- loading ---------------------------------------------------------------------------

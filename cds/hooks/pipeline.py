@@ -27,6 +27,7 @@ from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts, extraction_memo
 from cds.clinical.facts import ClinicalFacts, DataIssue, OrderFacts
 from cds.clinical.orders import STOP_STATUSES
+from cds.clinical.validation import validation_memo
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
 from cds.hooks.recheck import LoopProblem, accepted, apply_action, loop_problems
@@ -110,11 +111,13 @@ def run_rules(
     *,
     offers: bool = True,
     loaded: frozenset[str] = frozenset(),
+    texts: bool = True,
 ) -> tuple[ClinicalFacts, list[Finding]]:
     """Facts and findings of one pack as the cards see them: the rules' "as offered"
-    exceptions, the pairs another loaded pack owns and the joined reasons applied."""
+    exceptions, the pairs another loaded pack owns and the joined reasons applied
+    (``texts=False``: without summaries and details, for the re-checks)."""
     facts = extract_facts(inp, now=now, params=pack.clinical, drug=pack.drug)
-    findings = pack.evaluate(facts)
+    findings = pack.evaluate(facts, texts=texts)
     return facts, settle(inp, pack, now, facts, findings, offers=offers, loaded=loaded)
 
 
@@ -165,7 +168,7 @@ def _offered_daily(
     trial = _prior_trial(inp, order)
     if trial is None:
         return None
-    facts, findings = run_rules(trial, pack, now, offers=False)
+    facts, findings = run_rules(trial, pack, now, offers=False, texts=False)
     torder = next((o for o in facts.orders if o.order_id == order.order_id), None)
     mine = [f for f in findings if f.order_id == order.order_id]
     if torder is None or not any(f.category == category and f.suggestion for f in mine):
@@ -499,7 +502,9 @@ class _Planner:
 
     def _trial(self, s: Suggestion) -> tuple[ClinicalFacts, list[Finding]]:
         check_budget("before a suggestion re-check")
-        return run_rules(accepted(self.inp, s), self.pack, self.now, loaded=self.loaded)
+        return run_rules(
+            accepted(self.inp, s), self.pack, self.now, loaded=self.loaded, texts=False
+        )
 
     def checked(self, s: Suggestion, order: OrderFacts) -> tuple[Suggestion | None, str | None]:
         """``s``, a repaired replacement, or None and why (cached per suggestion object: a
@@ -619,7 +624,7 @@ _NO_TAPER_ALONE = (
 
 def _order_name(order: OrderFacts) -> str:
     """How a prescriber tells another order apart in a label: its medication as written and
-    the dose it changes ("the gabapentin 300 MG Oral Capsule 600 mg once daily order")."""
+    the dose it changes ("the <drug> 300 MG Oral Capsule 600 mg once daily order")."""
     name = order.medication_text or f"order {order.order_id}"
     if order.current_per_admin and order.current_admins:
         name += " " + dose_words(order.current_per_admin, order.current_admins)
@@ -635,7 +640,7 @@ def evaluate(
     draft changed; within one evaluation they reuse the resource-only steps of the
     extraction (``extraction_memo``), so a re-check costs the drafts' facts and the engine.
     """
-    with extraction_memo():
+    with extraction_memo(), validation_memo():
         return _evaluate(inp, packs, now=now, recheck=recheck)
 
 

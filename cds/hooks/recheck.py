@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from cds.clinical.validation import judge_as
 from cds.engine.findings import SEVERITY_RANK, Finding
 
 if TYPE_CHECKING:
@@ -28,9 +29,12 @@ def apply_action(inp: HookInput, action: dict[str, Any]) -> HookInput:
     res = action.get("resource")
     drafts = list(inp.draft_orders)
     if action["type"] == "update" and isinstance(res, dict):
-        drafts = [res if d.get("id") == res.get("id") else d for d in drafts]
-        if not any(d.get("id") == res.get("id") for d in inp.draft_orders):
+        original = next((d for d in drafts if d.get("id") == res.get("id")), None)
+        if original is None:
             drafts.append(res)
+        else:
+            judge_as(res, original)
+            drafts = [res if d.get("id") == res.get("id") else d for d in drafts]
     elif action["type"] == "create" and isinstance(res, dict):
         drafts.append(res)
     elif action["type"] == "delete":
