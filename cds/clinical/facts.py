@@ -298,6 +298,7 @@ class OrderFacts:
     current_admins: float | None = display()
     current_order_daily: float | None = display()  # that order's daily dose now
     regimen_ids: list[str] = display_factory(list)  # orders of this route after signing
+    co_cut_ids: list[str] = display_factory(list)  # other drafts cutting their own dose
     # the pack's dose schedules: how far the order's steps run above each (``above_<name>``
     # over every step, ``above_<name>_later`` over the steps after the first)
     schedule_excess: dict[str, float] = display_factory(dict)

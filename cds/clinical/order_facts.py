@@ -107,6 +107,31 @@ class _RouteView:
     current_daily: float | None = None
     current_complete: bool = True
     current_start: datetime | None = None
+    cutting: list[str] | None = None  # drafts lowering their own order's dose (ids)
+
+
+def _cutting(reg: Regimen, view: _RouteView, route: str, now: datetime) -> list[str]:
+    """The drafts by ``route`` that lower the dose of the order they replace (or stand in
+    for) in this signing, a stop included. A taper of one of them alone leaves the others'
+    cuts: the suggestion planner must taper them together or not at all."""
+    out = []
+    for d in reg.drafts:
+        if d.route != route or d.is_bolus or not d.id:
+            continue
+        hits = [view.position[i] for i in (d.id, d.prior_id) if i and i in view.position]
+        source = view.current_records[min(hits)] if hits else None
+        if source is None:
+            source = next((r for r in reg.stand_ins if r.id == d.id), None)
+        if source is None or source.dose is None or not source.dose.steps:
+            continue
+        before = _step_at(source, now).daily
+        if d.status in STOP_STATUSES or d.dose is None or not d.dose.steps:
+            after: float | None = 0.0
+        else:
+            after = d.dose.steps[0].daily
+        if before is not None and after is not None and after < before - 1e-9:
+            out.append(d.id)
+    return out
 
 
 def _view(reg: Regimen, route: str, now: datetime) -> _RouteView:
@@ -144,6 +169,7 @@ def _view(reg: Regimen, route: str, now: datetime) -> _RouteView:
             for r in current_records
         ]
         view.current_start = max((s for s in starts if s is not None), default=None)
+    view.cutting = _cutting(reg, view, route, now)
     reg.views[route] = view
     return view
 
@@ -222,6 +248,7 @@ def build_order_facts(
     o.current_resource = replaced[0].resource if replaced and rec.is_draft else None
     o.product, o.strength = rec.product, rec.strength
     o.regimen_ids = view.regimen_ids
+    o.co_cut_ids = [i for i in view.cutting or () if i != rec.id]
     # The dose this order changes, per administration, as taken now: a taper starts from it
     # (A6). A draft that stops an order missing from the data stands in for it.
     source = replaced[0] if replaced and rec.is_draft else None
@@ -272,6 +299,14 @@ def build_order_facts(
         o.days_on_current = float(calendar_days(o.current_start, _effect_time(rec, now)))
     o.adverse_reason = _adverse(rec, ctx)
     _product_and_steps(o, rec, reg, ctx)
+    # The patient's longest gap is the regimen's: a bedtime order beside a TID order is not
+    # 24 h between doses. Several scheduled orders: 24 h / their administrations a day
+    # (even spacing, as for one order without times of day), if that is shorter.
+    doses = [r.dose for r in after.records if r.dose is not None and not r.dose.prn_only]
+    if o.max_interval_hours is not None and len(doses) > 1:
+        admins = sum(d.admin_per_day or 0.0 for d in doses)
+        if admins > 0:
+            o.max_interval_hours = min(o.max_interval_hours, round(24.0 / admins, 2))
 
     if route == "intrathecal":
         _intrathecal(

@@ -26,7 +26,6 @@ from cds.budget import check_budget
 from cds.cards import BuiltCard, build_card, group_findings
 from cds.clinical.extract import HookInput, extract_facts, extraction_memo
 from cds.clinical.facts import ClinicalFacts, DataIssue, OrderFacts
-from cds.clinical.orders import STOP_STATUSES
 from cds.clinical.validation import validation_memo
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
@@ -319,10 +318,11 @@ class _Planner:
         self, order: OrderFacts, fs: list[Finding], first: DosePlan | None = None
     ) -> Suggestion | None:
         """A taper of this order; when other drafts of the regimen are cut in the same
-        signing, of each of them too (one suggestion, one action per order): the A6 rules
-        judge the regimen, so tapering one order beside another's abrupt cut would still
-        fire them after acceptance. No suggestion when any of the cut orders cannot be
-        tapered."""
+        signing, of each of them too (one suggestion, one action per order that needs
+        one): the A6 rules judge the regimen, so tapering one order beside another's
+        abrupt cut would still fire them after acceptance. An order cut by no more than one
+        step is kept as written. No suggestion when one of the cut orders cannot be
+        tapered, or none needs it."""
         own = self._taper_update(order, fs, first)
         if own is None:
             return None
@@ -330,13 +330,23 @@ class _Planner:
         if others is None:
             self.notes.setdefault(order.order_id, _NO_TAPER_ALONE)
             return None
-        actions, label = [own[0]], "Taper: " + own[1]
+        tapered: list[tuple[OrderFacts, tuple[dict, str]]] = []
+        if own is not _KEEP:
+            tapered.append((order, own))
         for other, ofs in others:
             also = self._taper_update(other, ofs)
             if also is None:
                 return None
-            actions.append(also[0])
-            label += f"; and {_order_name(other)}: " + also[1]
+            if also is not _KEEP:
+                tapered.append((other, also))
+        if not tapered:
+            return None
+        parts = [w if o is order else f"{_order_name(o)}: {w}" for o, (_, w) in tapered]
+        if own is _KEEP:
+            label = "Taper " + "; and ".join(parts) + "; keep this order as written"
+        else:
+            label = "Taper: " + parts[0] + "".join(f"; and {p}" for p in parts[1:])
+        actions = [a for _, (a, _) in tapered]
         for a in actions:
             a["description"] = label
         return Suggestion(
@@ -351,7 +361,8 @@ class _Planner:
     def _taper_update(
         self, order: OrderFacts, fs: list[Finding], first: DosePlan | None = None
     ) -> tuple[dict, str] | None:
-        """The update action that tapers one order, and its words."""
+        """The update action that tapers one order, and its words; ``_KEEP`` when the
+        order needs no taper (its new dose is within one step)."""
         spec = next((f for f in fs if f.suggestion and f.suggestion.kind == "taper"), None)
         if spec is None or order.resource is None:
             return None
@@ -367,6 +378,8 @@ class _Planner:
         if not planned:
             return None
         steps, target = planned
+        if not steps:
+            return _KEEP
         amounts = [s.per_admin for s in steps if s.end is not None]
         if target is not None:
             amounts.append(target.per_admin)
@@ -387,21 +400,15 @@ class _Planner:
 
     def _co_cuts(self, order: OrderFacts) -> list[tuple[OrderFacts, list[Finding]]] | None:
         """The other drafts of ``order``'s regimen that lower their own dose in this
-        signing, each with its taper rule (the same regimen-level cut); None when one of
-        them carries none (stopped for an adverse reaction, say): its cut stays whatever
-        this order does, so no fix of this order alone can end the abrupt cut."""
+        signing (``co_cut_ids``), each with its taper rule; None when one of them has none
+        (stopped for an adverse reaction, or not among the orders checked: an unselected
+        draft on order-select): its cut stays whatever this order does, so no fix of this
+        order alone can end the abrupt cut."""
         out = []
-        for oid, other in self.orders.items():
-            if other is order or not other.is_draft or not self._same_regimen(order, other):
-                continue
-            if not other.current_order_daily:
-                continue
-            stops = other.status in STOP_STATUSES
-            if not stops and other.first_step_daily is None:
-                continue  # its dose is unknown: the rules did not count it as a cut either
-            after = 0.0 if stops else other.first_step_daily
-            if after >= other.current_order_daily - EPS:
-                continue
+        for oid in order.co_cut_ids:
+            other = self.orders.get(oid)
+            if other is None or other is order:
+                return None
             ofs = [
                 f
                 for f in self.by_order.get(oid, [])
@@ -411,16 +418,6 @@ class _Planner:
                 return None
             out.append((other, ofs))
         return out
-
-    def _same_regimen(self, a: OrderFacts, b: OrderFacts) -> bool:
-        """Orders whose doses add up (A-rules judge their sum): same route, and both in the
-        drug's regimen or of the same family kept apart from it."""
-        if a.route != b.route:
-            return False
-        drug = self.pack.drug
-        if drug.in_regimen(a.family) and drug.in_regimen(b.family):
-            return True
-        return a.family == b.family
 
     def keep_taking(
         self, order: OrderFacts, fs: list[Finding], plan: DosePlan | None = None
@@ -518,13 +515,15 @@ class _Planner:
 
     def _why(self, problems: list[LoopProblem]) -> str:
         """Plain words for a reviewer: which card would stay or appear after the fix."""
-        parts = []
-        for p in problems[:3]:
+        parts: list[str] = []
+        for p in problems:
             rule = self.pack.rules.get(p.rule_id)
             title = rule.title if rule else p.rule_id
             verb = "would remain" if p.kind == "stays" else "would appear"
-            parts.append(f"the {p.severity} \u201c{title}\u201d {verb}")
-        return "; ".join(parts)
+            part = f"the {p.severity} \u201c{title}\u201d {verb}"
+            if part not in parts:
+                parts.append(part)
+        return "; ".join(parts[:3])
 
     def _check(self, s: Suggestion, order: OrderFacts) -> tuple[Suggestion | None, str | None]:
         current: Suggestion | None = s
@@ -532,13 +531,16 @@ class _Planner:
         for _ in range(MAX_REPAIRS):
             assert current is not None
             tfacts, tfind = self._trial(current)
-            problems = loop_problems(
-                before=self.findings,
-                after=tfind,
-                order_id=order.order_id,
-                addressed=current.categories,
-                removes_order=current.kind == "remove",
-            )
+            problems = []
+            # every order the fix edits (a taper of several orders): none may loop
+            for oid in _touched(current, order.order_id):
+                problems += loop_problems(
+                    before=self.findings,
+                    after=tfind,
+                    order_id=oid,
+                    addressed=current.categories,
+                    removes_order=current.kind == "remove",
+                )
             if not problems:
                 return current, None
             current = self._repair(current, order, tfacts, tfind)
@@ -599,6 +601,12 @@ class _Planner:
         planning = [self.notes[order.order_id]] if order.order_id in self.notes else []
         if category != "withdrawal-risk":
             planning = []
+        if (
+            not suggestions
+            and not planning
+            and any(f.suggestion and f.suggestion.kind != "none" for f in fs)
+        ):
+            planning = [_NO_FIX]
         if not self.recheck:
             return suggestions, planning
         kept, notes = [], planning
@@ -615,6 +623,22 @@ class _Planner:
         return kept, notes
 
 
+def _touched(s: Suggestion, order_id: str) -> list[str]:
+    """The order a suggestion is about, then every other order its updates edit."""
+    out = [order_id]
+    for a in s.actions:
+        rid = (a.get("resource") or {}).get("id") if a.get("type") == "update" else None
+        if isinstance(rid, str) and rid not in out:
+            out.append(rid)
+    return out
+
+
+_KEEP: tuple[dict, str] = ({}, "")  # an order cut by no more than one step: as written
+_NO_FIX = (
+    "No corrected order is offered: none could be written that every fired rule allows "
+    "from this order as written (doses that differ between administrations, a schedule or "
+    "product the suggestion cannot keep); change it by hand."
+)
 _NO_TAPER_ALONE = (
     "No taper is offered: another order of this regimen is stopped or cut in the same "
     "signing without a withdrawal rule of its own (for an adverse reaction, say), so a "

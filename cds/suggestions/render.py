@@ -55,6 +55,9 @@ def _written_kind(order: OrderFacts) -> str:
     return "mass"
 
 
+_FORMS = ("tablet", "capsule")
+
+
 def quantity(order: OrderFacts, mg: float, dispensed: Dispensed | None) -> dict[str, Any]:
     """A dose in the unit the prescriber wrote, where the chosen product allows it."""
     kind = _written_kind(order)
@@ -64,6 +67,12 @@ def quantity(order: OrderFacts, mg: float, dispensed: Dispensed | None) -> dict[
         return {"value": _num(mg / per_unit), "unit": "mL", "system": UCUM, "code": "mL"}
     if kind == "count" and per_unit and not liquid:
         code = order.dose_unit_written or "{tablet}"
+        # the prescriber's count unit, unless it names another form than the product
+        # given (a 600 mg tablet order tapered in 100 mg capsules is counted in capsules)
+        form = getattr(getattr(dispensed, "product", None), "form", None)
+        written = count_word(code)
+        if form in _FORMS and written in _FORMS and written != form:
+            code = "{" + form + "}"
         q: dict[str, Any] = {"value": _num(mg / per_unit), "unit": code}
         if code.startswith("{") or code == "1":
             q.update(system=UCUM, code=code)
@@ -77,19 +86,33 @@ def _timing(
     admins: float,
     start: datetime | None = None,
     end: datetime | None = None,
-    when: str | None = None,
+    when: str | list[str] | None = None,
 ) -> dict[str, Any]:
     repeat: dict[str, Any] = {"frequency": _num(admins), "period": 1, "periodUnit": "d"}
     if 0 < admins < 1:  # every other day
         repeat.update(frequency=1, period=_num(1 / admins))
     if when:
-        repeat["when"] = [when]
+        repeat["when"] = [when] if isinstance(when, str) else list(when)
     if start is not None:
         bounds = {"start": start.date().isoformat()}
         if end is not None:
             bounds["end"] = end.date().isoformat()
         repeat["boundsPeriod"] = bounds
     return {"repeat": repeat}
+
+
+def _written_when(resource: dict[str, Any]) -> list[str] | None:
+    """The order's ``timing.repeat.when`` (MORN, HS...): a taper step with as many doses a
+    day keeps it (a bedtime dose stays at bedtime)."""
+    di = resource.get("dosageInstruction") or [{}]
+    first = di[0] if isinstance(di, list) and di and isinstance(di[0], dict) else {}
+    repeat = (
+        (first.get("timing") or {}).get("repeat") if isinstance(first.get("timing"), dict) else None
+    )
+    when = repeat.get("when") if isinstance(repeat, dict) else None
+    if isinstance(when, list) and when and all(isinstance(w, str) for w in when):
+        return list(when)
+    return None
 
 
 def _base_instruction(resource: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +207,7 @@ def taper_resource(
     new = _corrected(order.resource, dispensed)
     base = _base_instruction(order.resource)
     base.pop("asNeededBoolean", None)  # a taper is scheduled
+    kept_when = _written_when(order.resource)
     instructions = []
     for i, s in enumerate(steps, start=1):
         inst = copy.deepcopy(base)
@@ -191,7 +215,9 @@ def taper_resource(
         if s.end is None and target is not None:
             p, n = target.per_admin, target.admin_per_day
             inst["text"] = f"Then {dose_words(p, n)}"
-            inst["timing"] = _timing(n, s.start)
+            inst["timing"] = _timing(
+                n, s.start, when=kept_when if kept_when and len(kept_when) == n else None
+            )
         else:
             p, n = s.per_admin, s.admin_per_day
             inst["text"] = (
@@ -200,7 +226,12 @@ def taper_resource(
                 if s.end
                 else dose_words(p, n)
             )
-            inst["timing"] = _timing(n, s.start, s.end, when=when)
+            inst["timing"] = _timing(
+                n,
+                s.start,
+                s.end,
+                when=when or (kept_when if kept_when and len(kept_when) == n else None),
+            )
         inst["doseAndRate"] = [{"doseQuantity": quantity(order, p, dispensed)}]
         instructions.append(inst)
     new["dosageInstruction"] = instructions

@@ -114,7 +114,8 @@ def taper_for(
     first: DosePlan | None = None,
     dispensable: Callable[[float], float] | None = None,
 ) -> tuple[list[TaperStep], DosePlan | None] | None:
-    """Taper the order being changed from its current dose to its new dose (or a stop).
+    """Taper the order being changed from its current dose to its new dose (or a stop);
+    no steps when the new dose is within one step of the current one (nothing to taper).
 
     ``dispensable``: the largest amount not above a dose that the product can give. When
     the doses differ between administrations, the even split rounded down to the taper's
@@ -163,7 +164,7 @@ def taper_for(
             first=(first.per_admin, first.admin_per_day) if first is not None else None,
         )
     if not [s for s in steps if s.end is not None]:
-        return None  # nothing between now and the target: no taper to offer
+        return [], target  # nothing between now and the target: the order needs no taper
     return steps, target
 
 
@@ -219,7 +220,8 @@ def describe_taper(steps: list[TaperStep], target: DosePlan | None, unit: str = 
     from cds.suggestions.render import fmt_dose
 
     timed = [s for s in steps if s.end is not None]
-    seq = [(s.per_admin, s.admin_per_day) for s in timed]
+    # administrations a day as counted ("3x", not "3.0x"); a half is kept ("0.5x")
+    seq = [(s.per_admin, _count(s.admin_per_day)) for s in timed]
     described: list[str] = []
     i = 0
     while i < len(seq):
@@ -241,9 +243,14 @@ def describe_taper(steps: list[TaperStep], target: DosePlan | None, unit: str = 
     text = ", then ".join(described)
     first_end, last_end = (timed[0].end, timed[-1].end) if timed else (None, None)
     if timed and first_end is not None:
-        text += f" ({(first_end - timed[0].start).days + 1} days each)"
+        each = " each" if len(timed) > 1 else ""
+        text += f" ({(first_end - timed[0].start).days + 1} days{each})"
     if target is not None:
-        text += f", then {fmt_dose(target.per_admin)} {unit} {target.admin_per_day}x/day"
+        text += f", then {fmt_dose(target.per_admin)} {unit} {_count(target.admin_per_day)}x/day"
     elif timed and last_end is not None:
         text += f"; stop on day {(last_end - timed[0].start).days + 2}"
     return text
+
+
+def _count(n: float) -> float | int:
+    return int(n) if abs(n - round(n)) < EPS else n

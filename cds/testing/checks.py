@@ -264,7 +264,8 @@ def check_interaction_monotonicity(
     request: JSON, packs: Packs, now: datetime, *, drug: str | Concept | None = None
 ) -> None:
     """Adding an order for an interacting ``drug`` removes no card (by order, category and
-    interacting class).
+    interacting class), unless an interaction card on that order, at least as severe, now
+    carries it (a reason that moves into the interaction card).
 
     ``drug``: a Concept (the property runner samples one from each of the pack's
     interacting-class ValueSets), a name ``builders.medication_concept`` knows, or None
@@ -282,7 +283,23 @@ def check_interaction_monotonicity(
     if before.status != 200 or after.status != 200:
         return
     kept = {_identity(c) for c in after.cards}
-    lost = [c for c in before.cards if _identity(c) not in kept]
+    # A reason the interaction card now carries is not lost: a side-effect rule that holds
+    # only with no CNS depressant in the regimen (A7, chronic lung disease) gives
+    # way to the interaction card on the same order, at least as severe, which names it.
+    carried = {
+        c.order_id: SEVERITY_RANK[c.card["indicator"]]
+        for c in sorted(after.cards, key=lambda c: SEVERITY_RANK[c.card["indicator"]])
+        if c.category == "interaction"
+    }
+    lost = [
+        c
+        for c in before.cards
+        if _identity(c) not in kept
+        and not (
+            c.category != "interaction"
+            and carried.get(c.order_id, 0) >= SEVERITY_RANK[c.card["indicator"]]
+        )
+    ]
     if lost:
         raise InvariantViolation(
             name,
@@ -315,7 +332,8 @@ def check_suggestions_safe(request: JSON, packs: Packs, now: datetime) -> None:
                     trial = replace(trial, hook="order-sign")
                 after = evaluate(trial, plist, now=now, recheck=False)
                 rank = SEVERITY_RANK[card.card["indicator"]]
-                mine = [f for f in after.findings if f.order_id == card.order_id]
+                edited = _edited(s, card.order_id)
+                mine = [f for f in after.findings if f.order_id in edited]
                 refired = sorted({f.rule_id for f in mine if f.rule_id in s.rule_ids})
                 worse = sorted(
                     {
@@ -358,26 +376,34 @@ def check_no_alert_loops(request: JSON, packs: Packs, now: datetime) -> None:
         for card in out.cards:
             for s in card.suggestions:
                 removes = any(a.get("type") == "delete" for a in s.actions)
-                scope = None if removes else card.order_id
-                was: dict[tuple[str, str], int] = {}
+                # the card's order and every other order the fix edits (a taper of several)
+                scope = None if removes else _edited(s, card.order_id)
+                was: dict[tuple[str, str, str], int] = {}
                 for c in out.cards:
-                    if scope is None or c.order_id == scope:
-                        key = (c.category, c.group)
+                    if scope is None or c.order_id in scope:
+                        key = (c.order_id if scope else "", c.category, c.group)
                         was[key] = max(was.get(key, 0), SEVERITY_RANK[c.card["indicator"]])
                 after = evaluate(accepted(out.hook_input, s), plist, now=now)
                 NO_LOOP_EXERCISED[card.category] += 1
                 bad = []
                 for c in after.cards:
                     rank = SEVERITY_RANK[c.card["indicator"]]
-                    if rank <= SEVERITY_RANK["info"] or (scope is not None and c.order_id != scope):
+                    if rank <= SEVERITY_RANK["info"] or (
+                        scope is not None and c.order_id not in scope
+                    ):
                         continue
-                    if c.category == card.category and c.order_id == card.order_id:
+                    key = (c.order_id if scope else "", c.category, c.group)
+                    if c.category == card.category and (
+                        c.order_id == card.order_id or (scope is not None and c.order_id in scope)
+                    ):
                         bad.append(
-                            f"{c.category} {c.card['indicator']} remains ({c.card['summary']})"
+                            f"{c.category} {c.card['indicator']} remains on {c.order_id} "
+                            f"({c.card['summary']})"
                         )
-                    elif rank > was.get((c.category, c.group), 0):
+                    elif rank > was.get(key, 0):
                         bad.append(
-                            f"{c.category} {c.card['indicator']} appears ({c.card['summary']})"
+                            f"{c.category} {c.card['indicator']} appears on {c.order_id} "
+                            f"({c.card['summary']})"
                         )
                 if bad:
                     raise InvariantViolation(
@@ -386,6 +412,16 @@ def check_no_alert_loops(request: JSON, packs: Packs, now: datetime) -> None:
                         f"card of {card.order_id}: " + "; ".join(bad),
                         request,
                     )
+
+
+def _edited(s: Any, order_id: str) -> set[str]:
+    """The card's order and every order an update action of suggestion ``s`` edits."""
+    out = {order_id}
+    for a in s.actions:
+        rid = (a.get("resource") or {}).get("id") if a.get("type") == "update" else None
+        if isinstance(rid, str):
+            out.add(rid)
+    return out
 
 
 def check_order_independence(request: JSON, packs: Packs, now: datetime, *, seed: int = 0) -> None:

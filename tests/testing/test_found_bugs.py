@@ -234,6 +234,57 @@ STEP_AT_THE_FIX_COUNT = (
     "(found by 'safe suggestions', deep profile, this session)"
 )
 
+
+def gabapentin_two_stops_one_selected() -> dict[str, Any]:
+    """55 M 80 kg; two chronic gabapentin orders (100 mg TID and 200 mg TID) both being
+    stopped on order-select, with only the first stop selected so far."""
+    actives = [
+        b.medication_request(
+            rid=f"rx-{n}",
+            product="cap100",
+            dosages=[b.dosage(dose=dose, frequency=3)],
+            authored=NOW - timedelta(days=60),
+        )
+        for n, dose in ((1, 100), (2, 200))
+    ]
+    stops = [
+        b.medication_request(
+            rid=a["id"], status="stopped", product="cap100", dosages=a["dosageInstruction"]
+        )
+        for a in actives
+    ]
+    return request_for(
+        stops, medications=actives, hook="order-select", selections=["MedicationRequest/rx-1"]
+    )
+
+
+UNSELECTED_STOP = (
+    "Fixed (a draft cutting its dose that is not among the checked orders blocks the "
+    "taper): on order-select with two stops of a split regimen and only one selected, the "
+    "selected stop's withdrawal card offered a taper of that order alone; the unselected "
+    "stop still removed the rest, so withdrawal-high-dose fired again. The planner now "
+    "reads the regimen's cutting drafts from the facts (co_cut_ids), selected or not "
+    "(found by 'safe suggestions', deep profile, UK, this session)"
+)
+
+
+def gabapentin_copd_and_a_new_opioid() -> dict[str, Any]:
+    """55 M 80 kg with COPD; a new gabapentin 100 mg TID draft (the kit then adds an
+    opioid draft)."""
+    draft = b.medication_request(
+        rid="rx-new", status="draft", product="cap100", dosages=[b.dosage(dose=100, frequency=3)]
+    )
+    return request_for([draft], conditions=[b.condition("13645005")])
+
+
+REASON_MOVES_INTO_INTERACTION = (
+    "Not a bug (the check was too strict): with chronic lung disease and no CNS depressant, "
+    "a new gabapentin order gets the A7 side-effect info; adding an opioid replaces it with "
+    "the interaction warning, which carries chronic lung disease as a reason. The check "
+    "now accepts a card carried by an interaction card on the same order at least as "
+    "severe (found by 'monotonic in interactions', deep profile, UK, this session)"
+)
+
 TWO_ORDERS_CUT_TOGETHER = (
     "Fixed (a taper tapers every order cut in the same signing): two drafts each cut "
     "their own chronic order (the regimen: 2550 + 2400 mg/day to 200 mg/day); the "
@@ -514,6 +565,57 @@ STEP_AT_THE_FIX_COUNT = (
     "(found by 'safe suggestions', deep profile, this session)"
 )
 
+
+def gabapentin_two_stops_one_selected() -> dict[str, Any]:
+    """55 M 80 kg; two chronic gabapentin orders (100 mg TID and 200 mg TID) both being
+    stopped on order-select, with only the first stop selected so far."""
+    actives = [
+        b.medication_request(
+            rid=f"rx-{n}",
+            product="cap100",
+            dosages=[b.dosage(dose=dose, frequency=3)],
+            authored=NOW - timedelta(days=60),
+        )
+        for n, dose in ((1, 100), (2, 200))
+    ]
+    stops = [
+        b.medication_request(
+            rid=a["id"], status="stopped", product="cap100", dosages=a["dosageInstruction"]
+        )
+        for a in actives
+    ]
+    return request_for(
+        stops, medications=actives, hook="order-select", selections=["MedicationRequest/rx-1"]
+    )
+
+
+UNSELECTED_STOP = (
+    "Fixed (a draft cutting its dose that is not among the checked orders blocks the "
+    "taper): on order-select with two stops of a split regimen and only one selected, the "
+    "selected stop's withdrawal card offered a taper of that order alone; the unselected "
+    "stop still removed the rest, so withdrawal-high-dose fired again. The planner now "
+    "reads the regimen's cutting drafts from the facts (co_cut_ids), selected or not "
+    "(found by 'safe suggestions', deep profile, UK, this session)"
+)
+
+
+def gabapentin_copd_and_a_new_opioid() -> dict[str, Any]:
+    """55 M 80 kg with COPD; a new gabapentin 100 mg TID draft (the kit then adds an
+    opioid draft)."""
+    draft = b.medication_request(
+        rid="rx-new", status="draft", product="cap100", dosages=[b.dosage(dose=100, frequency=3)]
+    )
+    return request_for([draft], conditions=[b.condition("13645005")])
+
+
+REASON_MOVES_INTO_INTERACTION = (
+    "Not a bug (the check was too strict): with chronic lung disease and no CNS depressant, "
+    "a new gabapentin order gets the A7 side-effect info; adding an opioid replaces it with "
+    "the interaction warning, which carries chronic lung disease as a reason. The check "
+    "now accepts a card carried by an interaction card on the same order at least as "
+    "severe (found by 'monotonic in interactions', deep profile, UK, this session)"
+)
+
 TWO_ORDERS_CUT_TOGETHER = (
     "Fixed (a taper tapers every order cut in the same signing): two drafts each cut "
     "their own chronic order (the regimen: 2550 + 2400 mg/day to 200 mg/day); the "
@@ -534,6 +636,10 @@ GABAPENTIN_REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]
         (TWO_ORDERS_CUT_TOGETHER, gabapentin_two_orders_cut_together(), {}),
         (CUT_BESIDE_ADVERSE_STOP, gabapentin_cut_beside_a_stop_for_an_adverse_reaction(), {}),
         (STEP_AT_THE_FIX_COUNT, gabapentin_switch_to_once_daily_three_times_a_day(), {}),
+        (UNSELECTED_STOP, gabapentin_two_stops_one_selected(), {}),
+    ],
+    "monotonic in interactions": [
+        (REASON_MOVES_INTO_INTERACTION, gabapentin_copd_and_a_new_opioid(), {}),
     ],
 }
 
@@ -586,3 +692,17 @@ def test_a_step_limit_counts_the_doses_of_the_fix(gabapentin_pack) -> None:
     out = run_request(request, gabapentin_pack, NOW)
     labels = {s.label for c in out.cards if c.order_id == "rx-od" for s in c.suggestions}
     assert labels == {"Change to 300 mg once daily"}
+
+
+def test_no_taper_while_an_unselected_draft_still_stops_the_rest(gabapentin_pack) -> None:
+    request = gabapentin_two_stops_one_selected()
+    inv.check_suggestions_safe(request, gabapentin_pack, NOW)
+    out = run_request(request, gabapentin_pack, NOW)
+    (card,) = [c for c in out.cards if c.category == "withdrawal-risk"]
+    assert card.order_id == "rx-1" and card.card["indicator"] == "warning"
+    assert not [s for s in card.suggestions if s.kind == "taper"]
+
+
+def test_a_reason_carried_by_the_interaction_card_is_not_lost(gabapentin_pack) -> None:
+    request = gabapentin_copd_and_a_new_opioid()
+    inv.check_interaction_monotonicity(request, gabapentin_pack, NOW, drug="oxycodone")
