@@ -23,7 +23,7 @@ Definitions (A4, A6, A9; calendar days are date differences in ``now``'s zone):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cds.clinical.context import Context
@@ -108,6 +108,7 @@ class _RouteView:
     current_complete: bool = True
     current_start: datetime | None = None
     cutting: list[str] | None = None  # drafts lowering their own order's dose (ids)
+    scheduled_sorted: list[tuple[str, MedRecord]] = field(default_factory=list)  # by id
 
 
 def _cutting(reg: Regimen, view: _RouteView, route: str, now: datetime) -> list[str]:
@@ -170,6 +171,9 @@ def _view(reg: Regimen, route: str, now: datetime) -> _RouteView:
         ]
         view.current_start = max((s for s in starts if s is not None), default=None)
     view.cutting = _cutting(reg, view, route, now)
+    view.scheduled_sorted = sorted(
+        ((r.id or r.ref or "", r) for r in scheduled), key=lambda pair: pair[0]
+    )
     reg.views[route] = view
     return view
 
@@ -237,9 +241,10 @@ def build_order_facts(
     # Duplicate therapy counts scheduled orders; a taper winding one order down beside
     # another is not a second regimen (else accepting a taper would raise a duplicate card)
     o.scheduled_orders = len(view.scheduled)
+    # named in id order, whatever order the EHR listed them in (order independence)
     o.duplicate_ids = [
-        r.id or r.ref
-        for r in view.scheduled[: _DUPLICATES_SHOWN + 1]
+        ident
+        for ident, r in view.scheduled_sorted[: _DUPLICATES_SHOWN + 1]
         if r is not rec and r.id != rec.id
     ][:_DUPLICATES_SHOWN]
     hits = [view.position[i] for i in (rec.id, rec.prior_id) if i and i in view.position]

@@ -326,6 +326,31 @@ UNEVEN_DOSES = (
     "(found by 'safe suggestions', deep profile, this session)"
 )
 
+
+def a_draft_beside_two_active_orders() -> dict[str, Any]:
+    """Adult; two active baclofen orders of 2.5 mg TID and a new 5 mg BID draft."""
+    actives = [
+        b.medication_request(
+            rid=f"rx-active-{n}",
+            product="tab5",
+            dosages=[b.dosage(dose=2.5, frequency=3)],
+            authored=NOW - timedelta(days=1),
+        )
+        for n in (1, 2)
+    ]
+    draft = b.medication_request(
+        rid="rx-draft-1", status="draft", product="tab5", dosages=[b.dosage(dose=5, frequency=2)]
+    )
+    return request_for([draft], medications=actives)
+
+
+DUPLICATES_IN_LIST_ORDER = (
+    "Fixed (duplicates named in id order): the duplicate-therapy card and its 'Remove this "
+    "order' fix named the other orders in the order the EHR listed them, so the same chart "
+    "sent in another order gave another label (found by 'order independence', deep "
+    "profile, this session)"
+)
+
 REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "unit invariance": [(CODED_START, coded_schedule_with_a_start(), {})],
     "safe suggestions": [
@@ -335,7 +360,10 @@ REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
         (RESTART_AFTER_HOLD, a_restart_after_a_hold(), {}),
         (UNEVEN_DOSES, uneven_doses_cut(), {}),
     ],
-    "order independence": [(SAME_INSTANT, two_vitals_at_the_same_instant(), {"seed": 1})],
+    "order independence": [
+        (SAME_INSTANT, two_vitals_at_the_same_instant(), {"seed": 1}),
+        (DUPLICATES_IN_LIST_ORDER, a_draft_beside_two_active_orders(), {"seed": 1}),
+    ],
 }
 
 
@@ -706,3 +734,8 @@ def test_no_taper_while_an_unselected_draft_still_stops_the_rest(gabapentin_pack
 def test_a_reason_carried_by_the_interaction_card_is_not_lost(gabapentin_pack) -> None:
     request = gabapentin_copd_and_a_new_opioid()
     inv.check_interaction_monotonicity(request, gabapentin_pack, NOW, drug="oxycodone")
+
+
+def test_duplicates_are_named_whatever_the_list_order(real_pack) -> None:
+    for seed in range(4):
+        inv.check_order_independence(a_draft_beside_two_active_orders(), real_pack, NOW, seed=seed)
