@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.errors import StoreUnavailable, UnstorableValue
@@ -181,3 +181,42 @@ def test_an_outage_fails_every_waiting_call_with_503(tmp_path: Path) -> None:
         t.join(30)
     assert len(errors) == 3 and all(isinstance(e, StoreUnavailable) for e in errors)
     assert len({id(e) for e in errors}) == 3  # each call raises its own exception
+
+
+def test_repeats_of_a_problem_share_its_first_card(maker: sessionmaker[Session]) -> None:
+    """The same (patient, order, rule) again is a repeat of the problem its first card
+    opened, in another call and within one batch."""
+    writer = AuditWriter(maker)
+    first = card()
+    writer.save(invocation=record(), cards=[first])
+    for _ in range(3):
+        writer.save(invocation=record(), cards=[card()])
+    with maker() as s:
+        rows = s.execute(select(Card.id, Card.problem_id, Card.is_repeat)).all()
+    assert {problem for _, problem, _ in rows} == {first.card["uuid"]}
+    assert sorted(repeat for _, _, repeat in rows) == [0, 1, 1, 1]
+
+
+def test_finding_a_problem_reads_one_index_entry_per_pair(tmp_path: Path) -> None:
+    """The audit write's problem lookup is an index seek, not a read of the patient's
+    history: SQLite's plan for it searches ``ix_cards_patient_order_rule`` and never
+    scans ``cards`` (it read every earlier card of the order: linear in the history)."""
+    from cds.store import audit
+
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    seen: list[str] = []
+    with engine.connect() as conn:
+        real = conn.execute
+
+        def explain(stmt, *a, **kw):  # the statement _problems runs, explained
+            compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+            seen.extend(str(r[-1]) for r in real(text("EXPLAIN QUERY PLAN " + str(compiled))).all())
+            return real(stmt, *a, **kw)
+
+        conn.execute = explain  # type: ignore[method-assign]
+        audit._problems(conn, "Patient/p1", [card(), card()])
+    engine.dispose()
+    assert seen and all("ix_cards_patient_order_rule" in d for d in seen if "cards" in d), seen
+    assert not any(d.startswith("SCAN") and "cards" in d for d in seen), seen
