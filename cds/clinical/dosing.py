@@ -46,6 +46,7 @@ from cds.clinical.units import (
     PER_DAY,
     Strength,
     convert_mass,
+    count_word,
     dose_unit,
     duration_days,
     split_rate_unit,
@@ -118,6 +119,20 @@ class OrderDose:
             if step.start is not None and step.start <= when:
                 chosen = step
         return chosen.daily
+
+
+def _written_unit(q: JSON, presentation_codes: frozenset[tuple[str, str]]) -> str | None:
+    """The unit a prescriber wrote, as a suggestion should echo it: a coded unit of
+    presentation (SNOMED 732936001 |Tablet|) is kept as its words ("Tablet"), not its code,
+    so the corrected dose is counted in tablets again rather than turned into mg."""
+    written = unit_of(q)
+    kind = dose_unit(q, presentation_codes)
+    if kind is not None and kind[0] == "count" and written and count_word(written) is None:
+        words = as_str(q.get("unit"))
+        if words and count_word(words) is not None:
+            return words
+        return "{" + kind[1] + "}" if kind[1] and count_word(kind[1]) else written
+    return written
 
 
 def _sequence(dosage: JSON) -> int | None:
@@ -310,7 +325,7 @@ def _instruction(
     for holder in holders:
         q = _dose_quantity(holder)
         if q is not None and single is None and problem is None:
-            unit_written = unit_of(q)
+            unit_written = _written_unit(q, term.presentation_codes)
             single, problem = _amount(q, strength, target, term.presentation_codes)
         r_daily, r_problem, r_present = _rate_daily(
             holder, strength, target, term.presentation_codes

@@ -176,6 +176,7 @@ class PatientFacts:
     creatinine_rise_48h_mg_dl: float | None = None
     creatinine_ratio_7d: float | None = None
     creatinine_unusable: bool = False  # missing/unconvertible unit or implausible value
+    creatinine_unusable_text: str | None = None  # "150 mg/dL, 2026-12-14, Observation/cr-1"
     # A7 observations, newest within their window (24 h by default), else None
     resp_rate: float | None = None
     spo2: float | None = None
@@ -299,6 +300,7 @@ class OrderFacts:
     current_order_daily: float | None = display()  # that order's daily dose now
     regimen_ids: list[str] = display_factory(list)  # orders of this route after signing
     co_cut_ids: list[str] = display_factory(list)  # other drafts cutting their own dose
+    supplement_indices: list[int] = display_factory(list)  # its post-dialysis dosages
     # the pack's dose schedules: how far the order's steps run above each (``above_<name>``
     # over every step, ``above_<name>_later`` over the steps after the first)
     schedule_excess: dict[str, float] = display_factory(dict)

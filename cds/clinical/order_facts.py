@@ -346,6 +346,7 @@ def _product_and_steps(o: OrderFacts, rec: MedRecord, reg: Regimen, ctx: Context
     o.route_tube = rec.route_tube
     o.max_interval_hours = dose.max_interval_hours
     if dose.supplement_single_max is not None:
+        o.supplement_indices = list(rec.supplement_indices)
         o.supplement = True
         o.supplement_single_max = dose.supplement_single_max
         o.supplement_per_week = dose.supplement_per_week

@@ -98,6 +98,7 @@ class MedRecord:
     indication_codings: list[tuple[str, str, str]] = field(default_factory=list)
     indication_texts: list[str] = field(default_factory=list)
     indication_refs: list[str] = field(default_factory=list)  # Condition ids (reasonReference)
+    supplement_indices: list[int] = field(default_factory=list)  # dosageInstruction positions
 
     @property
     def is_bolus(self) -> bool:
@@ -308,6 +309,7 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
     rec.route, rec.route_unknown = choose_route(rec.route_given, rec.product_kind)
     strength = med.strength or (product.strength if product is not None else None)
     rec.product, rec.strength = product, strength
+    supplement = _supplement_test(ctx)
     rec.dose = parse_dosage(
         dosages,
         strength=strength,
@@ -316,8 +318,12 @@ def read_record(resource: JSON, *, is_draft: bool, ctx: Context) -> MedRecord:
         term=ctx.term,
         tz=tz,
         bolus_marked=rec.route == "intrathecal" and _bolus_marked(med, dosages, ctx),
-        is_supplement=_supplement_test(ctx),
+        is_supplement=supplement,
     )
+    if supplement is not None and rec.dose.supplement_single_max is not None:
+        rec.supplement_indices = [
+            i for i, d in enumerate(dosages) if isinstance(d, dict) and supplement(d)
+        ]
     if rec.dose.steps:
         rec.start = rec.start or rec.dose.steps[0].start
         rec.end = rec.end or rec.dose.steps[-1].end

@@ -139,9 +139,11 @@ def assemble_patient(
             if bad.problem == "creatinine-unit"
             else ("value implausible for its unit")
         )
+        named = f"{bad.raw or 'no value'}, {bad.when.date().isoformat()}, Observation/{bad.id}"
+        facts.creatinine_unusable_text = facts.creatinine_unusable_text or named
         ctx.issue(
             bad.problem or "creatinine-unit",
-            f"Observation/{bad.id}: creatinine {what}",
+            f"Observation/{bad.id}: creatinine {bad.raw or ''} {what}".replace("  ", " "),
             ref=f"Observation/{bad.id}",
         )
 

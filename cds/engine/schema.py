@@ -49,6 +49,7 @@ class SuggestionDef(_Strict):
         "titration_rate",
         "schedule",
         "labelled_start",
+        "supplement_limit",
         "taper",
         "remove_draft",
         "none",
@@ -96,6 +97,13 @@ class LabelledStartParams(_Strict):
 
     steps: list[tuple[float, float, int]] = Field(min_length=1)
     when: str | None = None
+
+
+class SupplementLimitParams(_Strict):
+    """A post-dialysis supplement above its limit is cut to the largest dispensable amount
+    at or under ``single_max``; the maintenance dosage is kept."""
+
+    single_max: float = Field(gt=0)
 
 
 class TitrationStepParams(_Strict):
@@ -148,6 +156,7 @@ SUGGESTION_PARAMS: dict[str, type[_Strict]] = {
     "titration_rate": TitrationRateParams,
     "schedule": ScheduleParams,
     "labelled_start": LabelledStartParams,
+    "supplement_limit": SupplementLimitParams,
     "taper": TaperParams,
     "remove_draft": NoParams,
     "none": NoParams,

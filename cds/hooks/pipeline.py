@@ -40,7 +40,9 @@ from cds.suggestions import (
     dose_plan,
     dose_resource,
     dose_words,
+    fmt_dose,
     product_note,
+    supplement_resource,
     taper_for,
     taper_resource,
 )
@@ -460,6 +462,43 @@ class _Planner:
             categories=("withdrawal-risk",),
         )
 
+    def supplement(self, order: OrderFacts, fs: list[Finding]) -> Suggestion | None:
+        """A post-dialysis supplement above its limit, cut to the largest amount the
+        ordered product gives at or under the lowest limit that fired (A5)."""
+        limits = [
+            float(f.suggestion.params["single_max"])
+            for f in fs
+            if f.suggestion and f.suggestion.kind == "supplement_limit"
+        ]
+        if not limits or order.resource is None:
+            return None
+        amount = self.dispenser.floor_amount(
+            min(limits), product=order.product, strength=order.strength, family=order.family
+        )
+        dispensed = self.dispenser.choose(
+            product=order.product,
+            strength=order.strength,
+            route_unit="mg",
+            amounts=[amount],
+            family=order.family,
+        )
+        if amount <= EPS or dispensed is None or dispensed.switched:
+            return None  # one order, one product: the maintenance dose keeps it
+        resource = supplement_resource(order, amount, dispensed)
+        if resource is None:
+            return None
+        label = f"Give {fmt_dose(amount)} mg after each dialysis session (the maintenance kept)"
+        return Suggestion(
+            label=label,
+            actions=({"type": "update", "description": label, "resource": resource},),
+            recommended=True,
+            kind="dose",
+            rule_ids=tuple(
+                f.rule_id for f in fs if f.suggestion and f.suggestion.kind == "supplement_limit"
+            ),
+            categories=tuple(sorted({f.category for f in fs})),
+        )
+
     def remove(self, order: OrderFacts, fs: list[Finding]) -> Suggestion | None:
         """Remove a draft that duplicates an active order (a renewal sent as a second order)."""
         if not order.is_draft or order.resource is None or not order.duplicate_ids:
@@ -487,6 +526,9 @@ class _Planner:
                 out.append(self._dose[order.order_id])  # type: ignore[arg-type]
         if "taper" in kinds:
             out += [s for s in (self.taper(order, fs), self.keep_taking(order, fs)) if s]
+        if "supplement_limit" in kinds:
+            s = self.supplement(order, fs)
+            out += [s] if s else []
         # A duplicate order is what every dose card on it is about: each offers its removal
         order_fs = self.by_order.get(order.order_id, [])
         dup = [f for f in order_fs if f.suggestion and f.suggestion.kind == "remove_draft"]

@@ -20,6 +20,7 @@ from cds.suggestions.render import (
     fmt_dose,
     freq_words,
     product_note,
+    supplement_resource,
     taper_resource,
 )
 from cds.suggestions.taper import describe_taper, taper_for, taper_steps
@@ -32,6 +33,7 @@ __all__ = [
     "Suggestion",
     "TaperStep",
     "continue_resource",
+    "supplement_resource",
     "describe_taper",
     "dose_plan",
     "dose_resource",

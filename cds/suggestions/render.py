@@ -238,6 +238,25 @@ def taper_resource(
     return new
 
 
+def supplement_resource(
+    order: OrderFacts, amount: float, dispensed: Dispensed | None
+) -> dict[str, Any] | None:
+    """The order with each post-dialysis dosage at ``amount`` (the maintenance kept)."""
+    if not order.resource or not order.supplement_indices:
+        return None
+    new = _corrected(order.resource, dispensed)
+    dosages = new.get("dosageInstruction")
+    if not isinstance(dosages, list):
+        return None
+    for i in order.supplement_indices:
+        if i >= len(dosages) or not isinstance(dosages[i], dict):
+            return None
+        d = dosages[i]
+        d["doseAndRate"] = [{"doseQuantity": quantity(order, amount, dispensed)}]
+        d.pop("text", None)  # the prescriber's words named the old dose
+    return new
+
+
 def continue_resource(
     order: OrderFacts, plan: DosePlan | None, now: datetime
 ) -> dict[str, Any] | None:
