@@ -171,14 +171,20 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        """Stop the server and every process it started (its own session: a console served
+        on its own port is a child that a SIGKILL of the parent would leave running)."""
+        if self.proc.poll() is None:
+            self._signal_group(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait(5)
+        self._signal_group(signal.SIGKILL)  # whatever of the group outlived its parent
+
+    def _signal_group(self, sig: int) -> None:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
 
 
 def python() -> str:
