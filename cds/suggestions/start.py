@@ -56,14 +56,12 @@ def labelled_start(
     if dispensed is None:
         # no one product gives every step: doses in mg, each given by some product of the
         # family (the pharmacy dispenses a starter pack), else no suggestion
-        each = [
-            dispenser.choose(
-                product=None, strength=None, route_unit="mg", amounts=[a], family=order.family
-            )
-            for a in amounts
-        ]
-        if any(d is None for d in each):
-            return None
+        # (a product of the family gives the amount exactly: ``choose`` with no product
+        # accepts any amount, an order of unknown strength, so it cannot be the test here)
+        if not all(
+            abs(dispenser.floor_amount(a, family=order.family) - a) <= EPS for a in amounts
+        ):
+            return None  # a step no strength can give (unsplit, at most N units): no fix
         dispensed = Dispensed()
     day0 = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo)
     steps = []
