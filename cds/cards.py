@@ -31,9 +31,9 @@ CATEGORY_DISPLAY = {
     "data-quality": "Data quality",
 }
 EXTENSION_KEY = "posologic"
-# Cards stored before the product was named carry their extension under this key; readers
-# (feedback, the console, the kit) accept both.
-LEGACY_EXTENSION_KEYS = ("cds-baclofen",)
+# Cards stored before the product was named carry their extension under "cds-<pack>";
+# readers (feedback, the console, the kit) accept that too.
+LEGACY_EXTENSION_PREFIX = "cds-"
 SUMMARY_MAX = 139
 _RENAL_UNITS = frozenset({"mL/min", "mL/min/1.73m2"})  # set by clinical/, never the request
 
@@ -317,9 +317,15 @@ def card_extension(card: Mapping[str, Any]) -> dict[str, Any]:
     ext = card.get("extension")
     if not isinstance(ext, Mapping):
         return {}
-    for key in (EXTENSION_KEY, *LEGACY_EXTENSION_KEYS):
-        value = ext.get(key)
-        if isinstance(value, dict):
+    value = ext.get(EXTENSION_KEY)
+    if isinstance(value, dict):
+        return value
+    for key, value in ext.items():
+        if (
+            isinstance(key, str)
+            and key.startswith(LEGACY_EXTENSION_PREFIX)
+            and isinstance(value, dict)
+        ):
             return value
     return {}
 

@@ -29,19 +29,7 @@ CODE = REPO / "cds"
 TEXT_MATCH = "https://posologic.example.org/fhir/StructureDefinition/text-match"
 
 # (file under cds/, the exact text allowed on a line, why it must stay)
-ALLOWED: tuple[tuple[str, str, str], ...] = (
-    (
-        "cds/cards.py",
-        '"cds-baclofen"',
-        "the legacy card-extension key: cards stored before packs were generic carry it, "
-        "and reading them back must still find their rule ids",
-    ),
-    (
-        "cds/web/console/present.py",
-        '"cds-baclofen"',
-        "the console reads the same legacy key from stored cards (see cds/cards.py)",
-    ),
-)
+ALLOWED: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)

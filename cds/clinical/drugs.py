@@ -261,8 +261,8 @@ def comedication_flags(
     class_vs: frozenset[str],
 ) -> set[str]:
     """Which co-medication sets (an anticonvulsant on the list, the CNS-active drugs) a drug
-    belongs to: by code; by words only when no class code could decide (a drug coded as a
-    gabapentinoid stays out of the anticonvulsants its words alone might name)."""
+    belongs to: by code; by words only when no class code could decide (a drug coded in one
+    interacting class stays out of another set its words alone might name)."""
     codes = code_hits(med, term)
     out = {c.name for c in comeds if codes & set(c.valuesets)}
     if not (codes & class_vs):

@@ -316,7 +316,7 @@ class InteractionFacts:
     """An order of the drug paired with one interacting class present in the regimen."""
 
     order_id: str
-    drug_class: str  # opioid, sedative, gabapentinoid, muscle_relaxant, levodopa, ...
+    drug_class: str  # the pack's interacting class (opioid, sedative, levodopa, ...)
     pair_has_draft: bool  # the drug's order or the other order is a draft here
     drug_names: str = ""  # display names joined, for the card
     other_ids: list[str] = display_factory(list)

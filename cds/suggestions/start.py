@@ -58,9 +58,7 @@ def labelled_start(
         # family (the pharmacy dispenses a starter pack), else no suggestion
         # (a product of the family gives the amount exactly: ``choose`` with no product
         # accepts any amount, an order of unknown strength, so it cannot be the test here)
-        if not all(
-            abs(dispenser.floor_amount(a, family=order.family) - a) <= EPS for a in amounts
-        ):
+        if not all(abs(dispenser.floor_amount(a, family=order.family) - a) <= EPS for a in amounts):
             return None  # a step no strength can give (unsplit, at most N units): no fix
         dispensed = Dispensed()
     day0 = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo)

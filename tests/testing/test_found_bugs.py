@@ -138,166 +138,6 @@ RESTART_AFTER_HOLD = (
 )
 
 
-def gabapentin_two_orders_cut_together() -> dict[str, Any]:
-    """55 M 80 kg, normal renal function; two chronic gabapentin orders on 300 mg capsules,
-    600 mg TID and 300 mg TID (2700 mg/day), both replaced in one signing by 300 mg once
-    daily: the regimen loses 78% at once."""
-
-    def pair(n: int, dose: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        active = b.medication_request(
-            rid=f"rx-active-{n}",
-            product="cap300",
-            dosages=[b.dosage(dose=dose, frequency=3)],
-            authored=NOW - timedelta(days=60),
-        )
-        draft = b.medication_request(
-            rid=f"rx-draft-{n}",
-            status="draft",
-            product="cap300",
-            dosages=[b.dosage(dose=300, frequency=1)],
-            prior=f"rx-active-{n}",
-        )
-        return active, draft
-
-    (a1, d1), (a2, d2) = pair(1, 600), pair(2, 300)
-    return request_for([d1, d2], medications=[a1, a2])
-
-
-def gabapentin_cut_beside_a_stop_for_an_adverse_reaction() -> dict[str, Any]:
-    """55 M 80 kg; two chronic gabapentin orders on 100 mg capsules, 200 mg TID each; one
-    is halved to 100 mg TID, the other stopped for an adverse reaction in the same signing
-    (the regimen: 1200 to 300 mg/day)."""
-    actives = [
-        b.medication_request(
-            rid=f"rx-active-{n}",
-            product="cap100",
-            dosages=[b.dosage(dose=200, frequency=3)],
-            authored=NOW - timedelta(days=60),
-        )
-        for n in (1, 2)
-    ]
-    halved = b.medication_request(
-        rid="rx-draft-1",
-        status="draft",
-        product="cap100",
-        dosages=[b.dosage(dose=100, frequency=3)],
-        prior="rx-active-1",
-    )
-    stopped = b.medication_request(
-        rid="rx-active-2",
-        status="stopped",
-        product="cap100",
-        dosages=[b.dosage(dose=200, frequency=3)],
-        status_reason=(b.SNOMED, "281647001", "Adverse reaction"),
-    )
-    return request_for([halved, stopped], medications=actives)
-
-
-CUT_BESIDE_ADVERSE_STOP = (
-    "Fixed (no taper of one order while another's cut is exempt): one draft halves its "
-    "order while another stops its order for an adverse reaction (no withdrawal rule on "
-    "that one: the stop is meant to be abrupt); the halved order's withdrawal card offered "
-    "a taper of that order alone, after which the exempt stop still removed more than half "
-    "of the regimen and withdrawal-high-dose fired again. Such a card now has no taper (the "
-    "card still warns: the patient loses more than half the regimen) "
-    "(found by 'safe suggestions', deep profile, this session)"
-)
-
-
-def gabapentin_switch_to_once_daily_three_times_a_day() -> dict[str, Any]:
-    """55 M 80 kg; chronic immediate-release 100 mg BID (200 mg/day) stopped, and a new
-    once-daily 300 mg tablet order written 400 mg TID (1200 mg/day)."""
-    active = b.medication_request(
-        rid="rx-ir",
-        product="cap100",
-        dosages=[b.dosage(dose=100, frequency=2)],
-        authored=NOW - timedelta(days=60),
-    )
-    stop = b.medication_request(
-        rid="rx-ir", status="stopped", product="cap100", dosages=[b.dosage(dose=100, frequency=2)]
-    )
-    once_daily = b.medication_request(
-        rid="rx-od",
-        status="draft",
-        product="tab300-once_daily",
-        dosages=[b.dosage(dose=400, frequency=3)],
-    )
-    return request_for([stop, once_daily], medications=[active])
-
-
-STEP_AT_THE_FIX_COUNT = (
-    "Fixed (a per-dose step is judged at the fix's own count): the dose fix of a once-daily "
-    "order written TID (schedule: once daily) with step-above-300-per-dose fired capped the "
-    "rise at 300 mg x the ordered three doses (+900) and offered 900 mg once daily: once "
-    "daily, that is +700 mg in one dose, so the step rule fired again. The step cap now uses "
-    "the administrations of the fix itself (300 mg once daily) "
-    "(found by 'safe suggestions', deep profile, this session)"
-)
-
-
-def gabapentin_two_stops_one_selected() -> dict[str, Any]:
-    """55 M 80 kg; two chronic gabapentin orders (100 mg TID and 200 mg TID) both being
-    stopped on order-select, with only the first stop selected so far."""
-    actives = [
-        b.medication_request(
-            rid=f"rx-{n}",
-            product="cap100",
-            dosages=[b.dosage(dose=dose, frequency=3)],
-            authored=NOW - timedelta(days=60),
-        )
-        for n, dose in ((1, 100), (2, 200))
-    ]
-    stops = [
-        b.medication_request(
-            rid=a["id"], status="stopped", product="cap100", dosages=a["dosageInstruction"]
-        )
-        for a in actives
-    ]
-    return request_for(
-        stops, medications=actives, hook="order-select", selections=["MedicationRequest/rx-1"]
-    )
-
-
-UNSELECTED_STOP = (
-    "Fixed (a draft cutting its dose that is not among the checked orders blocks the "
-    "taper): on order-select with two stops of a split regimen and only one selected, the "
-    "selected stop's withdrawal card offered a taper of that order alone; the unselected "
-    "stop still removed the rest, so withdrawal-high-dose fired again. The planner now "
-    "reads the regimen's cutting drafts from the facts (co_cut_ids), selected or not "
-    "(found by 'safe suggestions', deep profile, UK, this session)"
-)
-
-
-def gabapentin_copd_and_a_new_opioid() -> dict[str, Any]:
-    """55 M 80 kg with COPD; a new gabapentin 100 mg TID draft (the kit then adds an
-    opioid draft)."""
-    draft = b.medication_request(
-        rid="rx-new", status="draft", product="cap100", dosages=[b.dosage(dose=100, frequency=3)]
-    )
-    return request_for([draft], conditions=[b.condition("13645005")])
-
-
-REASON_MOVES_INTO_INTERACTION = (
-    "Not a bug (the check was too strict): with chronic lung disease and no CNS depressant, "
-    "a new gabapentin order gets the A7 side-effect info; adding an opioid replaces it with "
-    "the interaction warning, which carries chronic lung disease as a reason. The check "
-    "now accepts a card carried by an interaction card on the same order at least as "
-    "severe (found by 'monotonic in interactions', deep profile, UK, this session)"
-)
-
-TWO_ORDERS_CUT_TOGETHER = (
-    "Fixed (a taper tapers every order cut in the same signing): two drafts each cut "
-    "their own chronic order (the regimen: 2550 + 2400 mg/day to 200 mg/day); the "
-    "withdrawal-high-dose card of each offered a taper of its own order alone, so after "
-    "accepting it the other draft's abrupt cut still removed more than half of the regimen "
-    "on day 1 and withdrawal-high-dose fired again on the same order. The taper now carries "
-    "one update per cut order (and no taper when one of them cannot be tapered); the "
-    "continue-the-dose fix keeps every stopped order too "
-    "(found by 'safe suggestions', CI run of stop 18)"
-)
-
-
-# invariant name -> [(what went wrong, minimal request, extra keyword arguments)]
 def uneven_doses_cut() -> dict[str, Any]:
     """Adult; chronic baclofen on 5 mg tablets written as two instructions, 2.5 mg TID and
     15 mg TID (52.5 mg/day in six doses), replaced by 2.5 mg TID."""
@@ -351,6 +191,7 @@ DUPLICATES_IN_LIST_ORDER = (
     "profile, this session)"
 )
 
+# invariant name -> [(what went wrong, minimal request, extra keyword arguments)]
 REGRESSIONS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "unit invariance": [(CODED_START, coded_schedule_with_a_start(), {})],
     "safe suggestions": [
@@ -696,8 +537,8 @@ def test_a_taper_covers_every_order_cut_in_the_signing(gabapentin_pack) -> None:
         if c.category == "withdrawal-risk" and s.kind == "taper"
     ]
     assert len(tapers) == 2  # one card per order, each tapering both
-    for s in tapers:
-        assert sorted(a["resource"]["id"] for a in s.actions) == ["rx-draft-1", "rx-draft-2"]
+    for taper in tapers:
+        assert sorted(a["resource"]["id"] for a in taper.actions) == ["rx-draft-1", "rx-draft-2"]
 
 
 def test_no_taper_of_one_order_beside_a_stop_for_an_adverse_reaction(gabapentin_pack) -> None:

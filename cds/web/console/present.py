@@ -409,7 +409,7 @@ def card_view(card: dict[str, Any]) -> CardView:
     ]
     ext_rows: list[tuple[str, str]] = []
     ext = card.get("extension")
-    # ``{"posologic": {...}}`` (or the legacy ``"cds-baclofen"``): the namespace says
+    # ``{"posologic": {...}}`` (or the legacy ``"cds-<pack>"``): the namespace says
     # nothing to a pharmacist.
     if isinstance(ext, dict) and len(ext) == 1 and isinstance(next(iter(ext.values())), dict):
         ext = next(iter(ext.values()))
