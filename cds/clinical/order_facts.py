@@ -109,6 +109,9 @@ class _RouteView:
     current_start: datetime | None = None
     cutting: list[str] | None = None  # drafts lowering their own order's dose (ids)
     scheduled_sorted: list[tuple[str, MedRecord]] = field(default_factory=list)  # by id
+    # 24 h / the administrations a day of the scheduled records after signing, when there
+    # are several (even spacing); None with one: that order's own timing decides
+    regimen_gap_hours: float | None = None
 
 
 def _cutting(reg: Regimen, view: _RouteView, route: str, now: datetime) -> list[str]:
@@ -171,6 +174,10 @@ def _view(reg: Regimen, route: str, now: datetime) -> _RouteView:
         ]
         view.current_start = max((s for s in starts if s is not None), default=None)
     view.cutting = _cutting(reg, view, route, now)
+    doses = [r.dose for r in after.records if r.dose is not None and not r.dose.prn_only]
+    admins = sum(d.admin_per_day or 0.0 for d in doses)
+    if len(doses) > 1 and admins > 0:
+        view.regimen_gap_hours = round(24.0 / admins, 2)
     view.scheduled_sorted = sorted(
         ((r.id or r.ref or "", r) for r in scheduled), key=lambda pair: pair[0]
     )
@@ -307,11 +314,8 @@ def build_order_facts(
     # The patient's longest gap is the regimen's: a bedtime order beside a TID order is not
     # 24 h between doses. Several scheduled orders: 24 h / their administrations a day
     # (even spacing, as for one order without times of day), if that is shorter.
-    doses = [r.dose for r in after.records if r.dose is not None and not r.dose.prn_only]
-    if o.max_interval_hours is not None and len(doses) > 1:
-        admins = sum(d.admin_per_day or 0.0 for d in doses)
-        if admins > 0:
-            o.max_interval_hours = min(o.max_interval_hours, round(24.0 / admins, 2))
+    if o.max_interval_hours is not None and view.regimen_gap_hours is not None:
+        o.max_interval_hours = min(o.max_interval_hours, view.regimen_gap_hours)
 
     if route == "intrathecal":
         _intrathecal(
