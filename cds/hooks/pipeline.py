@@ -29,7 +29,7 @@ from cds.clinical.facts import ClinicalFacts, DataIssue, OrderFacts
 from cds.clinical.validation import validation_memo
 from cds.engine.findings import SEVERITY_RANK, Finding
 from cds.engine.pack import CompiledPack
-from cds.hooks.recheck import LoopProblem, accepted, apply_action, loop_problems
+from cds.hooks.recheck import LoopProblem, accepted, apply_action, edited_orders, loop_problems
 from cds.suggestions import (
     Dispenser,
     DispensingPolicy,
@@ -575,7 +575,7 @@ class _Planner:
             tfacts, tfind = self._trial(current)
             problems = []
             # every order the fix edits (a taper of several orders): none may loop
-            for oid in _touched(current, order.order_id):
+            for oid in edited_orders(current, order.order_id):
                 problems += loop_problems(
                     before=self.findings,
                     after=tfind,
@@ -663,16 +663,6 @@ class _Planner:
             )
             notes.append(f"\u201c{s.label}\u201d is not offered: after it, {why}.")
         return kept, notes
-
-
-def _touched(s: Suggestion, order_id: str) -> list[str]:
-    """The order a suggestion is about, then every other order its updates edit."""
-    out = [order_id]
-    for a in s.actions:
-        rid = (a.get("resource") or {}).get("id") if a.get("type") == "update" else None
-        if isinstance(rid, str) and rid not in out:
-            out.append(rid)
-    return out
 
 
 _KEEP: tuple[dict, str] = ({}, "")  # an order cut by no more than one step: as written

@@ -54,6 +54,17 @@ def accepted(inp: HookInput, suggestion: Suggestion) -> HookInput:
     return trial
 
 
+def edited_orders(suggestion: Suggestion, order_id: str) -> list[str]:
+    """The order a suggestion is about, then every other order its updates edit (a taper
+    of several orders): accepting it must leave none of them looping."""
+    out = [order_id]
+    for a in suggestion.actions:
+        rid = (a.get("resource") or {}).get("id") if a.get("type") == "update" else None
+        if isinstance(rid, str) and rid not in out:
+            out.append(rid)
+    return out
+
+
 def _worst(findings: Iterable[Finding], order_id: str | None) -> dict[str, int]:
     out: dict[str, int] = {}
     for f in findings:

@@ -22,7 +22,7 @@ from typing import Any
 from cds.cards import BuiltCard, card_extension, contract_problems
 from cds.engine.findings import SEVERITY_RANK
 from cds.hooks.pipeline import apply_action, evaluate
-from cds.hooks.recheck import accepted
+from cds.hooks.recheck import accepted, edited_orders
 from cds.testing import strategies as strat
 from cds.testing.compare import card_key, outcome_diff, show_key
 from cds.testing.describe import describe_request
@@ -332,7 +332,7 @@ def check_suggestions_safe(request: JSON, packs: Packs, now: datetime) -> None:
                     trial = replace(trial, hook="order-sign")
                 after = evaluate(trial, plist, now=now, recheck=False)
                 rank = SEVERITY_RANK[card.card["indicator"]]
-                edited = _edited(s, card.order_id)
+                edited = set(edited_orders(s, card.order_id))
                 mine = [f for f in after.findings if f.order_id in edited]
                 refired = sorted({f.rule_id for f in mine if f.rule_id in s.rule_ids})
                 worse = sorted(
@@ -377,7 +377,7 @@ def check_no_alert_loops(request: JSON, packs: Packs, now: datetime) -> None:
             for s in card.suggestions:
                 removes = any(a.get("type") == "delete" for a in s.actions)
                 # the card's order and every other order the fix edits (a taper of several)
-                scope = None if removes else _edited(s, card.order_id)
+                scope = None if removes else set(edited_orders(s, card.order_id))
                 was: dict[tuple[str, str, str], int] = {}
                 for c in out.cards:
                     if scope is None or c.order_id in scope:
@@ -412,16 +412,6 @@ def check_no_alert_loops(request: JSON, packs: Packs, now: datetime) -> None:
                         f"card of {card.order_id}: " + "; ".join(bad),
                         request,
                     )
-
-
-def _edited(s: Any, order_id: str) -> set[str]:
-    """The card's order and every order an update action of suggestion ``s`` edits."""
-    out = {order_id}
-    for a in s.actions:
-        rid = (a.get("resource") or {}).get("id") if a.get("type") == "update" else None
-        if isinstance(rid, str):
-            out.add(rid)
-    return out
 
 
 def check_order_independence(request: JSON, packs: Packs, now: datetime, *, seed: int = 0) -> None:
