@@ -2,14 +2,18 @@
 
 Part D of the clinical policy and the shared examples are vignettes; each must give
 exactly the cards it lists, with the suggested dose, timing or taper, and every card must
-meet the card contract. A vignette marked ``xfail: "<reason>"`` documents a known pack or
-code bug with the correct expectation: it is ``xfail(strict=True)`` until the bug is fixed.
+meet the card contract, and accepting any suggestion it offers must leave no card above info
+on the orders it edits ("no alert loops", every vignette a realistic request). A vignette
+marked ``xfail: "<reason>"`` documents a known pack or code bug with the correct
+expectation: it is ``xfail(strict=True)`` until the bug is fixed.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from cds.engine.registry import PackRegistry
+from cds.testing import invariants as inv
 from cds.testing.vignettes import Vignette, VignetteResult, load_vignettes, run_vignette
 from tests.conftest import REPO
 
@@ -41,6 +45,20 @@ def _param(v: Vignette) -> object:
 def test_vignette(vignette) -> None:
     result = result_of(vignette)
     assert result.ok, "\n".join(result.problems)
+
+
+_REGISTRIES: dict[tuple[tuple[str, ...], str], PackRegistry] = {}
+
+
+@pytest.mark.parametrize("vignette", [_param(v) for v in VIGNETTES if not v.xfail])
+def test_accepting_a_vignettes_suggestions_leaves_no_alert(vignette) -> None:
+    packs = tuple(vignette.packs or (PACK_OF[id(vignette)],))
+    key = (packs, vignette.profile)
+    if key not in _REGISTRIES:
+        reg = PackRegistry(rules_dir=REPO / "rules", pack_ids=list(packs), profile=vignette.profile)
+        reg.load()
+        _REGISTRIES[key] = reg
+    inv.check_no_alert_loops(vignette.request, _REGISTRIES[key], vignette.now)
 
 
 def test_vignette_ids_are_file_names() -> None:
